@@ -1,0 +1,1 @@
+"""Data: dataset layouts, compression variants, face crops, the manifest, pairing and loaders."""
