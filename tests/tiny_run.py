@@ -1,0 +1,94 @@
+"""A tiny run folder for the evaluation and prediction tests: uniform-colour crops whose fake probability
+is known exactly, a manifest, a config.yaml, and a detector whose score is the crop's brightness.
+
+`BrightnessDetector` gives softmax(logits)[:, 1] == mean brightness of the un-normalised image, so a crop
+filled with grey level v scores v / 255: the tests compute every expected metric by hand from the levels.
+"""
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from rccl.data.manifest import write_manifest
+from rccl.scoring import IMAGENET_MEAN, IMAGENET_STD
+
+IMAGE_SIZE = 16
+
+# (quality, split, video, label, grey levels of its frames)
+VIDEOS = [
+    # raw test: perfectly separated
+    ("raw", "test", "real/a.mp4", 0, [40, 60]),
+    ("raw", "test", "real/b.mp4", 0, [50, 70]),
+    ("raw", "test", "fake/c.mp4", 1, [200, 220]),
+    ("raw", "test", "fake/d.mp4", 1, [210, 230]),
+    ("raw", "val", "real/e.mp4", 0, [45, 65]),
+    ("raw", "val", "fake/f.mp4", 1, [205, 215]),
+    # c23 test: one bright natural frame (200) and one dark fake frame (30); the video means still separate
+    ("c23", "test", "real/a.mp4", 0, [40, 60]),
+    ("c23", "test", "real/b.mp4", 0, [50, 200]),
+    ("c23", "test", "fake/c.mp4", 1, [210, 220]),
+    ("c23", "test", "fake/d.mp4", 1, [30, 230]),
+    # c40: the test split holds naturals only (a one-class split); the fakes are in train
+    ("c40", "test", "real/a.mp4", 0, [40, 150]),
+    ("c40", "test", "real/b.mp4", 0, [50, 70]),
+    ("c40", "train", "fake/c.mp4", 1, [200, 220]),
+]
+
+
+class BrightnessDetector(torch.nn.Module):
+    """logits (log(1 - b), log b) with b the mean of the un-normalised image: softmax gives fake prob b."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = (x * self.std + self.mean).mean(dim=(1, 2, 3)).clamp(1e-6, 1 - 1e-6)
+        return torch.stack([torch.log1p(-b), torch.log(b)], dim=1)
+
+
+def make_tiny_run(root: Path, videos=VIDEOS) -> Path:
+    """root/data/manifest.jsonl with its crops, and root/run/config.yaml pointing at it; returns the run."""
+    data = root / "data"
+    rows = []
+    for quality, split, video, label, levels in videos:
+        for frame, level in enumerate(levels):
+            rel = f"crops/{quality}/{Path(video).stem}_{frame}.png"
+            (data / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8, 3), level, np.uint8)).save(data / rel)
+            rows.append({"path": rel, "dataset": "synthetic", "split": split, "quality": quality, "video": video,
+                         "label": label, "frame": frame, "pair": frame // 2,
+                         "source": "a_0000" if label else "", "target": "b" if label else "",
+                         "identity": "" if label else "a", "box": [0, 0, 8, 8]})
+    write_manifest(data / "manifest.jsonl", rows)
+    run = root / "run"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    cfg = {"data": {"manifest": str(data / "manifest.jsonl"), "image_size": IMAGE_SIZE}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return run
+
+
+def install_brightness_detector(monkeypatch) -> None:
+    """Make rccl.train.checkpoint.load_detector give a BrightnessDetector and the run's config.yaml (the
+    module is created if the training room is absent)."""
+    try:
+        import rccl.train.checkpoint as checkpoint
+    except ImportError:
+        checkpoint = types.ModuleType("rccl.train.checkpoint")
+        train = sys.modules.get("rccl.train") or types.ModuleType("rccl.train")
+        train.checkpoint = checkpoint
+        monkeypatch.setitem(sys.modules, "rccl.train", train)
+        monkeypatch.setitem(sys.modules, "rccl.train.checkpoint", checkpoint)
+
+    def load_detector(run_dir, map_location=None):
+        cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+        return BrightnessDetector().to(map_location or "cpu"), cfg
+
+    monkeypatch.setattr(checkpoint, "load_detector", load_detector, raising=False)
