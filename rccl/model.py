@@ -1,0 +1,113 @@
+"""The detector: a timm encoder without its classifier, a 2-layer MLP projector onto the unit sphere
+(stage 1, contrastive), and a linear classifier on the encoder's features (stage 2; class 1 = fake).
+
+`model(images)` gives the classifier's logits (B, 2): that is the detector evaluation and prediction use.
+`model.embed(images)` gives the L2-normalised projections z (B, proj_dim) the loss sees.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be built as configured (unknown encoder, unloadable weights)."""
+
+
+class Embedder(nn.Module):
+    """Encoder + projector: images -> z on the unit sphere. The module stage 1 trains (and DDP wraps)."""
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projector(self.encoder(images)).float(), dim=1)
+
+
+class Detector(nn.Module):
+    def __init__(self, encoder: nn.Module, feature_dim: int, proj_hidden: int, proj_dim: int):
+        super().__init__()
+        self.encoder = encoder
+        self.feature_dim = feature_dim
+        self.projector = nn.Sequential(
+            nn.Linear(feature_dim, proj_hidden), nn.ReLU(inplace=True), nn.Linear(proj_hidden, proj_dim))
+        self.classifier = nn.Linear(feature_dim, 2)
+
+    def embedder(self) -> Embedder:
+        """A view sharing this model's encoder and projector (no copy)."""
+        return Embedder(self.encoder, self.projector)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projector(self.encoder(images)).float(), dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.encoder(images))
+
+
+def _create_encoder(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
+    if not timm.is_model(name.split(".")[0]):
+        raise ModelError(f"model.encoder: timm has no model named {name!r} (see timm.list_models())")
+    return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+
+
+def _load_local_weights(encoder: nn.Module, path: str) -> None:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"model.weights: {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt or foreign file: say which one
+        raise ModelError(f"model.weights: {path} cannot be read as a torch state_dict ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    # A full classification checkpoint carries the ImageNet head, which num_classes=0 dropped.
+    head = {k for k in state if k.split(".")[0] in ("fc", "classifier", "head", "last_linear")}
+    missing, unexpected = encoder.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
+    if missing:
+        raise ModelError(f"model.weights: {path} lacks {len(missing)} encoder tensor(s), e.g. {missing[:3]} "
+                         f"(is it a state_dict of the same timm model?)")
+    if unexpected:
+        print(f"model.weights: ignored {len(unexpected)} tensor(s) not in the encoder, e.g. {unexpected[:3]}",
+              file=sys.stderr)
+
+
+def build_model(cfg: dict, *, load_weights: bool = True) -> Detector:
+    """The detector described by cfg["model"]. With load_weights=False (rebuilding from a checkpoint)
+    no pretrained weights are fetched or read: the checkpoint supplies every tensor."""
+    m = cfg["model"]
+    kwargs = dict(m.get("encoder_kwargs") or {})
+    pretrained = bool(m["pretrained"]) and load_weights and not m["weights"]
+    try:
+        encoder = _create_encoder(m["encoder"], pretrained, kwargs)
+    except ModelError:
+        raise
+    except Exception as e:
+        if not pretrained:
+            raise ModelError(f"model.encoder {m['encoder']!r} with {kwargs}: {type(e).__name__}: {e}") from None
+        # Offline, or a model without published weights: one clear line, then scratch only if allowed.
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+        if not m["allow_scratch"]:
+            raise ModelError(f"model.pretrained: could not load ImageNet weights for {m['encoder']!r} ({reason}); "
+                             f"give a local file with model.weights=PATH, or allow random weights with "
+                             f"model.allow_scratch=true") from None
+        print(f"model.pretrained: no ImageNet weights for {m['encoder']!r} ({reason}); training from scratch "
+              f"(model.allow_scratch=true)", file=sys.stderr)
+        encoder = _create_encoder(m["encoder"], False, kwargs)
+    if load_weights and m["weights"]:
+        _load_local_weights(encoder, os.fspath(m["weights"]))
+    elif load_weights and not m["pretrained"] and not m["allow_scratch"]:
+        raise ModelError("model: no weights configured (model.pretrained=false, model.weights=null) and "
+                         "model.allow_scratch=false; set one of them")
+    feature_dim = encoder.num_features
+    return Detector(encoder, feature_dim, m["proj_hidden"] or feature_dim, m["proj_dim"])

@@ -1,0 +1,250 @@
+"""Training configuration: defaults, YAML files, dotted command-line overrides, the resolved copy in the run.
+
+A config file holds only the keys it changes; `base: other.yaml` (relative to the file) chains files, so
+an ablation names the paper setting and the one key it varies. Every key must exist in DEFAULTS: a typo is
+an error that names the key and the file, never a silently ignored setting.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key and where it came from."""
+
+
+DEFAULTS: dict = {
+    "name": "run",
+    "data": {
+        "manifest": None,          # rccl-prep's manifest.jsonl; null -> the embedded demo (rccl-train only)
+        "backend": "auto",         # torch | dali | auto (dali when importable and a GPU is present)
+        "image_size": 299,         # the side of the square input the encoder sees
+        "train_split": "train",
+        "train_qualities": ["raw"],  # the paper trains on the original (raw) version only
+        "pairing": "semantic",     # preset (instance | temporal | semantic | class) or {strategy: weight}
+        "workers": 4,
+        "cache_images": False,     # decode every training crop once and keep it in memory (small sets)
+        "augment": {
+            "scale": [0.5, 1.0],   # RandomResizedCrop area range
+            "ratio": [0.75, 1.3333333],
+            "flip": 0.5,
+            "color_jitter": 0.4,   # brightness, contrast, saturation strength (hue is a quarter of it)
+            "color_jitter_p": 0.8,
+            "blur_p": 0.5,
+            "blur_sigma": [0.1, 2.0],
+        },
+    },
+    "model": {
+        "encoder": "legacy_xception",
+        "encoder_kwargs": {},      # passed to timm.create_model (free-form)
+        "pretrained": False,       # true: timm's own download of ImageNet weights
+        "weights": None,           # a local file of encoder weights (a timm state_dict)
+        "allow_scratch": True,     # false: refuse to train from random weights when none can be loaded
+        "proj_hidden": None,       # projector hidden width; null -> the encoder's feature width
+        "proj_dim": 128,
+        "channels_last": True,
+        "compile": False,
+    },
+    "loss": {
+        "kind": "rccl",            # rccl | supcon | ce
+        "temperature": 0.1,
+        "bank_size": 16,           # hard features kept per class (16 + 16 = the paper's 32 positives)
+        "negatives": 16,           # mixed hard negatives
+        "neighbors": 2,
+        "margin": 0.2,
+        "alpha": 0.5,              # lam = max(u, 1 - u), u ~ Beta(alpha, alpha)
+        "impl": "auto",
+    },
+    "stage1": {
+        "epochs": 100,
+        "batch_size": 128,         # the global batch of anchors (each gives two views)
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "warmup_epochs": 0,
+        "scheduler": "cosine",     # cosine | constant
+    },
+    "stage2": {
+        "epochs": 10,
+        "batch_size": 128,
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "warmup_epochs": 0,
+        "scheduler": "cosine",
+    },
+    "train": {
+        "seed": 0,
+        "out": "runs",             # the run folder is OUT/NAME
+        "amp": False,
+        "amp_dtype": "bfloat16",   # bfloat16 | float16 (float16 uses a GradScaler)
+        "amp_cpu": "auto",         # auto: bfloat16 autocast only on CPUs with native bfloat16; force; off
+        "device": "auto",          # auto | cpu | cuda
+        "threads": 0,              # torch CPU threads; 0 = torch's default
+        "keep_epochs": 3,          # numbered checkpoints kept per stage (0 = all); *_last.pt always
+        "progress": True,
+        "log_every": 10,
+    },
+    "eval": {
+        "qualities": ["raw", "c23", "c40"],
+        "split": "test",
+        "batch_size": 128,
+        "after_training": True,
+    },
+    "demo": {
+        "cache": None,             # null -> ~/.cache/rccl
+        "seed": 0,
+        "synth": {},               # keyword arguments of rccl.data.synth.make_synthetic (free-form)
+        "prep": {},                # keyword arguments of rccl.data.prep.prepare (free-form)
+    },
+}
+
+# Keys whose value is a mapping with free keys (checked by their consumer, not here).
+FREE_FORM = {"model.encoder_kwargs", "demo.synth", "demo.prep", "data.pairing"}
+
+
+def _check_and_merge(base: dict, update: dict, where: str, prefix: str = "") -> None:
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base)) or "(none)"
+            raise ConfigError(f"{where}: unknown config key '{dotted}' (known keys"
+                              f"{' under ' + prefix[:-1] if prefix else ''}: {known})")
+        default = base[key]
+        if dotted in FREE_FORM:
+            base[key] = copy.deepcopy(value)
+        elif isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{dotted}' is a section; give its keys ({', '.join(sorted(default))}),"
+                                  f" not {value!r}")
+            _check_and_merge(default, value, where, dotted + ".")
+        else:
+            base[key] = _checked_value(dotted, default, value, where)
+
+
+def _checked_value(dotted: str, default, value, where: str):
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: '{dotted}' must be true or false, got {value!r}")
+    elif isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: '{dotted}' must be a number, got {value!r}")
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"{where}: '{dotted}' must be an integer, got {value!r}")
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{where}: '{dotted}' must be a string, got {value!r}")
+    elif isinstance(default, list) and not isinstance(value, list):
+        raise ConfigError(f"{where}: '{dotted}' must be a list, got {value!r}")
+    return value
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _apply_file(cfg: dict, path: Path, seen: tuple = ()) -> None:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config file {path}: 'base' chain loops back on itself")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is not None:
+        _apply_file(cfg, (path.parent / base), seen + (path,))
+    _check_and_merge(cfg, data, f"config file {path}")
+
+
+def parse_override(text: str) -> dict:
+    """'stage1.lr=0.1' -> {"stage1": {"lr": 0.1}}; the value is read as YAML (numbers, lists, true, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE with a dotted key, e.g. stage1.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    nested: dict = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
+                base: dict | None = None) -> dict:
+    """DEFAULTS (or `base`, e.g. a run's saved config), then the file's chain, then each override."""
+    cfg = copy.deepcopy(base if base is not None else DEFAULTS)
+    if path is not None:
+        _apply_file(cfg, Path(path))
+    for text in overrides:
+        _check_and_merge(cfg, parse_override(text), f"command-line override {text!r}")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict) -> None:
+    """Checks that span keys or values (the per-key type checks happen while merging)."""
+    choices = {
+        "data.backend": ("torch", "dali", "auto"),
+        "loss.kind": ("rccl", "supcon", "ce"),
+        "train.amp_dtype": ("bfloat16", "float16"),
+        "train.amp_cpu": ("auto", "force", "off"),
+        "train.device": ("auto", "cpu", "cuda"),
+        "stage1.scheduler": ("cosine", "constant"),
+        "stage2.scheduler": ("cosine", "constant"),
+    }
+    for dotted, allowed in choices.items():
+        section, key = dotted.split(".")
+        if cfg[section][key] not in allowed:
+            raise ConfigError(f"'{dotted}' must be one of {', '.join(allowed)}, got {cfg[section][key]!r}")
+    for stage in ("stage1", "stage2"):
+        s = cfg[stage]
+        if s["epochs"] < 0:
+            raise ConfigError(f"'{stage}.epochs' must be >= 0, got {s['epochs']}")
+        if s["batch_size"] < 2 or s["batch_size"] % 2:
+            raise ConfigError(f"'{stage}.batch_size' must be an even number >= 2 (half natural, half fake), "
+                              f"got {s['batch_size']}")
+        if s["lr"] <= 0:
+            raise ConfigError(f"'{stage}.lr' must be > 0, got {s['lr']}")
+    if cfg["data"]["image_size"] < 8:
+        raise ConfigError(f"'data.image_size' must be at least 8, got {cfg['data']['image_size']}")
+    loss = cfg["loss"]
+    for key in ("bank_size", "negatives", "neighbors"):
+        if loss[key] < 0:
+            raise ConfigError(f"'loss.{key}' must be >= 0, got {loss[key]}")
+    if loss["temperature"] <= 0 or loss["alpha"] <= 0:
+        raise ConfigError("'loss.temperature' and 'loss.alpha' must be > 0")
+
+
+def save_config(cfg: dict, path: str | os.PathLike) -> None:
+    """Write the resolved config atomically (the run folder's config.yaml)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(cfg, f, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
