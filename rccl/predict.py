@@ -1,0 +1,140 @@
+"""Score a user's own files: detect the face, crop it as rccl-prep does, and give a fake probability.
+
+An image gives one crop (its largest face); a video gives one crop per sampled frame (evenly spaced from
+the first frame to the last) where a face is found, and its score is the mean of those crops' scores,
+as video-level evaluation does. A file that cannot be read, or in which no face is found, is reported
+(`on_skip`) and gets fake_probability None; the other files are still scored.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
+
+from rccl.data.faces import FaceCropper
+from rccl.data.video import VideoError, probe, read_frames
+from rccl.scoring import input_size, score_crops
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
+
+
+class Prediction(NamedTuple):
+    path: str
+    fake_probability: float | None  # None: the file was skipped (unreadable, or no face found)
+    n_faces: int                    # face crops scored: 1 for an image, sampled frames with a face for a video
+
+
+class Skipped(Exception):
+    """A file that cannot be scored; the message says why."""
+
+
+def _report_to_stderr(path: str, reason: str) -> None:
+    print(f"rccl-predict: skipped {path}: {reason}", file=sys.stderr)
+
+
+def sample_indices(n_frames: int, n_samples: int) -> list[int]:
+    """`n_samples` frame indices evenly spaced from the first frame to the last (all of them if fewer)."""
+    if n_frames <= 0 or n_samples <= 0:
+        return []
+    return sorted(set(np.linspace(0, n_frames - 1, min(n_samples, n_frames)).round().astype(int).tolist()))
+
+
+def _image_frame(path: Path) -> tuple[np.ndarray | None, str]:
+    """(the image as HxWx3 uint8 RGB with its EXIF rotation applied, "") or (None, why PIL cannot read it)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB")), ""
+    except UnidentifiedImageError:
+        return None, "not a format PIL knows"
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        return None, f"{type(e).__name__}: {e}"
+
+
+def _video_frames(path: Path, n_samples: int) -> list[np.ndarray]:
+    info = probe(path)
+    frames = read_frames(path, sample_indices(info.n_frames, n_samples))
+    if not frames:
+        raise Skipped(f"no frame could be decoded (the stream claims {info.n_frames})")
+    return [frames[i] for i in sorted(frames)]
+
+
+def load_frames(path: str | os.PathLike, n_samples: int = 32) -> list[np.ndarray]:
+    """The frames to look for faces in: the image itself, or `n_samples` evenly spaced video frames.
+    Raises Skipped with the reason when the file is neither a readable image nor a readable video."""
+    path = Path(path)
+    if not path.exists():
+        raise Skipped("no such file")
+    if not path.is_file():
+        raise Skipped("not a file")
+    if path.stat().st_size == 0:
+        raise Skipped("empty file (0 bytes)")
+    is_video = path.suffix.lower() in VIDEO_SUFFIXES
+    image_error = ""
+    if not is_video:
+        frame, image_error = _image_frame(path)
+        if frame is not None:
+            return [frame]
+    try:
+        return _video_frames(path, n_samples)
+    except (VideoError, Skipped) as e:
+        video_error = str(e).removeprefix(f"{path}: ")
+        if is_video:
+            raise Skipped(video_error if video_error.startswith("not a readable video")
+                          else f"not a readable video ({video_error})") from None
+        raise Skipped(f"not an image or video that can be read (as an image: {image_error}; "
+                      f"as a video: {video_error})") from None
+
+
+def face_crops(frames: Sequence[np.ndarray], cropper: FaceCropper) -> list[np.ndarray]:
+    """The largest face of each frame where one is found, enlarged and cropped as rccl-prep crops it."""
+    crops = []
+    for frame in frames:
+        box = cropper.detect(frame)
+        if box is not None:
+            h, w = frame.shape[:2]
+            crops.append(cropper.crop(frame, cropper.enlarge_box(box, w, h)))
+    return crops
+
+
+def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike, *,
+                  device: str | torch.device | None = None, frames: int = 32, batch_size: int = 32,
+                  cropper: FaceCropper | None = None,
+                  on_skip: Callable[[str, str], None] | None = _report_to_stderr,
+                  progress: bool = True) -> list[Prediction]:
+    """One Prediction per path, in order. The detector is the run's stage-2 model (load_detector)."""
+    from rccl.train.checkpoint import load_detector  # the training room
+
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir}: no such folder (pass the RUN folder given to rccl-train)")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg = load_detector(run_dir, map_location=device)
+    model.to(device).eval()
+    size = input_size(cfg, f"{run_dir}/config.yaml")
+    cropper = cropper or FaceCropper()
+
+    results = []
+    for path in tqdm(list(paths), desc="predicting", unit="file", disable=not progress or len(paths) < 2, leave=False):
+        path = str(path)
+        try:
+            candidates = load_frames(path, frames)
+            crops = face_crops(candidates, cropper)
+            if not crops:
+                raise Skipped("no face found" + (f" in any of {len(candidates)} sampled frames"
+                                                  if len(candidates) > 1 else ""))
+        except Skipped as e:
+            if on_skip is not None:
+                on_skip(path, str(e))
+            results.append(Prediction(path, None, 0))
+            continue
+        scores = score_crops(model, crops, size, device, batch_size=batch_size)
+        results.append(Prediction(path, float(scores.mean()), len(crops)))
+    return results

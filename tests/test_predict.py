@@ -1,0 +1,130 @@
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from rccl.cli.predict import main as predict_main
+from rccl.data.faces import FaceCropper
+from rccl.data.video import read_frames
+from rccl.predict import Prediction, predict_files, sample_indices
+from tiny_run import install_brightness_detector, make_tiny_run
+
+FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"real face data not found at {FACES}")
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    install_brightness_detector(monkeypatch)
+    return make_tiny_run(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory):
+    skimage_data = pytest.importorskip("skimage.data")
+    path = tmp_path_factory.mktemp("img") / "astronaut.png"
+    Image.fromarray(skimage_data.astronaut()).save(path)
+    return path
+
+
+def _expected_brightness(image_path):
+    """The crop's mean grey level / 255, cut here directly with FaceCropper: what BrightnessDetector scores."""
+    frame = np.asarray(Image.open(image_path).convert("RGB"))
+    cropper = FaceCropper()
+    box = cropper.detect(frame)
+    assert box is not None
+    crop = cropper.crop(frame, cropper.enlarge_box(box, frame.shape[1], frame.shape[0]))
+    return crop.mean() / 255
+
+
+def _write_video(path, frames):
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode())
+
+
+def test_sample_indices_are_evenly_spaced():
+    assert sample_indices(300, 4) == [0, 100, 199, 299]
+    assert sample_indices(3, 10) == [0, 1, 2]
+    assert sample_indices(0, 5) == [] and sample_indices(1, 1) == [0]
+
+
+def test_astronaut_scores_its_face_crop(run, astronaut):
+    [p] = predict_files([astronaut], run, device="cpu", progress=False)
+    assert isinstance(p, Prediction) and p.path == str(astronaut) and p.n_faces == 1
+    assert p.fake_probability == pytest.approx(_expected_brightness(astronaut), abs=0.01)
+
+
+@needs_faces
+def test_real_photos_and_a_photo_without_faces(run):
+    photos = sorted((FACES / "identities").glob("*/*.jpg"))[:3]
+    dogs = FACES / "scenes" / "dogs.jpg"
+    skipped = {}
+    results = predict_files([*photos, dogs], run, device="cpu", on_skip=skipped.__setitem__, progress=False)
+    assert [r.path for r in results] == [str(p) for p in [*photos, dogs]]
+    for photo, r in zip(photos, results):
+        assert r.n_faces == 1
+        assert r.fake_probability == pytest.approx(_expected_brightness(photo), abs=0.01)
+    assert results[-1] == Prediction(str(dogs), None, 0)
+    assert skipped == {str(dogs): "no face found"}
+
+
+@needs_faces
+def test_real_clip_averages_its_sampled_frames(run):
+    clip = FACES / "video" / "short_hamilton_clip.mp4"
+    [p] = predict_files([clip], run, device="cpu", frames=5, progress=False)
+    # the same five frames (0, 68, 137, 206, 274 of 275) cut by hand: dlib finds the face in some of them
+    frames = read_frames(clip, [0, 68, 137, 206, 274])
+    assert len(frames) == 5
+    cropper = FaceCropper()
+    crops = [cropper.crop(f, cropper.enlarge_box(b, f.shape[1], f.shape[0]))
+             for f in frames.values() if (b := cropper.detect(f)) is not None]
+    assert p.n_faces == len(crops) >= 1
+    assert p.fake_probability == pytest.approx(np.mean([c.mean() / 255 for c in crops]), abs=0.01)
+
+
+def test_video_without_faces_and_unreadable_files_are_skipped(run, tmp_path):
+    blank = tmp_path / "blank.mp4"
+    _write_video(blank, [np.full((64, 64, 3), 90 + 10 * i, np.uint8) for i in range(8)])
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not really a jpeg" * 10)
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    broken_video = tmp_path / "broken.mp4"
+    broken_video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(100))
+    missing = tmp_path / "missing.jpg"
+    skipped = {}
+    paths = [blank, corrupt, empty, text, broken_video, missing]
+    results = predict_files(paths, run, device="cpu", frames=4, on_skip=skipped.__setitem__, progress=False)
+    assert all(r.fake_probability is None and r.n_faces == 0 for r in results)
+    assert skipped[str(blank)] == "no face found in any of 4 sampled frames"
+    assert skipped[str(corrupt)].startswith("not an image or video that can be read")
+    assert skipped[str(empty)] == "empty file (0 bytes)"
+    assert skipped[str(text)].startswith("not an image or video that can be read")
+    assert skipped[str(broken_video)].startswith("not a readable video")
+    assert skipped[str(missing)] == "no such file"
+
+
+def test_bad_run_folder_and_frames(tmp_path, run, astronaut):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        predict_files([astronaut], tmp_path / "no_run", device="cpu")
+    with pytest.raises(ValueError, match="frames must be at least 1"):
+        predict_files([astronaut], run, device="cpu", frames=0)
+
+
+def test_cli_prints_one_line_per_file(run, astronaut, tmp_path, capsys):
+    missing = tmp_path / "missing.mp4"
+    assert predict_main(["--checkpoint", str(run), "--device", "cpu", str(astronaut), str(missing)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    path, prob, verdict, faces = lines[0].split("\t")
+    assert path == str(astronaut) and 0 < float(prob) < 1 and verdict in ("fake", "natural") and faces == "1"
+    assert lines[1].split("\t") == [str(missing), "n/a", "skipped: no such file", "0"]
+    assert predict_main(["--checkpoint", str(run), "--device", "cpu", str(astronaut)]) == 0
