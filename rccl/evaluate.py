@@ -21,7 +21,8 @@ import torch
 from rccl.data.manifest import read_manifest
 from rccl.metrics import detection_metrics, roc_curve, video_scores
 from rccl.plots import draw_roc, draw_score_histogram
-from rccl.scoring import input_size, score_crop_files
+from rccl.data.loaders import build_eval_loader
+from rccl.scoring import input_size, score_batches
 
 QUALITIES = ("raw", "c23", "c40")
 
@@ -39,19 +40,16 @@ def metrics_path(run_dir: str | os.PathLike, split: str = "test") -> Path:
     return Path(run_dir) / ("metrics.json" if split == "test" else f"metrics_{split}.json")
 
 
-def _run_inputs(cfg: dict, run_dir: Path) -> tuple[Path, int]:
-    """The manifest and the input size the detector was trained with, from the run's resolved config."""
+def _manifest_of(cfg: dict, run_dir: Path) -> Path:
+    """The manifest the run was trained on (data.manifest of its config; relative: to the run folder if
+    it exists there, else to the working directory)."""
     manifest = (cfg.get("data") or {}).get("manifest")
     if not manifest:
         raise EvaluationError(f"{run_dir}/config.yaml: no data.manifest; pass the manifest explicitly (--manifest)")
-    try:
-        image_size = input_size(cfg, f"{run_dir}/config.yaml")
-    except ValueError as e:
-        raise EvaluationError(str(e)) from None
     manifest = Path(manifest)
     if not manifest.is_absolute():
         manifest = (run_dir / manifest) if (run_dir / manifest).exists() else manifest.resolve()
-    return manifest, image_size
+    return manifest
 
 
 def select_records(records: list[dict], qualities: Sequence[str], split: str, manifest: Path) -> dict[str, list[dict]]:
@@ -170,9 +168,11 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
     device = torch.device(device) if device is not None else default_device()
     model, cfg = load_detector(run_dir, map_location=device)
     model.to(device).eval()
-    manifest_path, image_size = _run_inputs(cfg, run_dir)
-    if manifest is not None:
-        manifest_path = Path(manifest)
+    try:
+        input_size(cfg, f"{run_dir}/config.yaml")  # the evaluation loader resizes every crop to it
+    except ValueError as e:
+        raise EvaluationError(str(e)) from None
+    manifest_path = Path(manifest) if manifest is not None else _manifest_of(cfg, run_dir)
     records = read_manifest(manifest_path, check_files=True)
     by_quality = select_records(records, qualities, split, manifest_path)
 
@@ -182,9 +182,8 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
     try:
         for q in qualities:
             rows = by_quality[q]
-            scores = score_crop_files(model, [r["abspath"] for r in rows], image_size, device,
-                                      batch_size=batch_size, num_workers=num_workers,
-                                      desc=f"{q} {split}", progress=progress)
+            loader = build_eval_loader(cfg, rows, batch_size=batch_size, workers=num_workers)
+            scores = score_batches(model, loader, device, desc=f"{q} {split}", progress=progress)
             results[q], curves = quality_metrics(rows, scores)
             for level in ("frame", "video"):
                 _note_undefined(q, level, results[q][level], out)

@@ -1,23 +1,19 @@
-"""Face crops in, fake probabilities out: the evaluation transform and batched inference with a detector.
+"""Face crops in, fake probabilities out: batched inference with a run's detector.
 
-Shared by rccl.evaluate (crops read from the manifest) and rccl.predict (crops cut from a user's file),
-so that both see a crop exactly the way the detector was trained to: resized to the model's input size,
-scaled to [0, 1] and normalised with the ImageNet mean and std (the training batch contract).
+Shared by rccl.evaluate (crops of the manifest, through the training room's evaluation loader) and
+rccl.predict (crops cut from a user's file), and both use rccl.data.transforms.eval_transform, so that a
+crop is seen exactly as the detector saw crops in training: the whole crop resized to the input size,
+scaled to [0, 1] and normalised with the ImageNet mean and std.
 """
 from __future__ import annotations
 
-import os
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 from tqdm import tqdm
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from rccl.data.transforms import eval_transform
 
 
 def input_size(cfg: dict, where: str = "config") -> int:
@@ -29,42 +25,6 @@ def input_size(cfg: dict, where: str = "config") -> int:
     return size
 
 
-class CropReadError(RuntimeError):
-    """A crop file that cannot be read as an image; the message names it."""
-
-
-def eval_transform(image_size: int) -> v2.Compose:
-    """PIL image or HxWx3 uint8 tensor -> normalised float (3, S, S)."""
-    return v2.Compose([
-        v2.ToImage(),
-        v2.Resize((image_size, image_size), antialias=True),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-
-
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise CropReadError(f"crop {path}: cannot be read as an image ({type(e).__name__}: {e})") from None
-
-
-class CropFiles(Dataset):
-    """Crop files as normalised tensors, in the order given."""
-
-    def __init__(self, paths: Sequence[str | os.PathLike], image_size: int):
-        self.paths = list(paths)
-        self.transform = eval_transform(image_size)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.transform(load_rgb(self.paths[i]))
-
-
 @torch.inference_mode()
 def fake_probabilities(model: torch.nn.Module, images: torch.Tensor, device: torch.device | str) -> np.ndarray:
     """softmax(model(images))[:, 1] as float64 numpy, for one batch of normalised (B, 3, S, S) images."""
@@ -74,27 +34,24 @@ def fake_probabilities(model: torch.nn.Module, images: torch.Tensor, device: tor
     return torch.softmax(logits.float(), dim=1)[:, 1].double().cpu().numpy()
 
 
-def score_crop_files(model: torch.nn.Module, paths: Sequence[str | os.PathLike], image_size: int,
-                     device: torch.device | str, *, batch_size: int = 64, num_workers: int = 0,
-                     desc: str = "scoring", progress: bool = True) -> np.ndarray:
-    """Fake probability of each crop file, in the order of `paths`. The model is put in eval mode."""
+def score_batches(model: torch.nn.Module, batches: Iterable[dict], device: torch.device | str, *,
+                  desc: str = "scoring", progress: bool = True) -> np.ndarray:
+    """Fake probability of every image of an evaluation loader's batches ({"image": (B, 3, S, S), ...}),
+    in loader order. The model is put in eval mode."""
     model.eval()
-    device = torch.device(device)
-    loader = DataLoader(CropFiles(paths, image_size), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
-    out = [fake_probabilities(model, batch, device)
-           for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False)]
+    out = [fake_probabilities(model, batch["image"], device)
+           for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False)]
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def score_crops(model: torch.nn.Module, crops: Sequence[np.ndarray | Image.Image], image_size: int,
+def score_crops(model: torch.nn.Module, crops: Sequence[np.ndarray], image_size: int,
                 device: torch.device | str, *, batch_size: int = 64) -> np.ndarray:
-    """Fake probability of each in-memory crop (HxWx3 uint8 RGB arrays or PIL images)."""
+    """Fake probability of each in-memory crop (HxWx3 uint8 RGB arrays)."""
     model.eval()
     transform = eval_transform(image_size)
     out = []
     for start in range(0, len(crops), batch_size):
         chunk = crops[start:start + batch_size]
-        batch = torch.stack([transform(c if isinstance(c, Image.Image) else Image.fromarray(c)) for c in chunk])
+        batch = torch.stack([transform(torch.from_numpy(np.ascontiguousarray(c)).permute(2, 0, 1)) for c in chunk])
         out.append(fake_probabilities(model, batch, device))
     return np.concatenate(out) if out else np.zeros(0)

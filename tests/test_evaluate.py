@@ -1,13 +1,16 @@
+import csv
 import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from rccl.cli.evaluate import main as eval_main
 from rccl.evaluate import EvaluationError, evaluate_run, format_table
+from rccl.data.transforms import eval_transform
 from rccl.metrics import METRIC_KEYS
-from tiny_run import install_brightness_detector, make_tiny_run
+from tiny_run import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
 
 
 @pytest.fixture
@@ -120,3 +123,32 @@ def test_cli_prints_the_table_and_fails_cleanly(run, capsys):
     assert "TPR" in out and "metrics.json" in out
     assert eval_main(["--checkpoint", str(run), "--qualities", "raw,c99", "--device", "cpu"]) == 2
     assert "quality 'c99'" in capsys.readouterr().err
+
+
+def test_real_checkpoint_through_the_run_folder_contract(tmp_path, capsys):
+    """A stage-2 checkpoint written by the training room's save_checkpoint, read by its load_detector: the
+    scores evaluate_run records equal the model applied here by hand to each crop."""
+    run = make_tiny_run(tmp_path)
+    model = save_stage2_checkpoint(run)
+    assert eval_main(["--checkpoint", str(run), "--qualities", "raw,c23", "--device", "cpu", "--workers", "0",
+                      "--batch-size", "5", "--no-progress"]) == 0
+    saved = json.loads((run / "metrics.json").read_text())
+    assert list(saved) == ["raw", "c23"]
+    for q in saved:
+        for level in ("frame", "video"):
+            assert all(0.0 <= saved[q][level][k] <= 1.0 for k in METRIC_KEYS)
+        with open(run / "eval" / f"test_{q}_scores.csv") as f:
+            rows = list(csv.DictReader(f))
+        transform = eval_transform(IMAGE_SIZE)
+        images = torch.stack([transform(torch.from_numpy(np.asarray(Image.open(tmp_path / "data" / r["path"])))
+                                        .permute(2, 0, 1)) for r in rows])
+        with torch.no_grad():
+            expected = torch.softmax(model(images), dim=1)[:, 1].numpy()
+        np.testing.assert_allclose([float(r["fake_probability"]) for r in rows], expected, atol=2e-6)
+        _valid_png(run / "eval" / f"test_{q}_hist.png")
+
+
+def test_cli_without_a_stage2_checkpoint(tmp_path, capsys):
+    run = make_tiny_run(tmp_path)
+    assert eval_main(["--checkpoint", str(run), "--device", "cpu"]) == 2
+    assert "no stage-2 checkpoint" in capsys.readouterr().err

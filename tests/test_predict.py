@@ -3,13 +3,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from rccl.cli.predict import main as predict_main
 from rccl.data.faces import FaceCropper
+from rccl.data.transforms import eval_transform
 from rccl.data.video import read_frames
 from rccl.predict import Prediction, predict_files, sample_indices
-from tiny_run import install_brightness_detector, make_tiny_run
+from tiny_run import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"real face data not found at {FACES}")
@@ -29,14 +31,18 @@ def astronaut(tmp_path_factory):
     return path
 
 
-def _expected_brightness(image_path):
-    """The crop's mean grey level / 255, cut here directly with FaceCropper: what BrightnessDetector scores."""
+def _face_crop(image_path):
+    """The face crop cut here directly with FaceCropper, as rccl-prep cuts one."""
     frame = np.asarray(Image.open(image_path).convert("RGB"))
     cropper = FaceCropper()
     box = cropper.detect(frame)
     assert box is not None
-    crop = cropper.crop(frame, cropper.enlarge_box(box, frame.shape[1], frame.shape[0]))
-    return crop.mean() / 255
+    return cropper.crop(frame, cropper.enlarge_box(box, frame.shape[1], frame.shape[0]))
+
+
+def _expected_brightness(image_path):
+    """The crop's mean grey level / 255: what BrightnessDetector scores."""
+    return _face_crop(image_path).mean() / 255
 
 
 def _write_video(path, frames):
@@ -128,3 +134,22 @@ def test_cli_prints_one_line_per_file(run, astronaut, tmp_path, capsys):
     assert path == str(astronaut) and 0 < float(prob) < 1 and verdict in ("fake", "natural") and faces == "1"
     assert lines[1].split("\t") == [str(missing), "n/a", "skipped: no such file", "0"]
     assert predict_main(["--checkpoint", str(run), "--device", "cpu", str(astronaut)]) == 0
+
+
+def test_real_checkpoint_scores_the_face_crop(tmp_path, astronaut, capsys):
+    """A stage-2 checkpoint saved by the training room, read by its load_detector, no stand-in."""
+    run = make_tiny_run(tmp_path)
+    model = save_stage2_checkpoint(run)
+    [p] = predict_files([astronaut], run, device="cpu", progress=False)
+    image = eval_transform(IMAGE_SIZE)(torch.from_numpy(_face_crop(astronaut)).permute(2, 0, 1))
+    with torch.no_grad():
+        expected = torch.softmax(model(image[None]), dim=1)[0, 1].item()
+    assert p.n_faces == 1 and p.fake_probability == pytest.approx(expected, abs=1e-6)
+    assert predict_main(["--checkpoint", str(run), "--device", "cpu", str(astronaut)]) == 0
+    assert capsys.readouterr().out.split("\t")[1] == f"{expected:.4f}"
+
+
+def test_cli_without_a_stage2_checkpoint(tmp_path, astronaut, capsys):
+    run = make_tiny_run(tmp_path)
+    assert predict_main(["--checkpoint", str(run), "--device", "cpu", str(astronaut)]) == 2
+    assert "no stage-2 checkpoint" in capsys.readouterr().err

@@ -1,13 +1,14 @@
-"""A tiny run folder for the evaluation and prediction tests: uniform-colour crops whose fake probability
-is known exactly, a manifest, a config.yaml, and a detector whose score is the crop's brightness.
+"""A tiny run folder for the evaluation and prediction tests: uniform-colour crops, their manifest, and a
+config.yaml resolved by the training room's own config code.
 
-`BrightnessDetector` gives softmax(logits)[:, 1] == mean brightness of the un-normalised image, so a crop
-filled with grey level v scores v / 255: the tests compute every expected metric by hand from the levels.
+Two detectors: `save_stage2_checkpoint` writes a real stage-2 checkpoint of a tiny timm encoder with the
+training room's save_checkpoint (the true run-folder contract, read back by the real load_detector);
+`install_brightness_detector` swaps load_detector for a `BrightnessDetector`, whose fake probability is
+the mean brightness of the un-normalised image, so a crop filled with grey level v scores v / 255 and the
+tests compute every expected metric by hand from the levels.
 """
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,14 @@ import torch
 import yaml
 from PIL import Image
 
+import rccl.train.checkpoint as checkpoint
 from rccl.data.manifest import write_manifest
-from rccl.scoring import IMAGENET_MEAN, IMAGENET_STD
+from rccl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from rccl.model import build_model
+from rccl.train.config import load_config, save_config
 
 IMAGE_SIZE = 16
+ENCODER = "test_efficientnet"  # timm's ~0.1 M-parameter test network: a real encoder that builds in ms
 
 # (quality, split, video, label, grey levels of its frames)
 VIDEOS = [
@@ -69,26 +74,26 @@ def make_tiny_run(root: Path, videos=VIDEOS) -> Path:
                          "identity": "" if label else "a", "box": [0, 0, 8, 8]})
     write_manifest(data / "manifest.jsonl", rows)
     run = root / "run"
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    cfg = {"data": {"manifest": str(data / "manifest.jsonl"), "image_size": IMAGE_SIZE}}
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    cfg = load_config(overrides=[f"data.manifest={data / 'manifest.jsonl'}", f"data.image_size={IMAGE_SIZE}",
+                                 f"model.encoder={ENCODER}", "data.workers=0", "train.progress=false"])
+    save_config(cfg, run / "config.yaml")
     return run
 
 
+def save_stage2_checkpoint(run: Path, seed: int = 0) -> torch.nn.Module:
+    """A stage-2 checkpoint of a randomly initialised tiny detector, saved as rccl-train saves one."""
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    torch.manual_seed(seed)
+    model = build_model(cfg, load_weights=False).eval()
+    checkpoint.save_checkpoint(run, 2, 1, {"config": cfg, "model": model.state_dict()})
+    return model
+
+
 def install_brightness_detector(monkeypatch) -> None:
-    """Make rccl.train.checkpoint.load_detector give a BrightnessDetector and the run's config.yaml (the
-    module is created if the training room is absent)."""
-    try:
-        import rccl.train.checkpoint as checkpoint
-    except ImportError:
-        checkpoint = types.ModuleType("rccl.train.checkpoint")
-        train = sys.modules.get("rccl.train") or types.ModuleType("rccl.train")
-        train.checkpoint = checkpoint
-        monkeypatch.setitem(sys.modules, "rccl.train", train)
-        monkeypatch.setitem(sys.modules, "rccl.train.checkpoint", checkpoint)
+    """Make rccl.train.checkpoint.load_detector give a BrightnessDetector and the run's config.yaml."""
 
     def load_detector(run_dir, map_location=None):
         cfg = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
         return BrightnessDetector().to(map_location or "cpu"), cfg
 
-    monkeypatch.setattr(checkpoint, "load_detector", load_detector, raising=False)
+    monkeypatch.setattr(checkpoint, "load_detector", load_detector)

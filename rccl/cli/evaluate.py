@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rccl.data.loaders import CropError
 from rccl.data.manifest import ManifestError
 from rccl.evaluate import QUALITIES, EvaluationError, evaluate_run
 from rccl.metrics import MetricsError
-from rccl.scoring import CropReadError
+from rccl.model import ModelError
+from rccl.train.checkpoint import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         evaluate_run(args.run, qualities, args.split, args.device, args.batch_size, manifest=args.manifest,
                      num_workers=max(0, args.workers), progress=not args.no_progress)
-    except (EvaluationError, ManifestError, MetricsError, CropReadError, FileNotFoundError) as e:
+    except (EvaluationError, ManifestError, MetricsError, CropError, CheckpointError, ModelError) as e:
         print(f"rccl-eval: error: {e}", file=sys.stderr)
         return 2
     return 0

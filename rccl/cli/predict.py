@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rccl.model import ModelError
 from rccl.predict import predict_files
+from rccl.train.checkpoint import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = predict_files(args.files, args.run, device=args.device, frames=args.frames,
                                 batch_size=args.batch_size, on_skip=reasons.__setitem__)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, CheckpointError, ModelError) as e:
         print(f"rccl-predict: error: {e}", file=sys.stderr)
         return 2
     for r in results:
