@@ -40,13 +40,13 @@ def metrics_path(run_dir: str | os.PathLike, split: str = "test") -> Path:
     return Path(run_dir) / ("metrics.json" if split == "test" else f"metrics_{split}.json")
 
 
-def _manifest_of(cfg: dict, run_dir: Path) -> Path:
-    """The manifest the run was trained on (data.manifest of its config; relative: to the run folder if
-    it exists there, else to the working directory)."""
+def run_manifest(cfg: dict, run_dir: str | os.PathLike) -> Path | None:
+    """The manifest a run was trained on: data.manifest of its config, a relative path taken from the run
+    folder when it exists there, else from the working directory; None when the config names none."""
     manifest = (cfg.get("data") or {}).get("manifest")
     if not manifest:
-        raise EvaluationError(f"{run_dir}/config.yaml: no data.manifest; pass the manifest explicitly (--manifest)")
-    manifest = Path(manifest)
+        return None
+    manifest, run_dir = Path(manifest), Path(run_dir)
     if not manifest.is_absolute():
         manifest = (run_dir / manifest) if (run_dir / manifest).exists() else manifest.resolve()
     return manifest
@@ -172,7 +172,9 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
         input_size(cfg, f"{run_dir}/config.yaml")  # the evaluation loader resizes every crop to it
     except ValueError as e:
         raise EvaluationError(str(e)) from None
-    manifest_path = Path(manifest) if manifest is not None else _manifest_of(cfg, run_dir)
+    manifest_path = Path(manifest) if manifest is not None else run_manifest(cfg, run_dir)
+    if manifest_path is None:
+        raise EvaluationError(f"{run_dir}/config.yaml: no data.manifest; pass the manifest explicitly (--manifest)")
     records = read_manifest(manifest_path, check_files=True)
     by_quality = select_records(records, qualities, split, manifest_path)
 

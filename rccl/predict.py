@@ -7,6 +7,8 @@ as video-level evaluation does. A file that cannot be read, or in which no face 
 """
 from __future__ import annotations
 
+import io
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,6 +21,7 @@ from tqdm import tqdm
 
 from rccl.data.faces import FaceCropper
 from rccl.data.video import VideoError, probe, read_frames
+from rccl.evaluate import run_manifest
 from rccl.scoring import input_size, score_crops
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
@@ -91,14 +94,47 @@ def load_frames(path: str | os.PathLike, n_samples: int = 32) -> list[np.ndarray
                       f"as a video: {video_error})") from None
 
 
-def face_crops(frames: Sequence[np.ndarray], cropper: FaceCropper) -> list[np.ndarray]:
-    """The largest face of each frame where one is found, enlarged and cropped as rccl-prep crops it."""
+class CropStyle(NamedTuple):
+    """How the run's training crops were cut and stored, so a user's face is cut the same way."""
+    cropper: FaceCropper
+    jpeg_quality: int | None  # the crops were stored as JPEG at this quality; None: lossless PNG
+
+
+def crop_style(manifest: str | os.PathLike | None) -> CropStyle:
+    """Read from prep.json beside the run's manifest (rccl-prep's settings: enlarge, crop_size,
+    detect_size, crop_format, jpeg_quality); FaceCropper's defaults (rccl-prep's too) where it is absent."""
+    settings = {}
+    prep = Path(manifest).parent / "prep.json" if manifest else None
+    if prep is not None and prep.is_file():
+        try:
+            settings = json.loads(prep.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{prep}: cannot be read as rccl-prep's settings ({e}); fix or remove it") from None
+    kwargs = {k: settings[k] for k in ("enlarge", "crop_size", "detect_size") if settings.get(k) is not None}
+    jpeg = int(settings.get("jpeg_quality") or 98) if settings.get("crop_format") == "jpg" else None
+    return CropStyle(FaceCropper(**kwargs), jpeg)
+
+
+def _stored(crop: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
+    """The crop as training read it back from disk: through the same JPEG encoding when it was JPEG."""
+    if jpeg_quality is None:
+        return crop
+    buffer = io.BytesIO()
+    Image.fromarray(crop).save(buffer, format="JPEG", quality=jpeg_quality, subsampling=0)
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def face_crops(frames: Sequence[np.ndarray], style: CropStyle | FaceCropper) -> list[np.ndarray]:
+    """The largest face of each frame where one is found, enlarged, cropped and stored as rccl-prep does."""
+    if isinstance(style, FaceCropper):
+        style = CropStyle(style, None)
     crops = []
     for frame in frames:
-        box = cropper.detect(frame)
+        box = style.cropper.detect(frame)
         if box is not None:
             h, w = frame.shape[:2]
-            crops.append(cropper.crop(frame, cropper.enlarge_box(box, w, h)))
+            crops.append(_stored(style.cropper.crop(frame, style.cropper.enlarge_box(box, w, h)), style.jpeg_quality))
     return crops
 
 
@@ -107,7 +143,8 @@ def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike
                   cropper: FaceCropper | None = None,
                   on_skip: Callable[[str, str], None] | None = _report_to_stderr,
                   progress: bool = True) -> list[Prediction]:
-    """One Prediction per path, in order. The detector is the run's stage-2 model (load_detector)."""
+    """One Prediction per path, in order. The detector is the run's stage-2 model (load_detector); faces
+    are cut as the run's training crops were (crop_style), unless a `cropper` is given."""
     from rccl.train.checkpoint import load_detector  # the training room
 
     if frames < 1:
@@ -119,14 +156,14 @@ def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike
     model, cfg = load_detector(run_dir, map_location=device)
     model.to(device).eval()
     size = input_size(cfg, f"{run_dir}/config.yaml")
-    cropper = cropper or FaceCropper()
+    style = CropStyle(cropper, None) if cropper is not None else crop_style(run_manifest(cfg, run_dir))
 
     results = []
     for path in tqdm(list(paths), desc="predicting", unit="file", disable=not progress or len(paths) < 2, leave=False):
         path = str(path)
         try:
             candidates = load_frames(path, frames)
-            crops = face_crops(candidates, cropper)
+            crops = face_crops(candidates, style)
             if not crops:
                 raise Skipped("no face found" + (f" in any of {len(candidates)} sampled frames"
                                                   if len(candidates) > 1 else ""))

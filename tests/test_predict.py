@@ -1,16 +1,18 @@
+import json
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from rccl.cli.predict import main as predict_main
 from rccl.data.faces import FaceCropper
 from rccl.data.transforms import eval_transform
 from rccl.data.video import read_frames
-from rccl.predict import Prediction, predict_files, sample_indices
+from rccl.predict import Prediction, crop_style, face_crops, predict_files, sample_indices
 from tiny_run import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
@@ -153,3 +155,21 @@ def test_cli_without_a_stage2_checkpoint(tmp_path, astronaut, capsys):
     run = make_tiny_run(tmp_path)
     assert predict_main(["--checkpoint", str(run), "--device", "cpu", str(astronaut)]) == 2
     assert "no stage-2 checkpoint" in capsys.readouterr().err
+
+
+def test_faces_are_cut_as_the_run_was_prepared(run, tmp_path, astronaut):
+    manifest = yaml.safe_load((run / "config.yaml").read_text())["data"]["manifest"]
+    default = crop_style(manifest)  # no prep.json beside the manifest: rccl-prep's defaults
+    assert (default.cropper.enlarge, default.cropper.crop_size, default.jpeg_quality) == (1.3, 320, None)
+    (tmp_path / "data" / "prep.json").write_text(json.dumps(
+        {"enlarge": 1.0, "crop_size": 48, "detect_size": 512, "crop_format": "jpg", "jpeg_quality": 70}))
+    style = crop_style(manifest)
+    assert (style.cropper.enlarge, style.cropper.crop_size, style.cropper.detect_size, style.jpeg_quality) == \
+        (1.0, 48, 512, 70)
+    frame = np.asarray(Image.open(astronaut).convert("RGB"))
+    [stored] = face_crops([frame], style)
+    [lossless] = face_crops([frame], style.cropper)
+    assert stored.shape == lossless.shape == (48, 48, 3)
+    assert 0 < np.abs(stored.astype(int) - lossless).mean() < 8  # the JPEG round trip the crops went through
+    [p] = predict_files([astronaut], run, device="cpu", progress=False)
+    assert p.fake_probability == pytest.approx(stored.mean() / 255, abs=0.01)
