@@ -1,0 +1,526 @@
+"""A small synthetic deepfake dataset in the exact Celeb-DF-v2 layout, for running everything without data.
+
+Natural videos: a face of identity X over a textured background, with smooth camera motion (pan, zoom,
+slight roll), lighting of its own, talking and blinking, and camera grain on every frame.
+Fakes, made the way deepfakes are made: the frames of a natural video of X, with the inner face region of
+identity Y rendered at X's pose and expression, passed through a generator's loss of resolution (blurred,
+no grain), given a colour mismatch that flickers a little from frame to frame, slightly misaligned, and
+blended in through a feathered mask, which leaves a seam.
+
+The artefacts are local and second-order (grain missing inside the face, a colour step at the seam whose
+sign varies by video, blur), so a linear model on raw pixels cannot find them, while a small CNN can;
+`artifact_strength` scales all of them (0: only the identity swap remains).
+
+Faces are procedural by default (no data needed; dlib does not see them as faces, so the true face boxes
+are written under ROOT/boxes/ for rccl-prep), or photos with faces_dir (a folder per identity holding
+photos; dlib finds those faces). Everything is deterministic by seed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from rccl.data.compress import H264Writer
+from rccl.data.layouts import CELEBDF_TEST_LIST
+
+PARAMS_FILE = "synth.json"          # the parameters the tree was made with; written last (= complete)
+BOX_CENTRE_V, BOX_HALF = 0.25, 0.9  # the true face box in canonical face units (dlib-like: brows to chin)
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    seed: int = 0
+    n_identities: int = 8
+    videos_per_identity: int = 5
+    test_videos_per_identity: int = 1
+    n_youtube: int = 4
+    n_frames: int = 32
+    size: int = 128
+    fps: int = 25
+    artifact_strength: float = 1.0
+    raw_qp: int = 10
+    faces_dir: str | None = None
+
+
+# --------------------------------------------------------------------------------------------- randomness
+def _rng(cfg: SynthConfig, *key) -> np.random.Generator:
+    """A generator fixed by the seed and a name, independent of the order videos are made in."""
+    words = [zlib.crc32(str(k).encode()) for k in key]
+    return np.random.default_rng([cfg.seed, *words])
+
+
+def _smooth_field(rng, n: int, size: int, amplitude: float) -> np.ndarray:
+    """A smooth random field: n x n noise upsampled bicubically to size x size, scaled to `amplitude`."""
+    small = rng.standard_normal((n, n)).astype(np.float32)
+    img = Image.fromarray(small, mode="F").resize((size, size), Image.BICUBIC)
+    return np.asarray(img) * amplitude
+
+
+# --------------------------------------------------------------------------------------------- identities
+SKIN_LIGHT, SKIN_DARK = np.array([235, 198, 172]), np.array([105, 70, 50])
+HAIR_COLOURS = np.array([[25, 20, 18], [70, 45, 25], [120, 80, 40], [190, 160, 100], [150, 60, 30], [140, 140, 140]])
+IRIS_COLOURS = np.array([[70, 45, 25], [60, 100, 150], [70, 110, 70], [110, 110, 120]])
+TEXTURE_RES = 96  # texture maps cover canonical [-1.6, 1.6]^2 (head and hair)
+
+
+def identity_params(cfg: SynthConfig, name: str) -> dict:
+    rng = _rng(cfg, "identity", name)
+    tone = rng.uniform(0, 1)
+    skin = SKIN_LIGHT * (1 - tone) + SKIN_DARK * tone + rng.normal(0, 6, 3)
+    hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))] + rng.normal(0, 8, 3)
+    return {
+        "skin": np.clip(skin, 0, 255),
+        "hair": np.clip(hair, 0, 255),
+        "iris": IRIS_COLOURS[rng.integers(len(IRIS_COLOURS))],
+        "lips": np.clip(skin * np.array([1.0, 0.62, 0.62]) + np.array([25, 0, 5]), 0, 255),
+        "head_b": rng.uniform(1.15, 1.35),
+        "hairline": rng.uniform(-0.75, -0.45),
+        "eye_x": rng.uniform(0.32, 0.44), "eye_y": rng.uniform(-0.18, -0.04), "eye_r": rng.uniform(0.13, 0.18),
+        "brow_dy": rng.uniform(0.17, 0.26), "brow_t": rng.uniform(0.035, 0.07),
+        "nose_y": rng.uniform(0.25, 0.38), "nose_w": rng.uniform(0.07, 0.12),
+        "mouth_y": rng.uniform(0.55, 0.68), "mouth_w": rng.uniform(0.24, 0.38),
+        "beard": bool(rng.uniform() < 0.25),
+        # identity-specific skin detail (pores, freckles): fine texture fixed in face coordinates
+        "texture": _smooth_field(rng, 40, TEXTURE_RES, 7.0) + _smooth_field(rng, 12, TEXTURE_RES, 5.0),
+    }
+
+
+def _tex_lookup(tex: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    n = tex.shape[0]
+    iu = np.clip(((u + 1.6) / 3.2 * (n - 1)).round().astype(int), 0, n - 1)
+    iv = np.clip(((v + 1.6) / 3.2 * (n - 1)).round().astype(int), 0, n - 1)
+    return tex[iv, iu]
+
+
+def _ellipse(u, v, cx, cy, a, b, px):
+    """Anti-aliased coverage (0..1) of an ellipse; px is one pixel in canonical units."""
+    r = np.sqrt(((u - cx) / a) ** 2 + ((v - cy) / b) ** 2)
+    return np.clip(0.5 - (r - 1) * min(a, b) / px, 0, 1)
+
+
+class Canvas:
+    """Canonical face coordinates (u, v) of every pixel of a frame, and the pixel window around a spot of
+    the face, so that small features are drawn on a few pixels instead of the whole frame."""
+
+    def __init__(self, c, scale, roll, size: int, shift=(0.0, 0.0)):
+        self.size, self.scale, self.px = size, float(scale), 1.0 / float(scale)
+        self.ox, self.oy = c[0] + shift[0] - 0.5, c[1] + shift[1] - 0.5
+        self.cr, self.sr = math.cos(roll), math.sin(roll)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        dx, dy = xx - self.ox, yy - self.oy
+        self.u = (self.cr * dx + self.sr * dy) / self.scale
+        self.v = (-self.sr * dx + self.cr * dy) / self.scale
+
+    def window(self, cu, cv, radius):
+        """Slices of the frame covering canonical radius `radius` around (cu, cv), plus 2 pixels."""
+        x = self.ox + self.scale * (self.cr * cu - self.sr * cv)
+        y = self.oy + self.scale * (self.sr * cu + self.cr * cv)
+        r = self.scale * radius + 2
+        x0, x1 = max(0, int(x - r)), min(self.size, int(x + r) + 2)
+        y0, y1 = max(0, int(y - r)), min(self.size, int(y + r) + 2)
+        return slice(y0, max(y0, y1)), slice(x0, max(x0, x1))
+
+    def paint(self, rgb, colour, cu, cv, a, b, *, inside=None):
+        """Draw an ellipse of `colour` (anti-aliased), optionally only where `inside` (another ellipse's
+        (cu, cv, a, b)) covers."""
+        sl = self.window(cu, cv, max(a, b))
+        u, v = self.u[sl], self.v[sl]
+        alpha = _ellipse(u, v, cu, cv, a, b, self.px)
+        if inside is not None:
+            alpha = alpha * _ellipse(u, v, *inside, self.px)
+        rgb[sl] = rgb[sl] * (1 - alpha[..., None]) + np.asarray(colour, np.float32) * alpha[..., None]
+
+
+def _over(rgb, colour, alpha):
+    a = alpha[..., None]
+    return rgb * (1 - a) + np.asarray(colour, np.float32) * a
+
+
+def render_face(p: dict, cv: Canvas, *, mouth_open: float, blink: float, with_hair: bool = True):
+    """The face of identity p on a canvas: (rgb float32 HxWx3, head alpha HxW, hair alpha HxW)."""
+    u, v, px = cv.u, cv.v, cv.px
+    r2 = u ** 2 + (v * 0.8) ** 2
+    rgb = np.empty(u.shape + (3,), np.float32)
+    rgb[:] = p["skin"]
+    rgb *= (1 - 0.16 * np.clip(r2, 0, 1.5) + _tex_lookup(p["texture"], u, v) / p["skin"].mean())[..., None]
+    if p["beard"]:
+        beard = np.clip((v - 0.35) / 0.25, 0, 1) * _ellipse(u, v, 0, 0.2, 1.0, p["head_b"], px)
+        rgb = _over(rgb, p["hair"] * 0.8, 0.55 * beard)
+    ex, ey, er = p["eye_x"], p["eye_y"], p["eye_r"]
+    eh = 0.55 * er * max(0.08, 1 - blink)
+    for sx in (-1, 1):
+        cx = sx * ex
+        cv.paint(rgb, (235, 232, 225), cx, ey, er, eh)
+        cv.paint(rgb, p["iris"], cx, ey, 0.5 * er, 0.5 * er, inside=(cx, ey, er, eh))
+        cv.paint(rgb, (15, 10, 10), cx, ey, 0.22 * er, 0.22 * er, inside=(cx, ey, er, eh))
+        cv.paint(rgb, p["hair"] * 0.7, cx, ey - p["brow_dy"], 1.25 * er, p["brow_t"])
+    sl = cv.window(0, (ey + p["nose_y"]) / 2, (p["nose_y"] - ey) / 2 + p["nose_w"])
+    us, vs = u[sl], v[sl]
+    nose = np.clip(1 - np.abs(us) / p["nose_w"], 0, 1) * np.clip((vs - ey) / (p["nose_y"] - ey), 0, 1) * (vs < p["nose_y"])
+    rgb[sl] *= (1 - 0.12 * nose)[..., None]
+    for sx in (-1, 1):
+        cv.paint(rgb, p["skin"] * 0.45, sx * 0.6 * p["nose_w"], p["nose_y"], 0.045, 0.03)
+    mh = 0.035 + 0.09 * mouth_open
+    cv.paint(rgb, p["lips"], 0, p["mouth_y"], p["mouth_w"], mh + 0.03)
+    if mouth_open > 0.05:
+        cv.paint(rgb, (60, 20, 25), 0, p["mouth_y"], 0.85 * p["mouth_w"], mh)
+    alpha = _ellipse(u, v, 0, 0, 1.0, p["head_b"], px)
+    hair = np.zeros_like(alpha)
+    if with_hair:
+        hair = _ellipse(u, v, 0, -0.15, 1.12, p["head_b"] * 0.98, px) * np.clip(
+            (p["hairline"] + 0.25 * u ** 2 - v) / px + 0.5, 0, 1)
+        hair_rgb = p["hair"].astype(np.float32) * (1 + _tex_lookup(p["texture"], v, u) / 60)[..., None]
+        rgb = rgb * (1 - hair[..., None]) + hair_rgb * hair[..., None]
+        alpha = np.maximum(alpha, hair)
+    return rgb, alpha, hair
+
+
+# --------------------------------------------------------------------------------------------- photo faces
+class PhotoFace:
+    """An identity from a photo: dlib's box of the face in the photo maps onto the canonical face box."""
+
+    def __init__(self, photo: Path):
+        from rccl.data.faces import FaceCropper
+
+        img = np.asarray(Image.open(photo).convert("RGB"))
+        box = FaceCropper(detect_size=max(img.shape[:2])).detect(img)
+        if box is None:
+            box = FaceCropper(detect_size=max(img.shape[:2]), upsample=1).detect(img)
+        if box is None:
+            raise ValueError(f"{photo}: dlib finds no face in this photo; remove it from the faces folder")
+        self.img = img.astype(np.float32)
+        self.cx, self.cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        self.half = max(box[2] - box[0], box[3] - box[1]) / 2
+
+    def sample(self, u, v):
+        """Bilinear samples of the photo at canonical coordinates; outside the photo: its edge pixels."""
+        x = self.cx + u * self.half / BOX_HALF
+        y = self.cy + (v - BOX_CENTRE_V) * self.half / BOX_HALF
+        h, w = self.img.shape[:2]
+        x = np.clip(x, 0, w - 1.001)
+        y = np.clip(y, 0, h - 1.001)
+        x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+        fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+        im = self.img
+        top = im[y0, x0] * (1 - fx) + im[y0, x0 + 1] * fx
+        bot = im[y0 + 1, x0] * (1 - fx) + im[y0 + 1, x0 + 1] * fx
+        return top * (1 - fy) + bot * fy
+
+
+def _photo_identities(faces_dir: Path) -> list[tuple[str, list[Path]]]:
+    if not faces_dir.is_dir():
+        raise ValueError(f"faces folder {faces_dir}: not a folder (expected one subfolder of photos per identity)")
+    out = []
+    for d in sorted(p for p in faces_dir.iterdir() if p.is_dir()):
+        photos = sorted(p for p in d.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+        if photos:
+            out.append((d.name, photos))
+    if len(out) < 2:
+        raise ValueError(f"faces folder {faces_dir}: needs at least 2 subfolders with photos (one per identity), "
+                         f"found {len(out)}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- videos
+def _video_plan(cfg: SynthConfig) -> list[dict]:
+    """Every video to make: folder, name, identity, and for fakes the source video and the target."""
+    n = cfg.n_identities
+    plan = []
+    for x in range(n):
+        for k in range(cfg.videos_per_identity):
+            split = "test" if k >= cfg.videos_per_identity - cfg.test_videos_per_identity else "train"
+            plan.append(dict(kind="real", video=f"Celeb-real/id{x}_{k:04d}.mp4", identity=x, number=k, split=split))
+    for x in range(n):
+        for k in range(cfg.videos_per_identity):
+            y = (x + 1 + k % (n - 1)) % n  # every identity is a target equally often; never x itself
+            split = "test" if k >= cfg.videos_per_identity - cfg.test_videos_per_identity else "train"
+            plan.append(dict(kind="fake", video=f"Celeb-synthesis/id{x}_id{y}_{k:04d}.mp4", identity=x,
+                             target=y, number=k, split=split))
+    n_test_yt = max(1, cfg.n_youtube // 4) if cfg.n_youtube else 0
+    for j in range(cfg.n_youtube):
+        plan.append(dict(kind="youtube", video=f"YouTube-real/{j:05d}.mp4", identity=None, number=j,
+                         split="test" if j >= cfg.n_youtube - n_test_yt else "train"))
+    return plan
+
+
+def _motion(cfg: SynthConfig, key: str) -> dict:
+    rng = _rng(cfg, "motion", key)
+    s = cfg.size
+    return {
+        "c0": np.array([s * rng.uniform(0.44, 0.56), s * rng.uniform(0.40, 0.50)]),
+        "amp": s * rng.uniform(0.015, 0.045, 2), "freq": rng.uniform(0.4, 1.2, 2), "phase": rng.uniform(0, 6.3, 2),
+        "scale": s * rng.uniform(0.2, 0.25), "zoom": rng.uniform(0.0, 0.06), "zoom_f": rng.uniform(0.2, 0.7),
+        "roll": rng.uniform(-0.12, 0.12), "roll_amp": rng.uniform(0, 0.06), "roll_f": rng.uniform(0.3, 1.0),
+        "talk_f": rng.uniform(1.5, 3.5), "talk_phase": rng.uniform(0, 6.3),
+        "blinks": rng.uniform(0, cfg.n_frames / cfg.fps, 2),
+        "gain": rng.uniform(0.8, 1.15), "cast": rng.normal(0, 0.05, 3), "light_dir": rng.uniform(0, 6.3),
+        "light_amp": rng.uniform(0.05, 0.2), "grain": rng.uniform(2.5, 4.0),
+        "pan": s * rng.uniform(-0.03, 0.03, 2),
+        "bg": _background(rng, s),
+        "shirt": rng.uniform(20, 220, 3),
+    }
+
+
+def _background(rng, s: int) -> np.ndarray:
+    """A background 1.25x the frame (the camera pans over it): a gradient, soft blobs and fine texture."""
+    n = int(s * 1.25)
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
+    a, b = rng.uniform(30, 230, 3), rng.uniform(30, 230, 3)
+    ang = rng.uniform(0, 6.3)
+    t = (np.cos(ang) * xx + np.sin(ang) * yy)[..., None]
+    bg = a * (1 - t) + b * t
+    for _ in range(rng.integers(3, 7)):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.08, 0.3)
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
+        bg = bg * (1 - 0.7 * blob) + rng.uniform(20, 235, 3) * 0.7 * blob
+    bg += _smooth_field(rng, n // 3, n, 6.0)[..., None]
+    return bg.astype(np.float32)
+
+
+def _pose(m: dict, t: float, cfg: SynthConfig):
+    c = m["c0"] + m["amp"] * np.sin(2 * np.pi * m["freq"] * t + m["phase"])
+    scale = m["scale"] * (1 + m["zoom"] * np.sin(2 * np.pi * m["zoom_f"] * t))
+    roll = m["roll"] + m["roll_amp"] * np.sin(2 * np.pi * m["roll_f"] * t)
+    return c, scale, roll
+
+
+def true_box(c, scale, roll, size: int) -> list[int]:
+    """The face box in frame pixels (dlib-like: brows to chin), the axis-aligned hull of the rotated box."""
+    corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) * BOX_HALF + [0, BOX_CENTRE_V]
+    cr, sr = math.cos(roll), math.sin(roll)
+    x = c[0] + scale * (cr * corners[:, 0] - sr * corners[:, 1])
+    y = c[1] + scale * (sr * corners[:, 0] + cr * corners[:, 1])
+    return [int(max(0, round(x.min()))), int(max(0, round(y.min()))),
+            int(min(size, round(x.max()))), int(min(size, round(y.max())))]
+
+
+def _expression(m: dict, t: float) -> tuple[float, float]:
+    mouth = max(0.0, math.sin(2 * math.pi * m["talk_f"] * t + m["talk_phase"]))
+    blink = max((max(0.0, 1 - abs(t - b) / 0.08) for b in m["blinks"]), default=0.0)
+    return mouth, blink
+
+
+class _Face:
+    """One identity's look, procedural or photo, rendered at a pose."""
+
+    def __init__(self, cfg: SynthConfig, index: int, name: str, photos: list[Path] | None, video_key: str):
+        self.params = identity_params(cfg, name)
+        self.photo = None
+        if photos:
+            pick = _rng(cfg, "photo", video_key).integers(len(photos))
+            self.photo = PhotoFace(photos[pick])
+
+    def render(self, cv: Canvas, mouth, blink, *, with_hair=True):
+        if self.photo is None:
+            return render_face(self.params, cv, mouth_open=mouth, blink=blink, with_hair=with_hair)
+        rgb = self.photo.sample(cv.u, cv.v)
+        alpha = _ellipse(cv.u, cv.v, 0, 0.1, 1.2, 1.5, cv.px * 4)  # soft head outline around the photo's face
+        return rgb, alpha, np.zeros_like(alpha)
+
+
+def _natural_frame(cfg, m, face, t, frame_rng, *, keep_clean=False):
+    s = cfg.size
+    c, scale, roll = _pose(m, t, cfg)
+    cv = Canvas(c, scale, roll, s)
+    u, v, px = cv.u, cv.v, cv.px
+    off = (m["pan"] * t / max(1e-6, cfg.n_frames / cfg.fps) + s * 0.125).astype(int)
+    frame = m["bg"][off[1]:off[1] + s, off[0]:off[0] + s].copy()
+    shirt = np.clip((v - 1.7) / px + 0.5, 0, 1) * np.clip((1.9 - np.abs(u)) / px + 0.5, 0, 1)
+    frame = _over(frame, m["shirt"], shirt)
+    neck = np.clip((0.42 - np.abs(u)) / px + 0.5, 0, 1) * (v > 0.5) * (v < 1.9)
+    frame = _over(frame, face.params["skin"] * 0.85, neck)
+    mouth, blink = _expression(m, t)
+    rgb, alpha, hair = face.render(cv, mouth, blink)
+    frame = frame * (1 - alpha[..., None]) + rgb * alpha[..., None]
+    frame = _light(frame, m, u, v)
+    grain = frame_rng.normal(0, m["grain"], frame.shape).astype(np.float32)
+    return frame + grain, (c, scale, roll, mouth, blink, hair)
+
+
+def _light(frame, m, u, v):
+    shade = 1 + m["light_amp"] * np.clip(np.cos(m["light_dir"]) * u + np.sin(m["light_dir"]) * v, -1.5, 1.5)
+    return frame * (m["gain"] * (1 + m["cast"]))[None, None, :] * shade[..., None]
+
+
+def _swap_face(cfg, m, fake_m, face_y, geom, frame, t_index):
+    """Paste identity Y's inner face, generated at low resolution, into a natural frame."""
+    s = cfg.size
+    k = cfg.artifact_strength
+    c, scale, roll, mouth, blink, hair_x = geom
+    cv = Canvas(c, scale, roll, s, shift=fake_m["misalign"] * k)
+    u, v, px = cv.u, cv.v, cv.px
+    rgb, _, _ = face_y.render(cv, mouth, blink, with_hair=False)
+    rgb = _light(rgb, m, u, v)
+    # the generator works at a lower resolution: downsample and back (blur, and the grain is gone)
+    down = 1 + 0.8 * k * fake_m["res_loss"]
+    if down > 1.05:
+        small = max(4, int(round(s / down)))
+        chans = [Image.fromarray(rgb[..., i].astype(np.float32), mode="F").resize((small, small), Image.BOX)
+                 .resize((s, s), Image.BILINEAR) for i in range(3)]
+        rgb = np.stack([np.asarray(ch) for ch in chans], -1)
+    # colour mismatch: a per-video offset (its sign is random) plus a small per-frame flicker
+    rgb = rgb + (fake_m["colour"] + fake_m["flicker"][t_index]) * k
+    rgb = rgb + fake_m["frame_rng"].normal(0, m["grain"] * max(0.0, 1 - 0.8 * k), rgb.shape)
+    # the generator's upsampling leaves a faint 2x2 checkerboard; its phase flips at random per frame
+    checker = np.tile(fake_m["checker"], (s // 2, s // 2))[..., None]
+    rgb = rgb + checker * k * fake_m["frame_rng"].choice([-1.0, 1.0])
+    mask = _ellipse(u, v, 0, 0.22, 0.78, 0.92, px)
+    sigma = 0.3 + 1.7 * k * fake_m["feather"]
+    mask = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(sigma)),
+                      np.float32) / 255
+    mask = mask * (1 - hair_x)  # the swap replaces the face, not X's hair falling over it
+    return frame * (1 - mask[..., None]) + rgb * mask[..., None]
+
+
+def _make_video(cfg: SynthConfig, item: dict, root: Path, photo_ids) -> str:
+    dst = root / item["video"]
+    box_path = root / "boxes" / Path(item["video"]).with_suffix(".json")
+    if dst.is_file() and box_path.is_file():
+        return item["video"]  # made by an earlier, interrupted run (writes are atomic)
+    if item["kind"] == "youtube":
+        ident_name, source_key = f"yt{item['number']}", item["video"]
+        photos = photo_ids[item["number"] % len(photo_ids)][1] if photo_ids else None
+    else:
+        ident_name = f"id{item['identity']}"
+        source_key = f"Celeb-real/id{item['identity']}_{item['number']:04d}.mp4"
+        photos = photo_ids[item["identity"]][1] if photo_ids else None
+    m = _motion(cfg, source_key)
+    face_x = _Face(cfg, item["identity"], ident_name, photos, source_key)
+    fake_m, face_y = None, None
+    if item["kind"] == "fake":
+        r = _rng(cfg, "fake", item["video"])
+        y = item["target"]
+        face_y = _Face(cfg, y, f"id{y}", photo_ids[y][1] if photo_ids else None, item["video"])
+        direction = r.normal(0, 1, 3)
+        fake_m = {"misalign": r.uniform(-1.2, 1.2, 2), "res_loss": r.uniform(0.7, 1.3),
+                  "feather": r.uniform(0.6, 1.4),
+                  "colour": direction / np.linalg.norm(direction) * r.uniform(8, 16) * r.choice([-1, 1]),
+                  "flicker": np.cumsum(r.normal(0, 1.0, (cfg.n_frames, 3)), 0) * 0.5,
+                  "checker": _zero_mean_2x2(r) * r.uniform(2.0, 4.0), "frame_rng": r}
+    exact = []
+    with H264Writer(dst, width=cfg.size, height=cfg.size, rate=cfg.fps, quantiser=cfg.raw_qp, mode="qp",
+                    preset="fast", threads=1) as writer:
+        for i in range(cfg.n_frames):
+            t = i / cfg.fps
+            frame_rng = _rng(cfg, "grain", source_key, i)  # same grain in a fake as in its source
+            frame, geom = _natural_frame(cfg, m, face_x, t, frame_rng)
+            if fake_m is not None:
+                frame = _swap_face(cfg, m, fake_m, face_y, geom, frame, i)
+            writer.write(np.clip(frame, 0, 255).round().astype(np.uint8))
+            exact.append(true_box(geom[0], geom[1], geom[2], cfg.size))
+    _write_json(box_path, {"video": item["video"], "boxes": _detector_like(cfg, item["video"], exact),
+                           "exact": exact,
+                           "note": "face boxes per frame (x0, y0, x1, y1), tight like dlib's, not enlarged: 'exact' "
+                                   "from the renderer; 'boxes' with a detector's jitter (what rccl-prep uses)"})
+    return item["video"]
+
+
+def _zero_mean_2x2(rng) -> np.ndarray:
+    p = rng.normal(0, 1, (2, 2))
+    p -= p.mean()
+    return (p / (np.abs(p).max() + 1e-9)).astype(np.float32)
+
+
+def _detector_like(cfg: SynthConfig, video: str, exact: list[list[int]]) -> list[list[int]]:
+    """The exact boxes moved and scaled the way a detector's boxes wander: a per-video offset and scale
+    plus a small per-frame jitter. Without it every crop would put the eyes on the same pixels, which
+    makes blur around them visible even to a linear model on raw pixels; a detector never does that."""
+    rng = _rng(cfg, "box-jitter", video)
+    off, zoom = rng.normal(0, 0.05, 2), rng.normal(0, 0.04)
+    out = []
+    for x0, y0, x1, y1 in exact:
+        side = max(x1 - x0, y1 - y0)
+        cx = (x0 + x1) / 2 + side * (off[0] + rng.normal(0, 0.02))
+        cy = (y0 + y1) / 2 + side * (off[1] + rng.normal(0, 0.02))
+        half = side / 2 * (1 + zoom + rng.normal(0, 0.015))
+        out.append([int(max(0, round(cx - half))), int(max(0, round(cy - half))),
+                    int(min(cfg.size, round(cx + half))), int(min(cfg.size, round(cy + half)))])
+    return out
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name("." + path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _config_dict(cfg: SynthConfig) -> dict:
+    return asdict(cfg)
+
+
+def make_synthetic(out_dir: str | os.PathLike, *, seed: int = 0, n_identities: int = 8, videos_per_identity: int = 5,
+                   test_videos_per_identity: int = 1, n_youtube: int = 4, n_frames: int = 32, size: int = 128,
+                   fps: int = 25, artifact_strength: float = 1.0, raw_qp: int = 10,
+                   faces_dir: str | os.PathLike | None = None, workers: int | None = None,
+                   progress: bool = True) -> Path:
+    """Write the synthetic Celeb-DF-v2-shaped tree under out_dir (idempotent: a finished tree with the same
+    parameters is returned at once; an interrupted one is completed). Returns out_dir."""
+    out = Path(out_dir)
+    photo_ids = None
+    if faces_dir is not None:
+        photo_ids = _photo_identities(Path(faces_dir))
+        n_identities = len(photo_ids) if n_identities is None else min(n_identities, len(photo_ids))
+        photo_ids = photo_ids[:n_identities]
+        faces_dir = str(Path(faces_dir).resolve())
+    if n_identities < 2:
+        raise ValueError(f"n_identities must be at least 2 (fakes swap one identity into another), got {n_identities}")
+    if not 1 <= test_videos_per_identity < videos_per_identity:
+        raise ValueError(f"test_videos_per_identity must be in 1..videos_per_identity-1, got "
+                         f"{test_videos_per_identity} with videos_per_identity={videos_per_identity}")
+    if size % 2 or size < 32:
+        raise ValueError(f"size must be even and at least 32, got {size}")
+    if n_frames < 2:
+        raise ValueError(f"n_frames must be at least 2 (pairs of consecutive frames), got {n_frames}")
+    cfg = SynthConfig(seed, n_identities, videos_per_identity, test_videos_per_identity, n_youtube, n_frames, size,
+                      fps, float(artifact_strength), raw_qp, faces_dir)
+    want = _config_dict(cfg)
+    done_file, started_file = out / PARAMS_FILE, out / ("." + PARAMS_FILE + ".started")
+    for f in (done_file, started_file):
+        if f.is_file():
+            have = json.loads(f.read_text(encoding="utf-8"))
+            if have != want:
+                diff = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
+                raise ValueError(f"{out} holds a synthetic set made with other parameters (was, now): {diff}; "
+                                 f"choose another folder or delete it")
+    if done_file.is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(started_file, want)
+    plan = _video_plan(cfg)
+    workers = workers or min(2, os.cpu_count() or 1)
+    _run_all(cfg, plan, out, photo_ids, workers, progress)
+    lines = [f"{0 if it['kind'] == 'fake' else 1} {it['video']}" for it in plan if it["split"] == "test"]
+    tmp = out / ("." + CELEBDF_TEST_LIST + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, out / CELEBDF_TEST_LIST)
+    if photo_ids:
+        _write_json(out / "identities.json", {f"id{i}": name for i, (name, _) in enumerate(photo_ids)})
+    _write_json(done_file, want)
+    started_file.unlink()
+    return out
+
+
+def _run_all(cfg, plan, out, photo_ids, workers, progress):
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(plan), desc="rccl-synth", unit="video", disable=not progress)
+    if workers <= 1:
+        for item in plan:
+            _make_video(cfg, item, out, photo_ids)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
+            for _ in pool.map(_make_video, [cfg] * len(plan), plan, [out] * len(plan), [photo_ids] * len(plan)):
+                bar.update()
+    bar.close()
