@@ -1,0 +1,233 @@
+"""The CUDA rows of the miner benchmark: the compiled CUDA op called eagerly and replayed from a captured
+CUDA graph, against the floor that autograd sets (a trivial forward+backward) and the eager reference, and
+the peak extra memory. Checks the targets of issue #3 and says PASS/FAIL for each.
+
+    python bench/cuda_speed.py                      # N = 256, 1024, 4096, 16384; D = 128, K = 16, M = 16
+    python bench/cuda_speed.py --sizes 256 --out bench/results/cuda_speed.json
+
+Timing: CUDA events around `--inner` back-to-back calls (so an eager row includes the host's launch cost,
+as a training loop sees it), repeated `--repeats` times after warm-up; the median and the spread (min-max)
+per call. Rows:
+  floor eager / floor graph   (z * z).sum().backward() at N = 256 (the autograd engine's host cost)
+  op eager fwd / bwd / fwd+bwd  torch.ops.rccl.real_centric_loss (+ its backward through autograd)
+  api eager fwd+bwd           rccl.functional.real_centric_loss(impl="compiled"): adds the input checks,
+                              whose value checks read back to the host
+  op graph fwd / fwd+bwd      the same captured in a CUDA graph and replayed
+  reference eager fwd+bwd     rccl.reference on the same GPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import rccl  # noqa: E402
+from conftest import make_inputs  # noqa: E402
+from rccl import reference  # noqa: E402
+from rccl.functional import real_centric_loss  # noqa: E402
+
+OPTIONS = (2, 0.1, 0.2)  # neighbors, temperature, margin
+TARGETS_GRAPH_US = {256: 40.0, 4096: 150.0, 16384: 2000.0}
+EAGER_OVER_FLOOR = 1.2
+PEAK_MIB_AT_16384 = 64.0
+
+
+def time_calls(fn, inner: int, repeats: int, warmup: int = 3) -> dict:
+    """Per-call microseconds: median and min-max over `repeats` runs of `inner` back-to-back calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) * 1000.0 / inner)
+    return {"median_us": statistics.median(samples), "min_us": min(samples), "max_us": max(samples)}
+
+
+def capture(fn, z: torch.Tensor | None):
+    """A CUDA graph of fn (warmed up on a side stream first); z.grad is reset so backward allocates in
+    the graph's pool."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            if z is not None:
+                z.grad = None
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    if z is not None:
+        z.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+def op_args(x):
+    acc = reference.accumulation_dtype(x["z"].dtype)
+    return [x["z"], x["labels"]] + [x[k].to(acc) for k in ("center", "bank_real", "bank_fake", "lam")]
+
+
+def floor_rows(inner, repeats) -> dict:
+    z = torch.randn(256, 128, device="cuda", requires_grad=True)
+
+    def step():
+        z.grad = None
+        (z * z).sum().backward()
+
+    eager = time_calls(step, inner, repeats)
+    graph = capture(lambda: (z * z).sum().backward(), z)
+    return {"floor eager fwd+bwd": eager, "floor graph fwd+bwd": time_calls(graph.replay, inner, repeats)}
+
+
+def op_rows(N, D, K, M, dtype, inner, repeats, with_reference) -> dict:
+    x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, device="cuda", seed=0)
+    args = op_args(x)
+    z = x["z"]
+    rows = {}
+
+    def forward():
+        return torch.ops.rccl.real_centric_loss(*args, *OPTIONS)
+
+    with torch.no_grad():
+        rows["op eager fwd"] = time_calls(forward, inner, repeats)
+    loss, extra, extra_labels, lse = forward()
+    grad_loss = torch.ones((), device="cuda", dtype=loss.dtype)
+    backward_args = (grad_loss, z.detach(), x["labels"], extra, extra_labels, lse, *OPTIONS[1:])
+    rows["op eager bwd"] = time_calls(lambda: torch.ops.rccl._real_centric_loss_backward(*backward_args), inner,
+                                      repeats)
+
+    def forward_backward():
+        z.grad = None
+        forward()[0].backward()
+
+    rows["op eager fwd+bwd"] = time_calls(forward_backward, inner, repeats)
+    rest = {k: v for k, v in x.items() if k != "z"}
+
+    def api_forward_backward():
+        z.grad = None
+        real_centric_loss(z, **rest, impl="compiled").backward()
+
+    rows["api eager fwd+bwd"] = time_calls(api_forward_backward, inner, repeats)
+    with torch.no_grad():
+        graph_fwd = capture(forward, None)
+    rows["op graph fwd"] = time_calls(graph_fwd.replay, inner, repeats)
+    graph = capture(lambda: forward()[0].backward(), z)
+    rows["op graph fwd+bwd"] = time_calls(graph.replay, inner, repeats)
+    if with_reference:
+        def reference_step():
+            z.grad = None
+            reference.real_centric_loss(z, *args[1:], *OPTIONS).backward()
+
+        rows["reference eager fwd+bwd"] = time_calls(reference_step, max(1, inner // 10), repeats)
+    return rows
+
+
+def peak_extra_mib(N, D, K, M, dtype) -> float:
+    x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, device="cuda", seed=1)
+    args = op_args(x)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    torch.ops.rccl.real_centric_loss(*args, *OPTIONS)[0].backward()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def verdicts(results: dict, sizes) -> list[str]:
+    lines = []
+    for N, target in TARGETS_GRAPH_US.items():
+        if N in sizes:
+            got = results["sizes"][str(N)]["op graph fwd+bwd"]["median_us"]
+            lines.append(f"{'PASS' if got <= target else 'FAIL'}  graph fwd+bwd N={N}: {got:.1f} us (target <= {target:g})")
+    if 256 in sizes:
+        floor = results["floor"]["floor eager fwd+bwd"]["median_us"]
+        for row in ("op eager fwd+bwd", "api eager fwd+bwd"):
+            got = results["sizes"]["256"][row]["median_us"]
+            ok = got <= EAGER_OVER_FLOOR * floor
+            lines.append(f"{'PASS' if ok else 'FAIL'}  {row} N=256: {got:.1f} us = {got / floor:.2f}x the floor "
+                         f"{floor:.1f} us (target <= {EAGER_OVER_FLOOR}x)")
+    if "peak_extra_mib_16384" in results:
+        got = results["peak_extra_mib_16384"]
+        lines.append(f"{'PASS' if got < PEAK_MIB_AT_16384 else 'FAIL'}  peak extra memory fwd+bwd N=16384: "
+                     f"{got:.1f} MiB (target < {PEAK_MIB_AT_16384:g})")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096, 16384])
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--bank", type=int, default=16, help="K: rows of each bank")
+    parser.add_argument("--mix", type=int, default=16, help="M: mixing coefficients")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--inner", type=int, default=50, help="back-to-back calls per timing")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--no-reference", action="store_true", help="skip the eager reference rows")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cuda_speed.json")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available() or not rccl.backends()["cuda"]:
+        print(f"cuda_speed: needs a GPU and the CUDA backend (cuda available: {torch.cuda.is_available()}, "
+              f"backends: {rccl.backends()})")
+        return 2
+    dtype = getattr(torch, args.dtype)
+    results = {
+        "device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
+        "commit": git_commit(), "dtype": args.dtype, "D": args.dim, "K": args.bank, "M": args.mix,
+        "inner": args.inner, "repeats": args.repeats, "floor": floor_rows(args.inner, args.repeats), "sizes": {},
+    }
+    for N in args.sizes:
+        inner = args.inner if N <= 4096 else max(5, args.inner // 10)
+        results["sizes"][str(N)] = op_rows(N, args.dim, args.bank, args.mix, dtype, inner, args.repeats,
+                                           not args.no_reference)
+        print(f"N={N} done", file=sys.stderr, flush=True)
+    if 16384 in args.sizes:
+        results["peak_extra_mib_16384"] = peak_extra_mib(16384, args.dim, args.bank, args.mix, dtype)
+    results["verdicts"] = verdicts(results, args.sizes)
+    write_json_atomic(args.out, results)
+
+    print(f"\n{results['device']}, torch {results['torch']}, commit {results['commit']}, {args.dtype}, "
+          f"D={args.dim} K={args.bank} M={args.mix}; per call, median [min-max] in us")
+    for row, t in results["floor"].items():
+        print(f"  {row:28s} N=256   {t['median_us']:9.1f} [{t['min_us']:.1f}-{t['max_us']:.1f}]")
+    for N, rows in results["sizes"].items():
+        for row, t in rows.items():
+            print(f"  {row:28s} N={N:<6s}{t['median_us']:9.1f} [{t['min_us']:.1f}-{t['max_us']:.1f}]")
+    for line in results["verdicts"]:
+        print(line)
+    print(f"json: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

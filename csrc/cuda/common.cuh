@@ -1,0 +1,205 @@
+// Device helpers shared by the rccl kernels: dtype conversion, the register-tiled dot-product block
+// (a small SGEMM: a BM x BN tile of row . column products, float32 accumulation), block reductions and
+// the workspace layout. Kernels only: no ATen/torch headers here (see docs/cuda.md).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cassert>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels.h"
+
+// An asynchronous input check: a failing thread stops the kernel with this message on stderr and the
+// next CUDA call of the process reports "device-side assert triggered" (as ATen's index checks do). It
+// costs no host synchronisation and works under CUDA-graph capture. Independent of NDEBUG.
+#define RCCL_DEVICE_ASSERT(cond, message)                                                   \
+  do {                                                                                      \
+    if (!(cond)) {                                                                          \
+      __assert_fail(message, __FILE__, static_cast<unsigned int>(__LINE__), __func__);      \
+    }                                                                                       \
+  } while (0)
+
+namespace rccl_cuda {
+
+constexpr double kNormalizeEps = 1e-12;  // as torch.nn.functional.normalize
+constexpr int kThreads = 256;            // every kernel's block size
+
+// ---- dtypes -----------------------------------------------------------------------------------------
+template <typename T> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+
+__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+
+template <typename T> __device__ __forceinline__ T from_acc(float x);
+template <> __device__ __forceinline__ __half from_acc<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ float from_acc<float>(float x) { return x; }
+template <typename T> __device__ __forceinline__ T from_acc(double x);
+template <> __device__ __forceinline__ double from_acc<double>(double x) { return x; }
+
+__device__ __forceinline__ float acc_exp(float x) { return expf(x); }
+__device__ __forceinline__ double acc_exp(double x) { return exp(x); }
+__device__ __forceinline__ float acc_log(float x) { return logf(x); }
+__device__ __forceinline__ double acc_log(double x) { return log(x); }
+__device__ __forceinline__ float acc_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double acc_sqrt(double x) { return sqrt(x); }
+template <typename A> __device__ __forceinline__ A neg_inf() { return -static_cast<A>(INFINITY); }
+
+// bit test rather than isfinite(): immune to fast-math assumptions
+__device__ __forceinline__ bool is_finite_value(float x) { return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u; }
+__device__ __forceinline__ bool is_finite_value(double x) {
+  return (static_cast<unsigned long long>(__double_as_longlong(x)) & 0x7ff0000000000000ull) != 0x7ff0000000000000ull;
+}
+
+// Calls f.template operator()<scalar_t>() for z's dtype.
+template <class F>
+cudaError_t dispatch_dtype(Dtype dtype, F&& f) {
+  switch (dtype) {
+    case Dtype::Float16: return f(__half{});
+    case Dtype::BFloat16: return f(__nv_bfloat16{});
+    case Dtype::Float32: return f(float{});
+    case Dtype::Float64: return f(double{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+// ---- workspace --------------------------------------------------------------------------------------
+// One allocation carved into 256-byte-aligned pieces; the same code computes the size (base == nullptr)
+// and the pointers, so the two cannot disagree.
+struct Carver {
+  char* base;
+  size_t used = 0;
+  template <typename T>
+  T* take(int64_t count) {
+    size_t offset = used;
+    used += (static_cast<size_t>(count > 0 ? count : 0) * sizeof(T) + 255) / 256 * 256;
+    return base ? reinterpret_cast<T*>(base + offset) : nullptr;
+  }
+};
+
+// ---- the tiled dot-product block ------------------------------------------------------------------
+// A block of THREADS = (BM/TM) * (BN/TN) threads computes a BM x BN tile of dot products; thread
+// (ty, tx) owns rows ty + r*TY and columns tx + c*TX (interleaved: conflict-free shared reads).
+template <int BM_, int BN_, int TM_, int TN_, int BK_>
+struct TileConfig {
+  static constexpr int BM = BM_, BN = BN_, TM = TM_, TN = TN_, BK = BK_;
+  static constexpr int TY = BM / TM, TX = BN / TN, THREADS = TY * TX;
+  static_assert(TX == 16, "row reductions assume 16 lanes per row (half a warp)");
+  static_assert(THREADS == kThreads, "every kernel runs kThreads threads");
+};
+using LargeTile = TileConfig<64, 64, 4, 4, 16>;  // float accumulation
+using SmallTile = TileConfig<32, 32, 2, 2, 16>;  // double accumulation (shared memory), small problems
+
+template <typename A> struct TileFor { using type = LargeTile; };
+template <> struct TileFor<double> { using type = SmallTile; };
+
+// s[r][c] = row(row0 + ty + r*TY) . col(col0 + tx + c*TX), zero outside [0, rows) x [0, cols).
+// load_row(i, k) / load_col(j, k) return element k of row i / column j in the accumulation dtype.
+// Starts and ends with a __syncthreads(): the caller may write shared memory just before the call and
+// read it just after.
+template <class Cfg, typename A, class LoadRow, class LoadCol>
+__device__ __forceinline__ void tile_dot(A (&s)[Cfg::TM][Cfg::TN], A (*As)[Cfg::BM + 1], A (*Bs)[Cfg::BN + 1],
+                                         int64_t row0, int64_t rows, int64_t col0, int64_t cols, int64_t d,
+                                         LoadRow load_row, LoadCol load_col) {
+  const int tid = threadIdx.x, tx = tid % Cfg::TX, ty = tid / Cfg::TX;
+#pragma unroll
+  for (int r = 0; r < Cfg::TM; ++r)
+#pragma unroll
+    for (int c = 0; c < Cfg::TN; ++c) s[r][c] = A(0);
+  for (int64_t k0 = 0; k0 < d; k0 += Cfg::BK) {
+    __syncthreads();
+    for (int e = tid; e < Cfg::BM * Cfg::BK; e += Cfg::THREADS) {
+      const int r = e / Cfg::BK, k = e % Cfg::BK;
+      const int64_t i = row0 + r, kk = k0 + k;
+      As[k][r] = (i < rows && kk < d) ? load_row(i, kk) : A(0);
+    }
+    for (int e = tid; e < Cfg::BN * Cfg::BK; e += Cfg::THREADS) {
+      const int c = e / Cfg::BK, k = e % Cfg::BK;
+      const int64_t j = col0 + c, kk = k0 + k;
+      Bs[k][c] = (j < cols && kk < d) ? load_col(j, kk) : A(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < Cfg::BK; ++k) {
+      A a[Cfg::TM], b[Cfg::TN];
+#pragma unroll
+      for (int r = 0; r < Cfg::TM; ++r) a[r] = As[k][ty + r * Cfg::TY];
+#pragma unroll
+      for (int c = 0; c < Cfg::TN; ++c) b[c] = Bs[k][tx + c * Cfg::TX];
+#pragma unroll
+      for (int r = 0; r < Cfg::TM; ++r)
+#pragma unroll
+        for (int c = 0; c < Cfg::TN; ++c) s[r][c] = fma(a[r], b[c], s[r][c]);
+    }
+  }
+  __syncthreads();
+}
+
+// ---- reductions -------------------------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  // butterfly: every lane ends with the bit-identical sum (a + b == b + a exactly)
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Sum over the block, returned to every thread. `scratch` holds kThreads / 32 values.
+template <typename T>
+__device__ T block_sum(T v, T* scratch) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  T total = T(0);
+  for (int w = 0; w < kThreads / 32; ++w) total += scratch[w];  // fixed order: deterministic
+  return total;
+}
+
+// A candidate of a top-k selection: higher score wins, ties go to the lower index; idx < 0 = none.
+template <typename A>
+struct Best {
+  A score;
+  int64_t idx;
+};
+template <typename A>
+__device__ __forceinline__ bool beats(const Best<A>& a, const Best<A>& b) {
+  return a.idx >= 0 && (b.idx < 0 || a.score > b.score || (a.score == b.score && a.idx < b.idx));
+}
+template <typename A>
+__device__ __forceinline__ Best<A> warp_best(Best<A> v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    Best<A> o{__shfl_xor_sync(0xffffffffu, v.score, offset), __shfl_xor_sync(0xffffffffu, v.idx, offset)};
+    if (beats(o, v)) v = o;
+  }
+  return v;
+}
+// The block's best, returned to every thread. `scratch` holds kThreads / 32 entries.
+template <typename A>
+__device__ Best<A> block_best(Best<A> v, Best<A>* scratch) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = warp_best(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  Best<A> best{A(0), -1};
+  for (int w = 0; w < kThreads / 32; ++w)
+    if (beats(scratch[w], best)) best = scratch[w];
+  return best;
+}
+
+inline unsigned int blocks_for(int64_t work, int64_t per_block) {
+  return static_cast<unsigned int>((work + per_block - 1) / per_block);
+}
+
+}  // namespace rccl_cuda

@@ -1,0 +1,207 @@
+// CUDA registration of the rccl ops: input checks, dtype handling, device guard, current stream and
+// workspace allocation; the kernels themselves are in the .cu files beside this one (raw pointers only,
+// see kernels.h). Compiled by g++: <torch/library.h> and c10/cuda headers only, no ATen/cuda/CUDAContext.h.
+//
+// Checks that read tensor values (labels in {0, 1}, finite z, lam in [0, 1]) are device-side asserts in
+// the kernels, so that the op never synchronises with the host; the shape, dtype and device checks here
+// cost nothing and raise a catchable error naming the argument. See docs/cuda.md.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <tuple>
+
+#include "kernels.h"
+
+namespace {
+
+using rccl_cuda::Dtype;
+
+Dtype kernel_dtype(const at::Tensor& z) {
+  switch (z.scalar_type()) {
+    case at::kHalf: return Dtype::Float16;
+    case at::kBFloat16: return Dtype::BFloat16;
+    case at::kFloat: return Dtype::Float32;
+    case at::kDouble: return Dtype::Float64;
+    default:
+      TORCH_CHECK(false, "rccl: z: expected float16, bfloat16, float32 or float64, got ", z.scalar_type());
+  }
+}
+
+at::ScalarType accumulation_dtype(const at::Tensor& z) {
+  return z.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_features(const at::Tensor& z) {
+  TORCH_CHECK(z.is_cuda(), "rccl: z: the CUDA kernel needs a CUDA tensor, got one on ", z.device());
+  TORCH_CHECK(z.dim() == 2, "rccl: z: expected a 2-D tensor (N, D), got shape ", z.sizes());
+  kernel_dtype(z);
+  TORCH_CHECK(z.size(1) >= 1, "rccl: z: feature size D must be at least 1");
+  TORCH_CHECK(z.size(0) < std::numeric_limits<int>::max(), "rccl: z: at most 2^31 - 1 rows, got ", z.size(0));
+}
+
+void check_same_device(const char* name, const at::Tensor& t, const at::Tensor& z) {
+  TORCH_CHECK(t.device() == z.device(), "rccl: ", name, ": is on ", t.device(), " but z is on ", z.device(),
+              ": all inputs must be on one device");
+}
+
+void check_labels(const char* name, const at::Tensor& labels, int64_t rows, const at::Tensor& z) {
+  check_same_device(name, labels, z);
+  TORCH_CHECK(labels.scalar_type() == at::kLong, "rccl: ", name, ": expected int64, got ", labels.scalar_type());
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == rows, "rccl: ", name, ": expected shape (", rows,
+              ",), got ", labels.sizes());
+}
+
+// A floating input of the given rank whose last dimension is D, as a contiguous tensor in `dtype`.
+at::Tensor floating_input(const char* name, const at::Tensor& t, int64_t dims, int64_t d, const at::Tensor& z,
+                          at::ScalarType dtype) {
+  check_same_device(name, t, z);
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "rccl: ", name, ": expected a floating-point tensor, got ",
+              t.scalar_type());
+  TORCH_CHECK(t.dim() == dims, "rccl: ", name, ": expected a ", dims, "-D tensor, got shape ", t.sizes());
+  TORCH_CHECK(d < 0 || t.size(dims - 1) == d, "rccl: ", name, ": expected feature size D = ", d,
+              " (z's), got shape ", t.sizes());
+  return t.detach().to(dtype).contiguous();
+}
+
+void check_bank_inputs(const at::Tensor& z, const at::Tensor& labels) {
+  check_features(z);
+  check_labels("labels", labels, z.size(0), z);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> real_centric_loss_cuda(
+    const at::Tensor& z_in, const at::Tensor& labels_in, const at::Tensor& center_in, const at::Tensor& bank_real_in,
+    const at::Tensor& bank_fake_in, const at::Tensor& lam_in, int64_t neighbors, double temperature, double margin) {
+  check_bank_inputs(z_in, labels_in);
+  TORCH_CHECK(neighbors >= 0, "rccl: neighbors: expected an int >= 0, got ", neighbors);
+  TORCH_CHECK(std::isfinite(temperature) && temperature > 0, "rccl: temperature: expected a finite number > 0, got ",
+              temperature);
+  TORCH_CHECK(std::isfinite(margin), "rccl: margin: expected a finite number, got ", margin);
+  const int64_t n = z_in.size(0), d = z_in.size(1);
+  const auto acc = accumulation_dtype(z_in);
+  const at::Tensor center = floating_input("center", center_in, 1, d, z_in, acc);
+  const at::Tensor bank_real = floating_input("bank_real", bank_real_in, 2, d, z_in, acc);
+  const at::Tensor bank_fake = floating_input("bank_fake", bank_fake_in, 2, d, z_in, acc);
+  const at::Tensor lam = floating_input("lam", lam_in, 1, -1, z_in, acc);
+  const at::Tensor z = z_in.detach().contiguous();
+  const at::Tensor labels = labels_in.contiguous();
+
+  const c10::cuda::CUDAGuard guard(z.device());
+  const int64_t rows = bank_real.size(0) + bank_fake.size(0) + lam.size(0);
+  const auto acc_options = z.options().dtype(acc);
+  at::Tensor loss = at::empty({}, acc_options);
+  at::Tensor extra = at::empty({rows, d}, acc_options);
+  at::Tensor extra_labels = at::empty({rows}, z.options().dtype(at::kLong));
+  at::Tensor lse = at::empty({n}, acc_options);
+  if (n == 0) {  // no anchors, no class present: nothing to mine, loss 0
+    loss.zero_();
+    extra.zero_();
+    extra_labels.fill_(-1);
+    return {loss, extra, extra_labels, lse};
+  }
+
+  rccl_cuda::ForwardProblem p{};
+  p.dtype = kernel_dtype(z);
+  p.n = n, p.d = d, p.k_real = bank_real.size(0), p.k_fake = bank_fake.size(0), p.m = lam.size(0);
+  p.neighbors = neighbors, p.temperature = temperature, p.margin = margin;
+  p.z = z.data_ptr(), p.labels = labels.data_ptr<int64_t>(), p.center = center.data_ptr();
+  p.bank_real = bank_real.data_ptr(), p.bank_fake = bank_fake.data_ptr(), p.lam = lam.data_ptr();
+  p.loss = loss.data_ptr(), p.extra = extra.data_ptr(), p.extra_labels = extra_labels.data_ptr<int64_t>();
+  p.lse = lse.data_ptr();
+  at::Tensor workspace =
+      at::empty({static_cast<int64_t>(rccl_cuda::forward_workspace_bytes(p))}, z.options().dtype(at::kByte));
+  p.workspace = workspace.data_ptr();
+  C10_CUDA_CHECK(rccl_cuda::launch_forward(p, c10::cuda::getCurrentCUDAStream().stream()));
+  return {loss, extra, extra_labels, lse};
+}
+
+at::Tensor real_centric_loss_backward_cuda(const at::Tensor& grad_loss_in, const at::Tensor& z_in,
+                                           const at::Tensor& labels_in, const at::Tensor& extra_in,
+                                           const at::Tensor& extra_labels_in, const at::Tensor& lse_in,
+                                           double temperature, double margin) {
+  check_bank_inputs(z_in, labels_in);
+  TORCH_CHECK(std::isfinite(temperature) && temperature > 0, "rccl: temperature: expected a finite number > 0, got ",
+              temperature);
+  TORCH_CHECK(std::isfinite(margin), "rccl: margin: expected a finite number, got ", margin);
+  const int64_t n = z_in.size(0), d = z_in.size(1);
+  const auto acc = accumulation_dtype(z_in);
+  check_same_device("grad_loss", grad_loss_in, z_in);
+  TORCH_CHECK(grad_loss_in.numel() == 1, "rccl: grad_loss: expected a scalar, got shape ", grad_loss_in.sizes());
+  const at::Tensor grad_loss = grad_loss_in.detach().reshape({}).to(acc).contiguous();
+  const at::Tensor extra = floating_input("extra", extra_in, 2, d, z_in, acc);
+  check_labels("extra_labels", extra_labels_in, extra.size(0), z_in);
+  const at::Tensor lse = floating_input("lse", lse_in, 1, -1, z_in, acc);
+  TORCH_CHECK(lse.size(0) == n, "rccl: lse: expected shape (", n, ",), got ", lse.sizes());
+  const at::Tensor z = z_in.detach().contiguous();
+  const at::Tensor labels = labels_in.contiguous();
+  const at::Tensor extra_labels = extra_labels_in.contiguous();
+
+  const c10::cuda::CUDAGuard guard(z.device());
+  at::Tensor grad_z = at::empty({n, d}, z.options());
+  if (n == 0) return grad_z;
+  rccl_cuda::BackwardProblem p{};
+  p.dtype = kernel_dtype(z);
+  p.n = n, p.d = d, p.e = extra.size(0), p.temperature = temperature, p.margin = margin;
+  p.grad_loss = grad_loss.data_ptr(), p.z = z.data_ptr(), p.labels = labels.data_ptr<int64_t>();
+  p.extra = extra.data_ptr(), p.extra_labels = extra_labels.data_ptr<int64_t>(), p.lse = lse.data_ptr();
+  p.grad_z = grad_z.data_ptr();
+  at::Tensor workspace =
+      at::empty({static_cast<int64_t>(rccl_cuda::backward_workspace_bytes(p))}, z.options().dtype(at::kByte));
+  p.workspace = workspace.data_ptr();
+  C10_CUDA_CHECK(rccl_cuda::launch_backward(p, c10::cuda::getCurrentCUDAStream().stream()));
+  return grad_z;
+}
+
+// min(k, K + n_c). Once the bank holds k rows this is k without looking at the batch; while it is
+// filling up it needs n_c, the one place where the CUDA ops read a value back to the host.
+int64_t bank_rows(int64_t bank_rows_now, int64_t k, const at::Tensor& labels, int64_t cls) {
+  if (bank_rows_now >= k) return k;
+  if (labels.numel() == 0) return bank_rows_now;
+  const int64_t members = labels.eq(cls).sum().item<int64_t>();
+  return std::min(k, bank_rows_now + members);
+}
+
+std::tuple<at::Tensor, at::Tensor> update_hard_banks_cuda(const at::Tensor& z_in, const at::Tensor& labels_in,
+                                                          const at::Tensor& center_in,
+                                                          const at::Tensor& bank_real_in,
+                                                          const at::Tensor& bank_fake_in, int64_t k) {
+  check_bank_inputs(z_in, labels_in);
+  TORCH_CHECK(k >= 0, "rccl: k: expected an int >= 0, got ", k);
+  const int64_t n = z_in.size(0), d = z_in.size(1);
+  const auto acc = accumulation_dtype(z_in);
+  const at::Tensor center = floating_input("center", center_in, 1, d, z_in, acc);
+  const at::Tensor bank_real = floating_input("bank_real", bank_real_in, 2, d, z_in, acc);
+  const at::Tensor bank_fake = floating_input("bank_fake", bank_fake_in, 2, d, z_in, acc);
+  const at::Tensor z = z_in.detach().contiguous();
+  const at::Tensor labels = labels_in.contiguous();
+
+  const c10::cuda::CUDAGuard guard(z.device());
+  rccl_cuda::HardBankProblem p{};
+  p.dtype = kernel_dtype(z);
+  p.n = n, p.d = d, p.k_real = bank_real.size(0), p.k_fake = bank_fake.size(0);
+  p.rows_real = bank_rows(p.k_real, k, labels, 0);
+  p.rows_fake = bank_rows(p.k_fake, k, labels, 1);
+  const auto acc_options = z.options().dtype(acc);
+  at::Tensor out_real = at::empty({p.rows_real, d}, acc_options);
+  at::Tensor out_fake = at::empty({p.rows_fake, d}, acc_options);
+  p.z = z.data_ptr(), p.labels = labels.data_ptr<int64_t>(), p.center = center.data_ptr();
+  p.bank_real = bank_real.data_ptr(), p.bank_fake = bank_fake.data_ptr();
+  p.out_real = out_real.data_ptr(), p.out_fake = out_fake.data_ptr();
+  at::Tensor workspace =
+      at::empty({static_cast<int64_t>(rccl_cuda::hard_banks_workspace_bytes(p))}, z.options().dtype(at::kByte));
+  p.workspace = workspace.data_ptr();
+  C10_CUDA_CHECK(rccl_cuda::launch_hard_banks(p, c10::cuda::getCurrentCUDAStream().stream()));
+  return {out_real, out_fake};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rccl, CUDA, m) {
+  m.impl("real_centric_loss", &real_centric_loss_cuda);
+  m.impl("_real_centric_loss_backward", &real_centric_loss_backward_cuda);
+  m.impl("update_hard_banks", &update_hard_banks_cuda);
+}
