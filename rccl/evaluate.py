@@ -8,6 +8,7 @@ as PNG plus the per-crop scores as CSV, so a plot can be redrawn without running
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -86,36 +87,33 @@ def quality_metrics(records: list[dict], scores: np.ndarray) -> tuple[dict, dict
     return result, curves
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_scores_csv(path: Path, records: list[dict], scores: np.ndarray) -> None:
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Temporary file, fsync, rename: a kill leaves the old file or the new one. Readable as a plain
+    open() would leave it (mkstemp's files are private to the owner)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "dataset", "video", "frame", "label", "fake_probability"])
-            for r, s in zip(records, scores):
-                w.writerow([r["path"], r["dataset"], r["video"], r["frame"], r["label"], f"{s:.6f}"])
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _scores_csv(records: list[dict], scores: np.ndarray) -> str:
+    buffer = io.StringIO()
+    w = csv.writer(buffer)
+    w.writerow(["path", "dataset", "video", "frame", "label", "fake_probability"])
+    for r, s in zip(records, scores):
+        w.writerow([r["path"], r["dataset"], r["video"], r["frame"], r["label"], f"{s:.6f}"])
+    return buffer.getvalue()
 
 
 def _pct(v) -> str:
@@ -189,13 +187,13 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
             results[q], curves = quality_metrics(rows, scores)
             for level in ("frame", "video"):
                 _note_undefined(q, level, results[q][level], out)
-            _write_scores_csv(eval_dir / f"{split}_{q}_scores.csv", rows, scores)
+            _write_text_atomic(eval_dir / f"{split}_{q}_scores.csv", _scores_csv(rows, scores))
             if curves:
                 draw_roc(curves, f"ROC, {q}, {split} split", eval_dir / f"{split}_{q}_roc.png")
             labels = np.array([r["label"] for r in rows])
             draw_score_histogram({"natural": scores[labels == 0], "fake": scores[labels == 1]},
                                  f"Frame scores, {q}, {split} split", eval_dir / f"{split}_{q}_hist.png")
-        _write_json_atomic(metrics_path(run_dir, split), results)
+        _write_text_atomic(metrics_path(run_dir, split), json.dumps(results, indent=2) + "\n")
         print(format_table(results, split), file=out)
         print(f"wrote {metrics_path(run_dir, split)} and plots in {eval_dir}", file=out)
     finally:

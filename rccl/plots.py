@@ -78,6 +78,10 @@ class _Axes:
             self.draw.text((x + 36, cy), text, fill=INK, font=self.small, anchor="lm")
 
 
+def _tint(color: tuple, amount: float = 0.55) -> tuple:
+    return tuple(int(c + (255 - c) * amount) for c in color)
+
+
 def _save_atomic(image: Image.Image, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +89,9 @@ def _save_atomic(image: Image.Image, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         image.save(tmp, format="PNG")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would leave it: mkstemp's files are owner-only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -118,18 +125,15 @@ def draw_score_histogram(scores: Mapping[str, np.ndarray], title: str, path: str
     peak = max((float(f.max()) for f in fractions.values()), default=0.0)
     y_max = next((m for m in (0.05, 0.1, 0.2, 0.25, 0.5, 1.0) if peak <= m), 1.0)
     axes = _Axes(title, "fake probability", "fraction of the class", y_max=y_max)
-    layer = Image.new("RGBA", axes.image.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(layer)
     entries = []
+    width = (edges[1] - edges[0]) / max(len(fractions), 1)  # classes side by side within a bin: none hides another
     for i, (name, frac) in enumerate(fractions.items()):
         color = COLORS[(i + 2) % len(COLORS)]  # green for the first (naturals), red for the second (fakes)
-        for lo, hi, f in zip(edges[:-1], edges[1:], frac):
+        for lo, f in zip(edges[:-1], frac):
             if f > 0:
-                (ax, ay), (bx, by) = axes.px(lo, f), axes.px(hi, 0)
-                draw.rectangle([ax, ay, bx, by], fill=color + (90,), outline=color + (255,))
+                (ax, ay), (bx, by) = axes.px(lo + i * width, f), axes.px(lo + (i + 1) * width, 0)
+                axes.draw.rectangle([ax, ay, bx, by], fill=_tint(color), outline=color)
         entries.append((f"{name} (n={len(scores[name])})", color))
-    axes.image = Image.alpha_composite(axes.image.convert("RGBA"), layer).convert("RGB")
-    axes.draw = ImageDraw.Draw(axes.image)
     axes.dashed((threshold, 0), (threshold, y_max), fill=INK)
     if entries:
         axes.legend(entries, "upper right")
