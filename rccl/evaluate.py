@@ -188,8 +188,11 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
             for level in ("frame", "video"):
                 _note_undefined(q, level, results[q][level], out)
             _write_text_atomic(eval_dir / f"{split}_{q}_scores.csv", _scores_csv(rows, scores))
+            roc_png = eval_dir / f"{split}_{q}_roc.png"
             if curves:
-                draw_roc(curves, f"ROC, {q}, {split} split", eval_dir / f"{split}_{q}_roc.png")
+                draw_roc(curves, f"ROC, {q}, {split} split", roc_png)
+            else:  # one class only: no curve, and none left over from an earlier evaluation either
+                roc_png.unlink(missing_ok=True)
             labels = np.array([r["label"] for r in rows])
             draw_score_histogram({"natural": scores[labels == 0], "fake": scores[labels == 1]},
                                  f"Frame scores, {q}, {split} split", eval_dir / f"{split}_{q}_hist.png")
