@@ -72,6 +72,7 @@ def write_manifest(path: str | os.PathLike, rows: Iterable[dict]) -> None:
                 f.write(json.dumps({k: v for k, v in row.items() if k != "abspath"}) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a manifest is shared data
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
