@@ -524,3 +524,25 @@ def _run_all(cfg, plan, out, photo_ids, workers, progress):
             for _ in pool.map(_make_video, [cfg] * len(plan), plan, [out] * len(plan), [photo_ids] * len(plan)):
                 bar.update()
     bar.close()
+
+
+# The demo set rccl-train uses when it is given no dataset: the one place its parameters are written down,
+# so the tests (tests/test_data_synth.py: a linear probe must not solve it) check the set training sees.
+DEMO_SYNTH = dict(seed=0, n_identities=8, videos_per_identity=5, test_videos_per_identity=1, n_youtube=4,
+                  n_frames=32, size=128, artifact_strength=1.0)
+DEMO_PREP = dict(qualities=("raw", "c23", "c40"), pairs_per_video=8, crop_size=64, detect_size=256, preset="fast")
+
+
+def make_demo(cache_dir: str | os.PathLike, *, workers: int | None = None, progress: bool = True, log=print,
+              **overrides) -> Path:
+    """Make (once; cached) and prepare the synthetic demo set under cache_dir; returns the manifest path.
+    The tree goes to cache_dir/tree and the crops to cache_dir/prep. `overrides` replace DEMO_SYNTH or
+    DEMO_PREP entries (e.g. artifact_strength=1.5, crop_size=96); a cache made with other settings is
+    refused with the differences listed, so use a cache folder per setting."""
+    from rccl.data.prep import prepare
+
+    cache = Path(cache_dir)
+    synth_kw = {**DEMO_SYNTH, **{k: v for k, v in overrides.items() if k in DEMO_SYNTH}}
+    prep_kw = {**DEMO_PREP, **{k: v for k, v in overrides.items() if k not in DEMO_SYNTH}}
+    tree = make_synthetic(cache / "tree", workers=workers, progress=progress, **synth_kw)
+    return prepare("synthetic", tree, cache / "prep", workers=workers or 0, progress=progress, log=log, **prep_kw)

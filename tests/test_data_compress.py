@@ -1,0 +1,79 @@
+"""c23/c40 copies: libx264 through PyAV really writes H.264 at the asked constant QP or CRF (read back from
+the x264 SEI in the file), keeps every frame in order, and never leaves a half-written file."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from rccl.data.compress import H264Writer, compress_video, h264_settings
+from rccl.data.video import VideoError, probe, read_frames
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A 12-frame 64x48 clip whose frames differ (a moving bright square on a gradient)."""
+    path = tmp_path_factory.mktemp("src") / "src.mp4"
+    yy, xx = np.mgrid[0:48, 0:64]
+    with H264Writer(path, width=64, height=48, rate=25, quantiser=5, preset="ultrafast") as w:
+        for i in range(12):
+            f = np.stack([xx * 3, yy * 4, np.full_like(xx, 60)], -1).astype(np.uint8)
+            f[10:20, 4 * i:4 * i + 10] = 255
+            w.write(f)
+    return path
+
+
+@pytest.mark.parametrize("mode,q", [("qp", 23), ("qp", 40), ("crf", 23), ("crf", 40)])
+def test_output_is_h264_at_the_asked_quantiser(source, tmp_path, mode, q):
+    dst = compress_video(source, tmp_path / f"{mode}{q}.mp4", quantiser=q, mode=mode, preset="ultrafast")
+    s = h264_settings(dst)
+    assert s["codec"] == "h264"
+    assert s["encoder"].startswith("x264 - core")
+    if mode == "qp":
+        assert (s["rc"], s["qp"]) == ("cqp", q)
+        assert s["options"]["ip_ratio"] == "1.00"  # same QP on I and P frames (ultrafast has no B frames)
+    else:
+        assert (s["rc"], s["crf"]) == ("crf", float(q))
+    assert probe(dst).n_frames == 12
+
+
+def test_qp_is_the_same_for_b_frames(source, tmp_path):
+    s = h264_settings(compress_video(source, tmp_path / "b.mp4", quantiser=30, preset="medium"))
+    assert int(s["options"]["bframes"]) > 0
+    assert (s["rc"], s["qp"], s["options"]["ip_ratio"], s["options"]["pb_ratio"]) == ("cqp", 30, "1.00", "1.00")
+
+
+def test_frames_keep_their_index_and_quality_drops_with_qp(source, tmp_path):
+    lo = compress_video(source, tmp_path / "23.mp4", quantiser=23, preset="ultrafast")
+    hi = compress_video(source, tmp_path / "40.mp4", quantiser=40, preset="ultrafast")
+    ref, a, b = (read_frames(p, range(12)) for p in (source, lo, hi))
+    err = lambda x, i: np.abs(x[i].astype(float) - ref[i]).mean()
+    for i in range(12):
+        # the moving square is where frame i has it: the copy's frame i is the source's frame i
+        assert a[i][10:20, 4 * i:4 * i + 10].mean() > 200
+        assert err(a, i) < err(b, i)
+
+
+def test_bad_settings_and_sources(source, tmp_path):
+    with pytest.raises(ValueError, match="qp' or 'crf"):
+        compress_video(source, tmp_path / "x.mp4", quantiser=23, mode="vbr")
+    with pytest.raises(ValueError, match="0..51"):
+        compress_video(source, tmp_path / "x.mp4", quantiser=60)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(os.urandom(2000))
+    with pytest.raises(VideoError, match="bad.mp4"):
+        compress_video(bad, tmp_path / "y.mp4", quantiser=23)
+    assert not (tmp_path / "y.mp4").exists()
+
+
+def test_writer_failure_leaves_no_file(tmp_path):
+    dst = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError):
+        with H264Writer(dst, width=32, height=32, rate=25, preset="ultrafast") as w:
+            w.write(np.zeros((32, 32, 3), np.uint8))
+            raise RuntimeError("killed mid-way")
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+    with pytest.raises(VideoError, match="no frames"):
+        H264Writer(dst, width=32, height=32).close()
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,179 @@
+"""rccl-prep end to end on a tiny synthetic tree: the manifest, resumability (a second run does nothing),
+kill safety, sharding, settings checks, and bad inputs that are reported while the run goes on."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from rccl.data import prep as prep_mod
+from rccl.data.compress import h264_settings
+from rccl.data.manifest import REQUIRED_COLUMNS, read_manifest
+from rccl.data.prep import PrepConfig, PrepError, prepare, run_prep
+from rccl.data.synth import make_synthetic
+
+TINY = dict(n_identities=2, videos_per_identity=2, n_youtube=1, n_frames=8, size=64, workers=1, progress=False)
+N_VIDEOS = 2 * 2 * 2 + 1
+PREP = dict(pairs_per_video=2, crop_size=32, preset="ultrafast", progress=False, log=None)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return make_synthetic(tmp_path_factory.mktemp("synth") / "tree", **TINY)
+
+
+def _files(out: Path) -> dict:
+    return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in out.rglob("*")
+            if p.is_file() and p.name not in ("manifest.jsonl", "prep_report.json")}
+
+
+def test_end_to_end_then_nothing_to_do(tree, tmp_path):
+    out = tmp_path / "out"
+    rows = read_manifest(prepare("synthetic", tree, out, workers=2, **PREP), check_files=True)
+    assert len(rows) == N_VIDEOS * 3 * 2 * 2
+    assert all(c in r for r in rows for c in REQUIRED_COLUMNS)
+    r0 = next(r for r in rows if r["video"] == "Celeb-synthesis/id1_id0_0001.mp4" and r["quality"] == "c40")
+    assert (r0["label"], r0["source"], r0["target"], r0["split"], r0["compression"]) == (1, "id1_0001", "id0", "test", "qp40")
+    assert r0["path"] == f"crops/c40/Celeb-synthesis/id1_id0_0001/{r0['frame']:06d}.png"
+    assert Image.open(r0["abspath"]).size == (32, 32)
+    # boxes found on raw are reused by every quality; pairs are consecutive frames
+    by_key = {}
+    for r in rows:
+        by_key.setdefault((r["video"], r["frame"]), set()).add(tuple(r["box"]))
+    assert all(len(b) == 1 for b in by_key.values())
+    frames = {}
+    for r in rows:
+        frames.setdefault((r["video"], r["quality"], r["pair"]), []).append(r["frame"])
+    assert all(sorted(f) == [f[0], f[0] + 1] or sorted(f)[1] == sorted(f)[0] + 1 for f in frames.values())
+    assert all(r["box_source"] == "truth" and r["detected"] is False for r in rows)  # procedural faces
+    s = h264_settings(out / "videos" / "c23" / "Celeb-real" / "id0_0000.mp4")
+    assert (s["codec"], s["rc"], s["qp"]) == ("h264", "cqp", 23)
+
+    before = _files(out)
+    manifest = (out / "manifest.jsonl").read_text()
+    summary = run_prep(PrepConfig("synthetic", str(tree), str(out), pairs_per_video=2, crop_size=32,
+                                  preset="ultrafast", workers=2), progress=False, log=None)
+    assert (summary.prepared, summary.cached, summary.crops_written) == (0, N_VIDEOS, 0)
+    assert _files(out) == before and (out / "manifest.jsonl").read_text() == manifest
+
+
+def test_new_quality_reuses_boxes_and_crops(tree, tmp_path):
+    out = tmp_path / "out"
+    prepare("synthetic", tree, out, qualities=("raw",), workers=1, **PREP)
+    raw_crops = _files(out / "crops")
+    rows = read_manifest(prepare("synthetic", tree, out, qualities=("raw", "c40"), workers=1, **PREP))
+    assert {r["quality"] for r in rows} == {"raw", "c40"}
+    assert {k: v for k, v in _files(out / "crops").items() if k.startswith("raw/")} == raw_crops
+
+
+def test_other_settings_are_refused(tree, tmp_path):
+    prepare("synthetic", tree, tmp_path / "out", qualities=("raw",), workers=1, **PREP)
+    with pytest.raises(PrepError, match="crop_size.*32, 48"):
+        prepare("synthetic", tree, tmp_path / "out", qualities=("raw",), workers=1, **{**PREP, "crop_size": 48})
+    with pytest.raises(PrepError, match="qualities"):
+        prepare("synthetic", tree, tmp_path / "o2", qualities=("c99",), **PREP)
+    with pytest.raises(PrepError, match="0 <= I < N"):
+        prepare("synthetic", tree, tmp_path / "o3", shard=(2, 2), **PREP)
+
+
+def test_shards_add_up(tree, tmp_path):
+    out = tmp_path / "out"
+    kw = dict(qualities=("raw",), workers=1, **PREP)
+    part = read_manifest(prepare("synthetic", tree, out, shard=(0, 2), **kw))
+    assert 0 < len({r["video"] for r in part}) < N_VIDEOS
+    full = read_manifest(prepare("synthetic", tree, out, shard=(1, 2), **kw))
+    assert len({r["video"] for r in full}) == N_VIDEOS
+
+
+def test_interrupted_write_leaves_no_half_file(tree, tmp_path, monkeypatch):
+    """A crash in the middle of writing a crop (here: an interrupt after half the bytes) leaves neither
+    a half crop nor the video's rows; the rerun finishes and matches a clean run."""
+    out = tmp_path / "out"
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def dying_save(self, fp, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            with open(fp, "wb") as f:
+                f.write(b"\x89PNG\r\n")  # a few bytes, then the process "dies"
+            raise KeyboardInterrupt
+        return real_save(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("synthetic", tree, out, qualities=("raw",), workers=1, **PREP)
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    crops = [p for p in (out / "crops").rglob("*") if p.is_file()]
+    assert len(crops) == 6 and all(not p.name.startswith(".") for p in crops)
+    for p in crops:
+        Image.open(p).load()  # every crop on disk is whole
+    # the first video (4 crops) was finished; the second died at its 3rd crop: no rows for it
+    assert [p.name for p in (out / "parts").rglob("*.jsonl")] == ["id0_0000.mp4.jsonl"]
+    assert not (out / "manifest.jsonl").exists()
+    rows = read_manifest(prepare("synthetic", tree, out, qualities=("raw",), workers=1, **PREP))
+    clean = read_manifest(prepare("synthetic", tree, tmp_path / "clean", qualities=("raw",), workers=1, **PREP))
+    strip = lambda rs: sorted(json.dumps({k: v for k, v in r.items() if k != "abspath"}, sort_keys=True) for r in rs)
+    assert strip(rows) == strip(clean)
+
+
+def test_sigkill_then_resume(tree, tmp_path):
+    out = tmp_path / "out"
+    code = (f"from rccl.data.prep import prepare; prepare('synthetic', {str(tree)!r}, {str(out)!r}, workers=1, "
+            f"pairs_per_video=4, crop_size=32, preset='ultrafast', progress=False, log=None)")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and not list((out / "parts").rglob("*.jsonl")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for p in (out / "crops").rglob("*.png") if (out / "crops").exists() else []:
+        Image.open(p).load()
+    rows = read_manifest(prepare("synthetic", tree, out, workers=1, **{**PREP, "pairs_per_video": 4}),
+                         check_files=True)
+    assert len(rows) == N_VIDEOS * 3 * 8
+
+
+def test_bad_inputs_are_reported_and_the_run_goes_on(tree, tmp_path):
+    root = tmp_path / "tree"
+    shutil.copytree(tree, root)
+    good = root / "Celeb-real" / "id0_0000.mp4"
+    (root / "Celeb-real" / "id8_0000.mp4").write_bytes(os.urandom(3000))                 # corrupt
+    (root / "Celeb-real" / "id8_0001.mp4").write_bytes(b"")                              # empty
+    data = good.read_bytes()
+    (root / "Celeb-real" / "id8_0002.mp4").write_bytes(data[: len(data) // 2])           # truncated
+    with av.open(str(root / "Celeb-real" / "id8_0003.mp4"), "w", format="mp4") as c:     # zero frames
+        s = c.add_stream("libx264", rate=25)
+        s.width = s.height = 64
+        c.start_encoding()  # the header with its track, and no frame at all
+    (root / "Celeb-real" / "notes.txt").write_text("not a video")                        # non-video file
+    with open(root / "List_of_testing_videos.txt", "a") as f:
+        f.write("1 Celeb-real/id8_0099.mp4\n")                                           # names a missing file
+    summary = run_prep(PrepConfig("synthetic", str(root), str(tmp_path / "out"), qualities=("raw", "c23"),
+                                  pairs_per_video=2, crop_size=32, preset="ultrafast", workers=2),
+                       progress=False, log=None)
+    assert set(summary.skipped) == {f"Celeb-real/id8_000{i}.mp4" for i in range(4)}
+    reasons = {v: r["raw"] for v, r in summary.skipped.items()}
+    assert "not a readable video" in reasons["Celeb-real/id8_0000.mp4"]
+    assert "empty file" in reasons["Celeb-real/id8_0001.mp4"]
+    assert "id8_0002.mp4" in reasons["Celeb-real/id8_0002.mp4"]
+    assert "no video stream" in reasons["Celeb-real/id8_0003.mp4"]  # an empty track is not even listed
+    problems = {p["path"]: p["reason"] for p in summary.problems}
+    assert "not a video" in problems["Celeb-real/notes.txt"]
+    assert "no such file" in problems["Celeb-real/id8_0099.mp4"]
+    rows = read_manifest(summary.manifest, check_files=True)
+    assert {r["video"] for r in rows} == {r.video for r in prep_mod.read_layout("synthetic", tree).records}
+    report = json.loads((tmp_path / "out" / "prep_report.json").read_text())
+    assert set(report["skipped"]) == set(summary.skipped)
+    text = summary.text()
+    assert "skipped Celeb-real/id8_0001.mp4 [raw]: " in text and "notes.txt" in text
