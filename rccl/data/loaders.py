@@ -1,0 +1,129 @@
+"""Loaders: the training loader (two augmented views per anchor/partner pair from ForgeryPairSampler)
+and an evaluation loader over frames. `build_train_loader` dispatches on cfg["data"]["backend"]:
+"torch" (this module: torchvision v2 on DataLoader workers), "dali" (rccl.data.dali_loader), "auto"
+(DALI when it is importable and a GPU is present, else torch). Both give the training batch contract of
+docs/architecture.md: view1, view2 (B, 3, S, S) float normalised, label (B,) int64, index (B,) int64.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_image
+from tqdm import tqdm
+
+from rccl.data.transforms import eval_transform, train_transform
+
+
+class CropError(RuntimeError):
+    """A crop file that cannot be read; the message names it."""
+
+
+def read_crop(path: str) -> torch.Tensor:
+    """uint8 (3, H, W) RGB."""
+    try:
+        return decode_image(path, mode=ImageReadMode.RGB)
+    except FileNotFoundError:
+        raise CropError(f"crop {path}: no such file (was the manifest's folder moved? re-run rccl-prep)") from None
+    except (RuntimeError, OSError, ValueError) as e:
+        raise CropError(f"crop {path}: cannot be decoded as an image ({type(e).__name__}: {e})") from None
+
+
+class _Crops(Dataset):
+    """Shared crop access, optionally decoded once into memory (workers inherit the cache by fork)."""
+
+    def __init__(self, records: list[dict]):
+        self.records = records
+        self.cache: list[torch.Tensor] | None = None
+
+    def preload(self, progress: bool = True) -> None:
+        self.cache = [read_crop(r["abspath"]) for r in tqdm(self.records, desc="caching crops", unit="crop",
+                                                              disable=not progress, leave=False)]
+
+    def image(self, i: int) -> torch.Tensor:
+        return self.cache[i] if self.cache is not None else read_crop(self.records[i]["abspath"])
+
+
+class PairViews(_Crops):
+    """Item: an (anchor, partner) index pair -> {view1, view2, label, index}."""
+
+    def __init__(self, records: list[dict], transform):
+        super().__init__(records)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, pair):
+        anchor, partner = pair
+        return {"view1": self.transform(self.image(anchor)), "view2": self.transform(self.image(partner)),
+                "label": torch.tensor(int(self.records[anchor]["label"]), dtype=torch.int64),
+                "index": torch.tensor(anchor, dtype=torch.int64)}
+
+
+class Frames(_Crops):
+    """Item: a record index -> {image, label, index} (the evaluation transform)."""
+
+    def __init__(self, records: list[dict], image_size: int):
+        super().__init__(records)
+        self.transform = eval_transform(image_size)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        return {"image": self.transform(self.image(i)),
+                "label": torch.tensor(int(self.records[i]["label"]), dtype=torch.int64),
+                "index": torch.tensor(i, dtype=torch.int64)}
+
+
+def dali_available() -> bool:
+    return (importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
+            and importlib.util.find_spec("rccl.data.dali_loader") is not None)
+
+
+def resolve_backend(backend: str) -> str:
+    if backend == "auto":
+        return "dali" if torch.cuda.is_available() and dali_available() else "torch"
+    if backend not in ("torch", "dali"):
+        raise ValueError(f"data.backend must be torch, dali or auto, got {backend!r}")
+    return backend
+
+
+def build_train_loader(cfg: dict, records: list[dict], sampler):
+    """An iterable of training batches, one per sampler batch; call sampler.set_epoch before each epoch."""
+    backend = resolve_backend(cfg["data"]["backend"])
+    if backend == "dali":
+        if not dali_available():
+            raise RuntimeError("data.backend=dali but NVIDIA DALI (nvidia-dali-cuda130) or rccl.data.dali_loader is "
+                               "not importable; install DALI or use data.backend=torch")
+        from rccl.data.dali_loader import build_dali_train_loader
+        return build_dali_train_loader(cfg, records, sampler)
+    data = cfg["data"]
+    dataset = PairViews(records, train_transform(data["image_size"], data["augment"]))
+    if data["cache_images"]:
+        dataset.preload(progress=cfg["train"]["progress"])
+    workers = int(data["workers"])
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+
+
+def build_eval_loader(cfg: dict, records: list[dict], batch_size: int | None = None, workers: int | None = None):
+    """Frames in manifest order, the evaluation transform, no shuffling."""
+    data = cfg["data"]
+    workers = data["workers"] if workers is None else workers
+    return DataLoader(Frames(records, data["image_size"]), batch_size=batch_size or cfg["eval"]["batch_size"],
+                      shuffle=False, num_workers=workers, pin_memory=torch.cuda.is_available())
+
+
+def check_train_records(records: list[dict], manifest: str, split: str, qualities) -> None:
+    """Errors a user can act on, before any worker starts: nothing selected, one class only."""
+    if not records:
+        raise ValueError(f"manifest {manifest}: no crop with split={split!r} and quality in {list(qualities)}; "
+                         f"check data.train_split / data.train_qualities")
+    labels = {int(r["label"]) for r in records}
+    if labels != {0, 1}:
+        present = "naturals" if labels == {0} else "fakes"
+        raise ValueError(f"manifest {manifest}: the {split!r} split (qualities {list(qualities)}) has only {present} "
+                         f"({len(records)} crops); training needs both classes")

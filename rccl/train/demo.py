@@ -1,0 +1,61 @@
+"""The embedded demo: what `rccl-train` does when no dataset is given.
+
+It makes the synthetic Celeb-DF-shaped set once (rccl.data.synth, cached), prepares its raw/c23/c40
+crops once (rccl.data.prep, cached), and trains a small encoder on small crops so that both stages and
+the evaluation fit in a few minutes on two CPU cores. configs/demo.yaml holds the same settings as
+DEMO_SETTINGS (a test keeps them equal) for users who want to start from a file.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+
+from rccl.train.config import DEFAULTS, _check_and_merge
+
+DEMO_SETTINGS: dict = {
+    "name": "demo",
+    "data": {
+        "image_size": 64,
+        "workers": 0,
+        "cache_images": True,
+        "augment": {"scale": [0.6, 1.0], "color_jitter": 0.2, "color_jitter_p": 0.5, "blur_p": 0.2,
+                    "blur_sigma": [0.1, 1.0]},
+    },
+    "model": {"encoder": "resnet10t", "channels_last": False},
+    "stage1": {"epochs": 6, "batch_size": 64, "lr": 0.05, "warmup_epochs": 1},
+    "stage2": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+    "train": {"threads": 0},
+    "demo": {"synth": {}, "prep": {"crop_size": 80, "pairs_per_video": 8}},
+}
+
+
+def demo_base() -> dict:
+    """DEFAULTS with the demo's settings applied (the base an override list is applied to)."""
+    cfg = copy.deepcopy(DEFAULTS)
+    _check_and_merge(cfg, copy.deepcopy(DEMO_SETTINGS), "rccl.train.demo.DEMO_SETTINGS")
+    return cfg
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rccl"
+
+
+def prepare_demo_data(cfg: dict, cache: str | os.PathLike | None = None, log=print) -> Path:
+    """Make (once) and prepare (once) the synthetic set; returns the manifest's path."""
+    from rccl.data.prep import prepare
+    from rccl.data.synth import make_synthetic
+
+    cache = Path(cache or cfg["demo"]["cache"] or default_cache()).expanduser()
+    seed = cfg["demo"]["seed"]
+    qualities = tuple(dict.fromkeys(list(cfg["data"]["train_qualities"]) + list(cfg["eval"]["qualities"])))
+    t0 = time.perf_counter()
+    root = make_synthetic(cache / f"demo-synth-{seed}", seed=seed, progress=cfg["train"]["progress"],
+                          **cfg["demo"]["synth"])
+    log(f"demo: synthetic set in {root} ({time.perf_counter() - t0:.0f} s)")
+    t1 = time.perf_counter()
+    manifest = prepare("synthetic", root, cache / f"demo-prep-{seed}", qualities=qualities,
+                       progress=cfg["train"]["progress"], log=log, **cfg["demo"]["prep"])
+    log(f"demo: crops and manifest in {Path(manifest).parent} ({time.perf_counter() - t1:.0f} s)")
+    return Path(manifest)
