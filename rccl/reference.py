@@ -95,11 +95,13 @@ def _mixed_negatives(z, labels, center, lam):
     return negatives, negative_labels
 
 
-def synthesize(z, labels, center, bank_real, bank_fake, lam, neighbors):
+def synthesize(z, labels, center, bank_real, bank_fake, lam, neighbors, compute_dtype=None):
     """The synthesized contrast features and their labels, exactly as the op's `extra` and
     `extra_labels` outputs: rows [0, K_real) from bank_real, [K_real, K_real + K_fake) from bank_fake,
-    then the M mixed-negative slots. Absent rows are zero and labelled ABSENT. Detached."""
-    acc = accumulation_dtype(z.dtype)
+    then the M mixed-negative slots. Absent rows are zero and labelled ABSENT. Detached.
+    compute_dtype overrides the accumulation dtype (the tests use it to measure PyTorch's own error in
+    half precision)."""
+    acc = compute_dtype or accumulation_dtype(z.dtype)
     z, center = z.detach().to(acc), center.detach().to(acc)
     bank_real, bank_fake, lam = bank_real.detach().to(acc), bank_fake.detach().to(acc), lam.detach().to(acc)
     real_pos, real_lab = _hard_positives(z, labels, bank_real, NATURAL, neighbors)
@@ -108,11 +110,11 @@ def synthesize(z, labels, center, bank_real, bank_fake, lam, neighbors):
     return torch.cat([real_pos, fake_pos, negatives]), torch.cat([real_lab, fake_lab, negative_labels])
 
 
-def contrastive_loss(z, labels, extra, extra_labels, temperature, margin):
+def contrastive_loss(z, labels, extra, extra_labels, temperature, margin, compute_dtype=None):
     """(loss, lse): the margin supervised contrastive loss of the batch against the batch and the present
     extra rows, differentiable in z (extra is a constant), and logsumexp_{A(i)} logit(i, a) per anchor
     (-inf for an anchor whose A(i) is empty)."""
-    zc = z.to(accumulation_dtype(z.dtype))
+    zc = z.to(compute_dtype or accumulation_dtype(z.dtype))
     n = zc.shape[0]
     contrast = torch.cat([zc, extra.detach().to(zc.dtype)])
     contrast_labels = torch.cat([labels, extra_labels])
@@ -136,11 +138,12 @@ def contrastive_loss(z, labels, extra, extra_labels, temperature, margin):
     return loss, torch.where(has_a, lse, float("-inf")).detach()
 
 
-def real_centric_loss_outputs(z, labels, center, bank_real, bank_fake, lam, neighbors, temperature, margin):
+def real_centric_loss_outputs(z, labels, center, bank_real, bank_fake, lam, neighbors, temperature, margin,
+                              compute_dtype=None):
     """The compiled op's four outputs (loss, extra, extra_labels, lse), computed by the spec; `loss` is
     differentiable in z through plain autograd."""
-    extra, extra_labels = synthesize(z, labels, center, bank_real, bank_fake, lam, neighbors)
-    loss, lse = contrastive_loss(z, labels, extra, extra_labels, temperature, margin)
+    extra, extra_labels = synthesize(z, labels, center, bank_real, bank_fake, lam, neighbors, compute_dtype)
+    loss, lse = contrastive_loss(z, labels, extra, extra_labels, temperature, margin, compute_dtype)
     return loss, extra, extra_labels, lse
 
 
