@@ -1,0 +1,203 @@
+"""The rccl CUDA kernels (csrc/cuda/*.cu), compiled by g++ against a CPU emulation of the CUDA execution
+model (include/cuda_emulation.h) and called through their raw launchers, with the same tensor handling as
+csrc/cuda/ops.cpp. For checking the kernels' logic on a machine without a GPU:
+
+    python bench/cuda_emulation/emulated.py          # builds (~1 min on 2 cores), then compares with the reference
+
+It is slow (a std::thread per CUDA thread): keep N in the hundreds.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+KERNELS = ROOT / "csrc" / "cuda"
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+SOURCES = ("loss_forward.cu", "loss_backward.cu", "hard_banks.cu")
+DTYPES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 3}
+# kernel<<<grid, block, shared, stream>>>(args);  ->  emu::launch(kernel, grid, block, shared, stream, args);
+LAUNCH = re.compile(r"(\w+(?:<[^<>;]*>)?)<<<([^;]*?)>>>\(([^;]*?)\);")
+
+
+def build(out_dir: Path | None = None) -> Path:
+    """Compile the kernels and driver.cpp into a shared library (cached by the sources' hash)."""
+    texts = {name: (KERNELS / name).read_text() for name in SOURCES}
+    headers = [KERNELS / "common.cuh", KERNELS / "kernels.h", HERE / "driver.cpp", HERE / "include" / "cuda_emulation.h"]
+    digest = hashlib.sha256("".join(texts.values()).encode() + b"".join(h.read_bytes() for h in headers)).hexdigest()[:16]
+    out_dir = out_dir or Path(tempfile.gettempdir()) / "rccl_cuda_emulation"
+    library = out_dir / f"librccl_emu_{digest}.so"
+    if library.exists():
+        return library
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for name, text in texts.items():
+        converted, launches = LAUNCH.subn(r"emu::launch(\1, \2, \3);", text)
+        if launches == 0:
+            raise RuntimeError(f"no kernel launch found in {name}")
+        path = out_dir / (name[:-3] + ".emu.cpp")
+        path.write_text(converted)
+        sources.append(str(path))
+    tmp = library.with_suffix(".tmp")
+    command = ["g++", "-std=c++20", "-O1", "-g", "-pthread", "-shared", "-fPIC", "-x", "c++",
+               f"-I{HERE / 'include'}", f"-I{KERNELS}", *sources, str(HERE / "driver.cpp"), "-o", str(tmp)]
+    subprocess.run(command, check=True)
+    tmp.replace(library)
+    return library
+
+
+class EmulatedOps:
+    """The three ops with ops.cpp's tensor handling, running the emulated kernels on CPU tensors."""
+
+    def __init__(self, library: Path | None = None):
+        self.lib = ctypes.CDLL(str(library or build()))
+        for name in ("rccl_emu_forward", "rccl_emu_backward", "rccl_emu_hard_banks"):
+            getattr(self.lib, name).restype = ctypes.c_int
+
+    @staticmethod
+    def _acc(z):
+        return torch.float64 if z.dtype == torch.float64 else torch.float32
+
+    @staticmethod
+    def _ptr(t):
+        return ctypes.c_void_p(t.data_ptr())
+
+    def real_centric_loss(self, z, labels, center, bank_real, bank_fake, lam, neighbors, temperature, margin):
+        acc = self._acc(z)
+        z, labels = z.detach().contiguous(), labels.contiguous()
+        center, bank_real, bank_fake, lam = (t.detach().to(acc).contiguous() for t in (center, bank_real, bank_fake, lam))
+        n, d = z.shape
+        rows = bank_real.shape[0] + bank_fake.shape[0] + lam.shape[0]
+        loss = torch.empty((), dtype=acc)
+        extra = torch.empty(rows, d, dtype=acc)
+        extra_labels = torch.empty(rows, dtype=torch.int64)
+        lse = torch.empty(n, dtype=acc)
+        if n == 0:
+            return loss.zero_(), extra.zero_(), extra_labels.fill_(-1), lse
+        for t in (loss, extra, extra_labels, lse):  # garbage, so that an unwritten output shows
+            if t.numel():
+                t.reshape(-1).view(torch.uint8).fill_(0xFF)
+        p = self._ptr
+        rc = self.lib.rccl_emu_forward(
+            DTYPES[z.dtype], ctypes.c_int64(n), ctypes.c_int64(d), ctypes.c_int64(bank_real.shape[0]),
+            ctypes.c_int64(bank_fake.shape[0]), ctypes.c_int64(lam.shape[0]), ctypes.c_int64(neighbors),
+            ctypes.c_double(temperature), ctypes.c_double(margin), p(z), p(labels), p(center), p(bank_real),
+            p(bank_fake), p(lam), p(loss), p(extra), p(extra_labels), p(lse))
+        assert rc == 0, rc
+        return loss, extra, extra_labels, lse
+
+    def backward(self, grad_loss, z, labels, extra, extra_labels, lse, temperature, margin):
+        acc = self._acc(z)
+        z, labels, extra_labels = z.detach().contiguous(), labels.contiguous(), extra_labels.contiguous()
+        grad_loss, extra, lse = (t.detach().to(acc).contiguous() for t in (grad_loss.reshape(()), extra, lse))
+        grad_z = torch.empty_like(z)
+        if z.shape[0] == 0:
+            return grad_z
+        grad_z.reshape(-1).view(torch.uint8).fill_(0xFF)
+        p = self._ptr
+        rc = self.lib.rccl_emu_backward(
+            DTYPES[z.dtype], ctypes.c_int64(z.shape[0]), ctypes.c_int64(z.shape[1]), ctypes.c_int64(extra.shape[0]),
+            ctypes.c_double(temperature), ctypes.c_double(margin), p(grad_loss), p(z), p(labels), p(extra),
+            p(extra_labels), p(lse), p(grad_z))
+        assert rc == 0, rc
+        return grad_z
+
+    def update_hard_banks(self, z, labels, center, bank_real, bank_fake, k):
+        acc = self._acc(z)
+        z, labels = z.detach().contiguous(), labels.contiguous()
+        center, bank_real, bank_fake = (t.detach().to(acc).contiguous() for t in (center, bank_real, bank_fake))
+        n, d = z.shape
+
+        def rows(bank, cls):  # ops.cpp's rule
+            if bank.shape[0] >= k:
+                return k
+            return min(k, bank.shape[0] + int((labels == cls).sum()))
+
+        rows_real, rows_fake = rows(bank_real, 0), rows(bank_fake, 1)
+        out_real = torch.full((rows_real, d), float("nan"), dtype=acc)
+        out_fake = torch.full((rows_fake, d), float("nan"), dtype=acc)
+        p = self._ptr
+        rc = self.lib.rccl_emu_hard_banks(
+            DTYPES[z.dtype], ctypes.c_int64(n), ctypes.c_int64(d), ctypes.c_int64(bank_real.shape[0]),
+            ctypes.c_int64(bank_fake.shape[0]), ctypes.c_int64(rows_real), ctypes.c_int64(rows_fake), p(z),
+            p(labels), p(center), p(bank_real), p(bank_fake), p(out_real), p(out_fake))
+        assert rc == 0, rc
+        return out_real, out_fake
+
+
+def compare(ops: EmulatedOps, N, D, K, M, n_fake, dtype, neighbors=2, seed=0, verbose=True) -> dict:
+    """Emulated kernels against the float64 reference on the same inputs: the worst errors."""
+    from conftest import make_inputs
+    from rccl import reference
+
+    x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, seed=seed, n_fake=n_fake, requires_grad=False)
+    options = (neighbors, 0.1, 0.2)
+    loss, extra, extra_labels, lse = ops.real_centric_loss(*x.values(), *options)
+    grad = ops.backward(torch.tensor(0.7, dtype=torch.float64), x["z"], x["labels"], extra, extra_labels, lse, *options[1:])
+    z64 = x["z"].double().requires_grad_(True)
+    ref = reference.real_centric_loss_outputs(z64, x["labels"], *(x[k].double() for k in ("center", "bank_real",
+                                              "bank_fake", "lam")), *options)
+    (ref_grad,) = torch.autograd.grad(ref[0], z64)
+    ref_grad = 0.7 * ref_grad
+    finite = torch.isfinite(ref[3])
+    result = {
+        "labels_equal": torch.equal(extra_labels, ref[2]),
+        "lse_inf_equal": torch.equal(torch.isinf(lse), torch.isinf(ref[3])),
+        "loss": abs(loss.double() - ref[0]).item() / max(abs(ref[0].item()), 1e-12),
+        "extra": (extra.double() - ref[1]).abs().max().item() if extra.numel() else 0.0,
+        "lse": (lse.double()[finite] - ref[3][finite]).abs().max().item() if finite.any() else 0.0,
+        "grad": ((grad.double() - ref_grad).norm() / ref_grad.norm().clamp(min=1e-30)).item()
+        if ref_grad.abs().max() > 0 else grad.double().abs().max().item(),
+    }
+    if verbose:
+        print(f"N={N:4d} D={D:3d} K={K:2d} M={M:2d} fake={n_fake} nb={neighbors} {str(dtype):14s} "
+              + " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()), flush=True)
+    return result
+
+
+CASES = [  # (N, D, K, M, n_fake, neighbors)
+    (1, 16, 4, 4, None, 2), (2, 16, 4, 4, 1, 2), (47, 16, 4, 4, None, 2), (47, 3, 0, 0, None, 2),
+    (47, 130, 3, 5, None, 2), (64, 16, 4, 20, 5, 2), (64, 16, 4, 4, 0, 2), (64, 16, 4, 4, 64, 2),
+    (33, 16, 4, 4, 3, 10), (40, 16, 2, 2, None, 0), (150, 40, 16, 16, None, 2), (600, 8, 2, 3, 200, 2),
+]
+LIMITS = {torch.float32: 1e-4, torch.float64: 1e-9, torch.bfloat16: 3e-2, torch.float16: 3e-3}
+
+
+def main() -> int:
+    ops = EmulatedOps()
+    failures = []
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        for case in CASES if dtype in (torch.float32, torch.float64) else CASES[2:6]:
+            N, D, K, M, n_fake, neighbors = case
+            r = compare(ops, N, D, K, M, n_fake, dtype, neighbors, seed=N + D)
+            limit = LIMITS[dtype]
+            bad = [k for k in ("loss", "extra", "lse", "grad") if not r[k] <= limit]
+            bad += [k for k in ("labels_equal", "lse_inf_equal") if not r[k]]
+            if bad:
+                failures.append(f"{case} {dtype}: {bad}")
+    from conftest import make_inputs
+    from rccl import reference
+    for N, K_old, k, n_fake in [(47, 16, 16, None), (47, 4, 16, None), (5, 2, 16, 2), (30, 8, 0, 10), (30, 8, 4, 0),
+                                (0, 6, 4, 0)]:
+        for dtype in (torch.float32, torch.bfloat16):
+            x = make_inputs(N, D=24, K=K_old, M=0, dtype=dtype, seed=N + k, n_fake=n_fake, requires_grad=False)
+            got = ops.update_hard_banks(x["z"], x["labels"], x["center"], x["bank_real"], x["bank_fake"], k)
+            expected = reference.update_hard_banks(x["z"], x["labels"], x["center"], x["bank_real"], x["bank_fake"], k)
+            ok = all(g.shape == e.shape and torch.equal(g, e) for g, e in zip(got, expected))
+            print(f"update_hard_banks N={N} K={K_old} k={k} {dtype}: {'ok' if ok else 'MISMATCH'}")
+            if not ok:
+                failures.append(f"update_hard_banks {(N, K_old, k, n_fake)} {dtype}")
+    print("FAILURES:" if failures else "all emulated cases match the reference", *failures, sep="\n  ")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The CUDA kernels' own source (csrc/cuda/*.cu), run on the CPU through a CUDA emulation
+(bench/cuda_emulation: g++, a std::thread per CUDA thread, std::barrier for __syncthreads, an exchange
+buffer for warp shuffles), against the reference. This checks the kernels' indexing, tiling, reductions,
+tie-breaks and math on machines without a GPU (CI); tests/test_op_cuda.py checks them on a real GPU.
+It cannot see speed, the GPU memory model or races (compute-sanitizer does, in bench/gpu_check.sh).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_inputs
+from rccl import reference
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench" / "cuda_emulation"))
+import emulated  # noqa: E402
+
+pytestmark = pytest.mark.slow  # one g++ build of the kernels (~45 s on 2 cores), then seconds per case
+
+
+def _compiler_problem() -> str | None:
+    """Why g++ cannot build the emulation here (C++20 <barrier>, _Float16), or None."""
+    probe = "#include <barrier>\nint main() { std::barrier<> b(1); _Float16 h = 1; return (int)(float)h - 1; }\n"
+    try:
+        result = subprocess.run(["g++", "-std=c++20", "-x", "c++", "-", "-o", "/dev/null", "-pthread"], input=probe,
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"g++ not usable: {error}"
+    return None if result.returncode == 0 else f"g++ lacks C++20 <barrier> or _Float16: {result.stderr[-300:]}"
+
+
+@pytest.fixture(scope="module")
+def ops():
+    problem = _compiler_problem()
+    if problem:
+        pytest.skip(problem)
+    return emulated.EmulatedOps(emulated.build())  # a compile error in the kernels fails here, loudly
+
+
+LIMITS = {torch.float32: 1e-4, torch.float64: 1e-12, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+CASES = emulated.CASES  # odd sizes, absent classes, K = 0, M > fakes, neighbors 0 and > class, N > 512
+
+
+# the two large cases (several row tiles; several slices of the nearest-natural search) in one dtype each:
+# the emulation spends seconds per barrier-heavy block on 2 cores
+RUNS = [(case, dtype) for case in CASES[:-2] for dtype in (torch.float32, torch.float64)]
+RUNS += [(CASES[-2], torch.float32), (CASES[-1], torch.float64)]
+
+
+@pytest.mark.parametrize("case,dtype", RUNS, ids=[f"{c}-{str(d)[6:]}" for c, d in RUNS])
+def test_emulated_kernels_match_reference(ops, case, dtype):
+    N, D, K, M, n_fake, neighbors = case
+    result = emulated.compare(ops, N, D, K, M, n_fake, dtype, neighbors, seed=N + D, verbose=False)
+    assert result["labels_equal"] and result["lse_inf_equal"], result
+    for key in ("loss", "extra", "lse", "grad"):
+        assert result[key] <= LIMITS[dtype], (key, result)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_emulated_half_precision(ops, dtype):
+    # against float64 on the same rounded inputs: the loss is float32-exact, the gradient is rounded to dtype
+    result = emulated.compare(ops, 64, 16, 4, 20, 5, dtype, 2, seed=3, verbose=False)
+    assert result["labels_equal"] and result["loss"] < 1e-5 and result["lse"] < 1e-4
+    assert result["grad"] <= LIMITS[dtype]
+
+
+def test_emulated_exact_ties_go_to_the_lowest_index(ops):
+    z = torch.tensor([[0.6, 0.8], [0.6, -0.8], [0.8, 0.6], [-0.8, 0.6], [0.0, -1.0]])
+    args = (z, torch.tensor([0, 0, 1, 1, 1]), torch.tensor([0.0, 1.0]), torch.tensor([[1.0, 0.0]]),
+            torch.tensor([[0.0, 1.0]]), torch.tensor([0.25, 0.5, 0.75]))
+    _, extra, extra_labels, _ = ops.real_centric_loss(*args, 1, 0.1, 0.2)
+    _, ref_extra, ref_labels, _ = reference.real_centric_loss_outputs(*args, 1, 0.1, 0.2)
+    assert torch.equal(extra_labels, ref_labels)
+    torch.testing.assert_close(extra, ref_extra, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("N,K_old,k,n_fake", [(47, 16, 16, None), (47, 4, 16, None), (5, 2, 16, 2), (30, 8, 0, 10),
+                                              (30, 8, 4, 0), (0, 6, 4, 0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_emulated_update_hard_banks(ops, N, K_old, k, n_fake, dtype):
+    x = make_inputs(N, D=24, K=K_old, M=0, dtype=dtype, seed=N + k, n_fake=n_fake, requires_grad=False)
+    got = ops.update_hard_banks(x["z"], x["labels"], x["center"], x["bank_real"], x["bank_fake"], k)
+    expected = reference.update_hard_banks(x["z"], x["labels"], x["center"], x["bank_real"], x["bank_fake"], k)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        assert torch.equal(g, e), "the same rows, hardest first"
+
+
+@pytest.mark.parametrize("spoil,message", [
+    ("x['labels'][3] = 2", "labels must be 0 (natural) or 1 (fake)"),
+    ("x['z'][2, 1] = float('nan')", "z contains NaN or infinite values"),
+    ("x['lam'][1] = 1.5", "lam: mixing coefficients must lie in [0, 1]"),
+], ids=["labels", "z", "lam"])
+def test_emulated_device_side_asserts(ops, spoil, message):
+    # the assert aborts the process, as it would stop the kernel: run it in a child
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT / 'bench' / 'cuda_emulation')!r}, {str(ROOT)!r}]
+        import emulated
+        from conftest import make_inputs
+        x = make_inputs(40, D=8, K=2, M=2, requires_grad=False)
+        {spoil}
+        emulated.EmulatedOps().real_centric_loss(*x.values(), 2, 0.1, 0.2)
+        print("NO ERROR")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "NO ERROR" not in result.stdout
+    assert message in result.stderr, result.stderr[-2000:]
