@@ -86,8 +86,8 @@ def epoch_batches(loader, sampler, epoch: int = 0) -> list[dict]:
     return [{k: v.cpu().clone() for k, v in b.items()} for b in loader]
 
 
-def sampler_for(records, seed: int = 0):
-    return ForgeryPairSampler(records, BATCH, "semantic", seed)
+def sampler_for(records, seed: int = 0, pairing: str = "semantic"):
+    return ForgeryPairSampler(records, BATCH, pairing, seed)
 
 
 def crop_of(view: torch.Tensor) -> int:
@@ -99,8 +99,9 @@ def crop_of(view: torch.Tensor) -> int:
     return int((colours - rgb).abs().sum(dim=1).argmin())
 
 
-def test_same_pairs_labels_and_pixels_as_the_torch_loader_without_augmentation(solid_records):
-    sampler = sampler_for(solid_records)
+@pytest.mark.parametrize("pairing", ["semantic", "instance"])  # instance pairs decode one file for two views
+def test_same_pairs_labels_and_pixels_as_the_torch_loader_without_augmentation(solid_records, pairing):
+    sampler = sampler_for(solid_records, pairing=pairing)
     sampler.set_epoch(0)
     pairs = list(sampler)
     dali = epoch_batches(build_dali_train_loader(config("dali", NO_AUGMENT), solid_records, sampler), sampler)

@@ -8,9 +8,10 @@ read in Python by an external source driven by the ForgeryPairSampler, so the pa
 are exactly those of the torch loader; only the random augmentation draws differ (DALI's own generator).
 
 Augmentation, per view and drawn independently (the torch loader's recipe, rccl.data.transforms):
-random resized crop (decoded region only, then resized to S), colour twist with probability
+random resized crop (resized to S with antialiasing), colour twist with probability
 color_jitter_p, Gaussian blur with probability blur_p, JPEG-quality distortion with probability jpeg_p
-(off by default), horizontal flip, ImageNet normalisation to float32 CHW.
+(off by default), horizontal flip, ImageNet normalisation to float32 CHW. An instance pair (partner =
+anchor) decodes its file once for both views.
 
 The pipeline is rebuilt every epoch with a seed made of (train.seed, epoch, rank): an epoch's augmentation
 is reproducible on its own, so a resumed run draws what the uninterrupted one would have, and a loop that
@@ -76,7 +77,8 @@ def read_encoded(path: str) -> np.ndarray:
 
 
 class PairSource:
-    """The external source: one sampler batch per call, as (anchor bytes, partner bytes, label, index).
+    """The external source: one sampler batch per call, as (anchor bytes, partner bytes, same, label, index);
+    `same` marks instance pairs (partner = anchor), whose file is decoded once for both views.
 
     DALI calls iter() on it at the start of every epoch and next() ahead of time (prefetching); the paths
     of the batches read recently are kept so that a decoding error can be traced to its file."""
@@ -95,27 +97,29 @@ class PairSource:
         if self._batches is None:
             self._batches = iter(self.sampler)
         pairs = next(self._batches)  # StopIteration ends DALI's epoch
-        anchors = [a for a, _ in pairs]
-        partners = [p for _, p in pairs]
-        paths = [self.records[i]["abspath"] for i in anchors + partners]
-        self.recent.append(paths)
-        n = len(pairs)
-        view1 = [read_encoded(p) for p in paths[:n]]
-        view2 = [read_encoded(p) for p in paths[n:]]
-        labels = [np.array(int(self.records[a]["label"]), dtype=np.int64) for a in anchors]
-        index = [np.array(a, dtype=np.int64) for a in anchors]
-        return view1, view2, labels, index
+        self.recent.append([self.records[i]["abspath"] for pair in pairs for i in pair])
+        anchors, partners, same, labels, index = [], [], [], [], []
+        for a, p in pairs:
+            anchor = read_encoded(self.records[a]["abspath"])
+            anchors.append(anchor)
+            partners.append(anchor if p == a else read_encoded(self.records[p]["abspath"]))
+            same.append(np.array(p == a))
+            labels.append(np.array(int(self.records[a]["label"]), dtype=np.int64))
+            index.append(np.array(a, dtype=np.int64))
+        return anchors, partners, same, labels, index
 
 
-def _augment(encoded, *, size: int, aug: dict, device: str):
-    """One view: encoded image bytes -> float32 (3, S, S) normalised. `device` is "cpu" or "gpu"."""
-    decode_device = "mixed" if device == "gpu" else "cpu"
-    # Decode only the random region (torchvision's RandomResizedCrop draw: area fraction, log-uniform
-    # aspect ratio, 10 attempts then the centre), then resize it to S.
-    image = fn.decoders.image_random_crop(encoded, device=decode_device, output_type=types.RGB,
-                                          random_area=list(aug["scale"]), random_aspect_ratio=list(aug["ratio"]),
-                                          num_attempts=10)
-    image = fn.resize(image, size=[size, size], interp_type=types.INTERP_LINEAR, antialias=True)
+def _decode(encoded, device: str):
+    return fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
+
+
+def _augment(image, *, size: int, aug: dict):
+    """One view: a decoded HWC uint8 image -> float32 (3, S, S) normalised, on the image's device."""
+    # torchvision's RandomResizedCrop draw: area fraction, log-uniform aspect ratio, 10 attempts then the
+    # centre; the region is resized to S with antialiasing.
+    image = fn.random_resized_crop(image, size=[size, size], random_area=list(aug["scale"]),
+                                   random_aspect_ratio=list(aug["ratio"]), num_attempts=10,
+                                   interp_type=types.INTERP_LINEAR, antialias=True)
     strength = float(aug["color_jitter"])
     if strength > 0 and aug["color_jitter_p"] > 0:
         if fn.random.coin_flip(probability=float(aug["color_jitter_p"])):
@@ -148,11 +152,16 @@ def two_view_pipeline(source: PairSource, *, batch_size: int, size: int, aug: di
 
     @pipeline_def(enable_conditionals=True)
     def pipeline():
-        enc1, enc2, label, index = fn.external_source(
-            source=source, num_outputs=4, cycle="raise",
-            dtype=[types.UINT8, types.UINT8, types.INT64, types.INT64])
-        view1 = _augment(enc1, size=size, aug=aug, device=device)
-        view2 = _augment(enc2, size=size, aug=aug, device=device)
+        enc1, enc2, same, label, index = fn.external_source(
+            source=source, num_outputs=5, cycle="raise",
+            dtype=[types.UINT8, types.UINT8, types.BOOL, types.INT64, types.INT64])
+        image1 = _decode(enc1, device)
+        if same:  # instance pairs: both views from one decoded image (a third of the semantic preset's pairs)
+            image2 = image1
+        else:
+            image2 = _decode(enc2, device)
+        view1 = _augment(image1, size=size, aug=aug)
+        view2 = _augment(image2, size=size, aug=aug)
         if device == "gpu":
             label, index = label.gpu(), index.gpu()
         return view1, view2, label, index
