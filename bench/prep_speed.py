@@ -4,7 +4,8 @@ Prints, and appends as a JSON line to --json (optional):
   - per stage, one process: decoding the 32 needed frames (sequential with early stop, and seeking near
     each pair for comparison), dlib detection per frame, crop + PNG/JPEG write per frame;
   - end to end: `prepare()` on a Celeb-DF-shaped tree of N copies of the clip with --workers W, in
-    videos per minute and frames per second per core.
+    videos per minute and frames per second per core (wall clock), and the CPU seconds per video of a
+    one-process run (on a shared machine the wall clock depends on the others' load; CPU time much less).
 The target of the issue: >= 30 videos/minute of 10 s 640x360 clips on 2 cores, raw pass with detection.
 
     python bench/prep_speed.py [--copies 12] [--workers 2] [--pairs 16] [--json bench/results/prep_speed.jsonl]
@@ -22,9 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import sys
+
 import av
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from rccl.data.faces import FaceCropper, frontal_face_detector
 from rccl.data.prep import prepare, save_image_atomic
 from rccl.data.video import pair_indices, probe, read_frames
@@ -100,9 +104,13 @@ def main():
             os.symlink(clip, dst)
         (root / "Celeb-synthesis").mkdir()
         (root / "List_of_testing_videos.txt").write_text("")
+        kw = dict(qualities=("raw",), pairs_per_video=args.pairs, detect_size=args.detect_size, progress=False, log=None)
+        # CPU seconds per video, one process (shared machines: CPU time is what load does not inflate much)
+        c = time.process_time()
+        prepare("celebdf", root, tmp / "out1", workers=1, shard=(0, max(1, args.copies // 3)), **kw)
+        cpu_per_video = (time.process_time() - c) / len(range(0, args.copies, max(1, args.copies // 3)))
         t = time.perf_counter()
-        prepare("celebdf", root, tmp / "out", qualities=("raw",), workers=args.workers, pairs_per_video=args.pairs,
-                detect_size=args.detect_size, progress=False, log=None)
+        prepare("celebdf", root, tmp / "out", workers=args.workers, **kw)
         t_e2e = time.perf_counter() - t
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -124,6 +132,8 @@ def main():
         "e2e_workers": args.workers, "e2e_videos": args.copies, "e2e_s": round(t_e2e, 2),
         "videos_per_minute": round(60 * args.copies / t_e2e, 1),
         "frames_per_s_per_core": round(args.copies * n / t_e2e / args.workers, 1),
+        "cpu_s_per_video": round(cpu_per_video, 3),
+        "videos_per_minute_2_cores_from_cpu_time": round(2 * 60 / cpu_per_video, 1),
     }
     for k, v in res.items():
         print(f"{k:>24}: {v}")
