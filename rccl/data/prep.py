@@ -68,7 +68,7 @@ class PrepConfig:
     retry_skipped: bool = False
     # "detect": dlib on every sampled frame; true boxes (synthetic trees) where it finds none, then the
     # nearest detected box. "truth": the true boxes of a synthetic tree, no detection. "auto": "truth" for
-    # a procedural synthetic tree (dlib fires on its cartoon faces now and then, and more often on the fakes:
+    # a procedural synthetic tree (dlib fires on ~31 % of the demo fakes' frames and ~2.5 % of the naturals':
     # mixing its boxes with the true ones would make crop geometry tell the label), "detect" otherwise.
     boxes: str = "auto"
 
