@@ -94,7 +94,8 @@ def main():
         for fmt in ("png", "jpg"):
             def crop_write():
                 for i in idx:
-                    save_image_atomic(tmp / f"{i}.{fmt}", fc.crop(frames[i], fc.enlarge_box(box, info.width, info.height)), fmt)
+                    crop = fc.crop(frames[i], fc.enlarge_box(box, info.width, info.height))
+                    save_image_atomic(tmp / f"{i}.{fmt}", crop, fmt)
             crops[fmt], _ = timed(crop_write)
 
         root = tmp / "tree"
@@ -104,7 +105,8 @@ def main():
             os.symlink(clip, dst)
         (root / "Celeb-synthesis").mkdir()
         (root / "List_of_testing_videos.txt").write_text("")
-        kw = dict(qualities=("raw",), pairs_per_video=args.pairs, detect_size=args.detect_size, progress=False, log=None)
+        kw = dict(qualities=("raw",), pairs_per_video=args.pairs, detect_size=args.detect_size, progress=False,
+                  log=None)
         # CPU seconds per video, one process (shared machines: CPU time is what load does not inflate much)
         c = time.process_time()
         prepare("celebdf", root, tmp / "out1", workers=1, shard=(0, max(1, args.copies // 3)), **kw)
@@ -121,7 +123,8 @@ def main():
                                 cwd=Path(__file__).resolve().parents[1]).stdout.strip()
     except OSError:
         commit = "?"
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor())
     res = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit, "cpu": cpu,
         "cores": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "clip": clip.name,

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -43,7 +42,8 @@ def test_end_to_end_then_nothing_to_do(tree, tmp_path):
     assert len(rows) == N_VIDEOS * 3 * 2 * 2
     assert all(c in r for r in rows for c in REQUIRED_COLUMNS)
     r0 = next(r for r in rows if r["video"] == "Celeb-synthesis/id1_id0_0001.mp4" and r["quality"] == "c40")
-    assert (r0["label"], r0["source"], r0["target"], r0["split"], r0["compression"]) == (1, "id1_0001", "id0", "test", "qp40")
+    assert (r0["label"], r0["source"], r0["target"], r0["split"], r0["compression"]) == (
+        1, "id1_0001", "id0", "test", "qp40")
     assert r0["path"] == f"crops/c40/Celeb-synthesis/id1_id0_0001/{r0['frame']:06d}.png"
     assert Image.open(r0["abspath"]).size == (32, 32)
     # boxes found on raw are reused by every quality; pairs are consecutive frames
@@ -177,3 +177,50 @@ def test_bad_inputs_are_reported_and_the_run_goes_on(tree, tmp_path):
     assert set(report["skipped"]) == set(summary.skipped)
     text = summary.text()
     assert "skipped Celeb-real/id8_0001.mp4 [raw]: " in text and "notes.txt" in text
+
+
+FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+CLIP = FACES / "video" / "short_hamilton_clip.mp4"
+
+
+@pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip not found at {CLIP} (../shared/data/faces is absent)")
+def test_ffpp_detects_on_c23_when_raw_is_absent(tmp_path):
+    """FF++ as often downloaded (c23 and c40 only): boxes come from c23 and serve c40; the real clip's face
+    is found by dlib."""
+    root = tmp_path / "ffpp"
+    _link_ffpp_tree(root, CLIP)
+    rows = read_manifest(prepare("ffpp", root, tmp_path / "out", qualities=("c23", "c40"), workers=1,
+                                 **{**PREP, "pairs_per_video": 4}), check_files=True)
+    assert len(rows) == 2 * 2 * 8  # 2 videos, 2 qualities, 4 pairs
+    assert {r["quality"] for r in rows} == {"c23", "c40"} and {r["compression"] for r in rows} == {"as distributed"}
+    fake = [r for r in rows if r["label"] == 1]
+    assert {(r["video"], r["source"], r["target"], r["method"], r["split"]) for r in fake} == {
+        ("manipulated_sequences/Deepfakes/raw/videos/000_003.mp4", "000", "003", "Deepfakes", "train")}
+    # the clip's first and last frames show no frontal face: they take the nearest detected box
+    assert {r["box_source"] for r in rows} == {"dlib", "nearest"}
+    assert sum(r["detected"] for r in rows) >= len(rows) // 4
+    boxes = json.loads((tmp_path / "out" / "boxes" / "original_sequences/youtube/raw/videos/000.mp4.json").read_text())
+    assert boxes["detected_on"] == "c23"
+
+
+def test_cli(tree, tmp_path, capsys):
+    from rccl.cli.prep import main
+
+    assert main(["--dataset", "synthetic", "--root", str(tree), "--out", str(tmp_path / "o"), "--qualities", "raw",
+                 "--pairs", "1", "--crop-size", "16", "--workers", "1", "--no-progress"]) == 0
+    assert "manifest rows: 18" in capsys.readouterr().out
+    assert main(["--dataset", "celebdf", "--root", str(tmp_path), "--out", str(tmp_path / "p"), "--no-progress"]) == 2
+    assert "not a Celeb-DF-v2 tree" in capsys.readouterr().err
+
+
+def _link_ffpp_tree(root: Path, clip: Path) -> None:
+    for q in ("c23", "c40"):
+        for rel in ("original_sequences/youtube/{q}/videos/000.mp4",
+                    "manipulated_sequences/Deepfakes/{q}/videos/000_003.mp4"):
+            dst = root / rel.format(q=q)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(clip, dst)
+    (root / "splits").mkdir()
+    (root / "splits" / "train.json").write_text(json.dumps([["000", "003"]]))
+    (root / "splits" / "val.json").write_text("[]")
+    (root / "splits" / "test.json").write_text("[]")

@@ -106,7 +106,8 @@ def test_demo_is_not_linearly_separable_but_has_local_artefacts(tmp_path):
     assert max(probe_aucs) < 0.75, f"a linear probe on raw pixels separates the demo: AUCs {probe_aucs}"
 
     gray = x.mean(3)
-    lap = np.abs(4 * gray[:, 1:-1, 1:-1] - gray[:, :-2, 1:-1] - gray[:, 2:, 1:-1] - gray[:, 1:-1, :-2] - gray[:, 1:-1, 2:])
+    lap = np.abs(4 * gray[:, 1:-1, 1:-1] - gray[:, :-2, 1:-1] - gray[:, 2:, 1:-1]
+                 - gray[:, 1:-1, :-2] - gray[:, 1:-1, 2:])
     n = lap.shape[1] // 2
     feat = np.log(lap[:, :2 * n, :2 * n].reshape(len(x), n, 2, n, 2).mean((2, 4)).reshape(len(x), -1) + 1e-4)
     m, s = feat[train].mean(0), feat[train].std(0) + 1e-6

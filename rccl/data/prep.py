@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import traceback
 from collections import Counter
@@ -252,7 +251,8 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
     res = VideoOutcome(rec.video)
     todo = []
     for q in cfg.qualities:
-        if _part_path(out, q, rec.video).is_file() or (_skip_path(out, q, rec.video).is_file() and not cfg.retry_skipped):
+        skipped_before = _skip_path(out, q, rec.video).is_file() and not cfg.retry_skipped
+        if _part_path(out, q, rec.video).is_file() or skipped_before:
             res.cached.append(q)
         else:
             todo.append(q)
@@ -441,7 +441,8 @@ def run_prep(cfg: PrepConfig, *, progress: bool = True, log=print) -> PrepSummar
         for q in o.cached:
             sp = _skip_path(out, q, o.video)
             if sp.is_file() and not _part_path(out, q, o.video).is_file():
-                summary.skipped.setdefault(o.video, {})[q] = json.loads(sp.read_text(encoding="utf-8"))["reason"] + " (earlier run; --retry-skipped to try again)"
+                reason = json.loads(sp.read_text(encoding="utf-8"))["reason"]
+                summary.skipped.setdefault(o.video, {})[q] = f"{reason} (earlier run; --retry-skipped to try again)"
     _assemble_manifest(out, records, summary)
     summary.seconds = time.perf_counter() - t0
     _atomic_write_text(out / "prep_report.json", json.dumps(
@@ -477,7 +478,8 @@ def prepare(dataset: str, root: str | os.PathLike, out: str | os.PathLike, *, qu
         qualities = tuple(q.strip() for q in qualities.split(",") if q.strip())
     cfg = PrepConfig(dataset=dataset, root=str(root), out=str(out), qualities=tuple(qualities),
                      pairs_per_video=pairs_per_video, crop_size=crop_size, enlarge=enlarge, detect_size=detect_size,
-                     crop_format=crop_format, jpeg_quality=jpeg_quality, compression=compression, preset=preset, boxes=boxes,
+                     crop_format=crop_format, jpeg_quality=jpeg_quality, compression=compression, preset=preset,
+                     boxes=boxes,
                      workers=workers, shard=tuple(shard), ffpp_splits=str(ffpp_splits) if ffpp_splits else None,
                      retry_skipped=retry_skipped)
     return run_prep(cfg, progress=progress, log=log).manifest

@@ -166,7 +166,8 @@ def render_face(p: dict, cv: Canvas, *, mouth_open: float, blink: float, with_ha
         cv.paint(rgb, p["hair"] * 0.7, cx, ey - p["brow_dy"], 1.25 * er, p["brow_t"])
     sl = cv.window(0, (ey + p["nose_y"]) / 2, (p["nose_y"] - ey) / 2 + p["nose_w"])
     us, vs = u[sl], v[sl]
-    nose = np.clip(1 - np.abs(us) / p["nose_w"], 0, 1) * np.clip((vs - ey) / (p["nose_y"] - ey), 0, 1) * (vs < p["nose_y"])
+    nose = (np.clip(1 - np.abs(us) / p["nose_w"], 0, 1) * np.clip((vs - ey) / (p["nose_y"] - ey), 0, 1)
+            * (vs < p["nose_y"]))
     rgb[sl] *= (1 - 0.12 * nose)[..., None]
     for sx in (-1, 1):
         cv.paint(rgb, p["skin"] * 0.45, sx * 0.6 * p["nose_w"], p["nose_y"], 0.045, 0.03)
@@ -287,7 +288,7 @@ def _background(rng, s: int) -> np.ndarray:
     return bg.astype(np.float32)
 
 
-def _pose(m: dict, t: float, cfg: SynthConfig):
+def _pose(m: dict, t: float):
     c = m["c0"] + m["amp"] * np.sin(2 * np.pi * m["freq"] * t + m["phase"])
     scale = m["scale"] * (1 + m["zoom"] * np.sin(2 * np.pi * m["zoom_f"] * t))
     roll = m["roll"] + m["roll_amp"] * np.sin(2 * np.pi * m["roll_f"] * t)
@@ -313,7 +314,7 @@ def _expression(m: dict, t: float) -> tuple[float, float]:
 class _Face:
     """One identity's look, procedural or photo, rendered at a pose."""
 
-    def __init__(self, cfg: SynthConfig, index: int, name: str, photos: list[Path] | None, video_key: str):
+    def __init__(self, cfg: SynthConfig, name: str, photos: list[Path] | None, video_key: str):
         self.params = identity_params(cfg, name)
         self.photo = None
         if photos:
@@ -328,9 +329,9 @@ class _Face:
         return rgb, alpha, np.zeros_like(alpha)
 
 
-def _natural_frame(cfg, m, face, t, frame_rng, *, keep_clean=False):
+def _natural_frame(cfg, m, face, t, frame_rng):
     s = cfg.size
-    c, scale, roll = _pose(m, t, cfg)
+    c, scale, roll = _pose(m, t)
     cv = Canvas(c, scale, roll, s)
     u, v, px = cv.u, cv.v, cv.px
     off = (m["pan"] * t / max(1e-6, cfg.n_frames / cfg.fps) + s * 0.125).astype(int)
@@ -395,12 +396,12 @@ def _make_video(cfg: SynthConfig, item: dict, root: Path, photo_ids) -> str:
         source_key = f"Celeb-real/id{item['identity']}_{item['number']:04d}.mp4"
         photos = photo_ids[item["identity"]][1] if photo_ids else None
     m = _motion(cfg, source_key)
-    face_x = _Face(cfg, item["identity"], ident_name, photos, source_key)
+    face_x = _Face(cfg, ident_name, photos, source_key)
     fake_m, face_y = None, None
     if item["kind"] == "fake":
         r = _rng(cfg, "fake", item["video"])
         y = item["target"]
-        face_y = _Face(cfg, y, f"id{y}", photo_ids[y][1] if photo_ids else None, item["video"])
+        face_y = _Face(cfg, f"id{y}", photo_ids[y][1] if photo_ids else None, item["video"])
         direction = r.normal(0, 1, 3)
         fake_m = {"misalign": r.uniform(-1.2, 1.2, 2), "res_loss": r.uniform(0.7, 1.3),
                   "feather": r.uniform(0.6, 1.4),
@@ -455,10 +456,6 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _config_dict(cfg: SynthConfig) -> dict:
-    return asdict(cfg)
-
-
 def make_synthetic(out_dir: str | os.PathLike, *, seed: int = 0, n_identities: int = 8, videos_per_identity: int = 5,
                    test_videos_per_identity: int = 1, n_youtube: int = 4, n_frames: int = 32, size: int = 128,
                    fps: int = 25, artifact_strength: float = 1.0, raw_qp: int = 10,
@@ -484,7 +481,7 @@ def make_synthetic(out_dir: str | os.PathLike, *, seed: int = 0, n_identities: i
         raise ValueError(f"n_frames must be at least 2 (pairs of consecutive frames), got {n_frames}")
     cfg = SynthConfig(seed, n_identities, videos_per_identity, test_videos_per_identity, n_youtube, n_frames, size,
                       fps, float(artifact_strength), raw_qp, faces_dir)
-    want = _config_dict(cfg)
+    want = asdict(cfg)
     done_file, started_file = out / PARAMS_FILE, out / ("." + PARAMS_FILE + ".started")
     for f in (done_file, started_file):
         if f.is_file():
