@@ -9,7 +9,8 @@ this build lacks it), "auto" (compiled when built for that device, the reference
 
 Both paths get the same input checks here. The value checks (labels in {0, 1}, finite z, lam in [0, 1])
 read data back to the host; they are skipped while torch.compile traces and during CUDA-graph capture,
-where the compiled CPU kernel still checks them itself.
+and left to the compiled CPU kernel when it runs (it checks them in the same pass that reads the data,
+and its errors are re-raised here as the same ValueError).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def _reading_values_allowed(z) -> bool:
     return not (z.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
-def check_inputs(z, labels, center, bank_real, bank_fake, lam=None) -> None:
+def check_inputs(z, labels, center, bank_real, bank_fake, lam=None, check_values=True) -> None:
     """Raise a ValueError/TypeError naming the argument at fault; return None when the inputs are fine."""
     _check_tensor("z", z)
     if z.dim() != 2:
@@ -74,7 +75,7 @@ def check_inputs(z, labels, center, bank_real, bank_fake, lam=None) -> None:
     _check_float("bank_fake", bank_fake, 2, z.device, d)
     if lam is not None:
         _check_float("lam", lam, 1, z.device)
-    if not _reading_values_allowed(z) or n == 0:
+    if not check_values or not _reading_values_allowed(z) or n == 0:
         return
     if bool(((labels != 0) & (labels != 1)).any()):
         bad = labels[(labels != 0) & (labels != 1)].unique()[:5].tolist()
@@ -100,6 +101,24 @@ def _use_compiled(impl: str, device: torch.device) -> bool:
     return built
 
 
+def _kernel_checks_values(compiled: bool, z) -> bool:
+    return compiled and z.device.type == "cpu"
+
+
+def _call_kernel(op, *args):
+    """Run a compiled op; its argument errors ("rccl: <name>: ...") become the ValueError the reference
+    path raises."""
+    if torch.compiler.is_compiling():  # traced: the error surfaces when the graph runs
+        return op(*args)
+    try:
+        return op(*args)
+    except RuntimeError as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if message.startswith("rccl: "):
+            raise ValueError(message) from None
+        raise
+
+
 def _as_accumulation(tensor, z):
     """Centre, banks and lam enter the kernels in the accumulation dtype (so float32 buffers work with
     bfloat16 features under autocast)."""
@@ -115,7 +134,9 @@ def real_centric_loss(z, labels, center, bank_real, bank_fake, lam, *, neighbors
     coefficients in [0, 1] (M may be 0). Returns a scalar: z's dtype for float32/float64, float32 for
     half precision. Only z receives a gradient.
     """
-    check_inputs(z, labels, center, bank_real, bank_fake, lam)
+    _check_tensor("z", z)
+    compiled = _use_compiled(impl, z.device)
+    check_inputs(z, labels, center, bank_real, bank_fake, lam, check_values=not _kernel_checks_values(compiled, z))
     if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 0:
         _fail("neighbors", f"expected an int >= 0, got {neighbors!r}")
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
@@ -123,10 +144,9 @@ def real_centric_loss(z, labels, center, bank_real, bank_fake, lam, *, neighbors
     if not isinstance(margin, (int, float)) or not math.isfinite(margin):
         _fail("margin", f"expected a finite number, got {margin!r}")
     center, bank_real, bank_fake, lam = (_as_accumulation(t, z) for t in (center, bank_real, bank_fake, lam))
-    if _use_compiled(impl, z.device):
-        return torch.ops.rccl.real_centric_loss(
-            z, labels, center, bank_real, bank_fake, lam, int(neighbors), float(temperature), float(margin)
-        )[0]
+    if compiled:
+        return _call_kernel(torch.ops.rccl.real_centric_loss, z, labels, center, bank_real, bank_fake, lam,
+                            int(neighbors), float(temperature), float(margin))[0]
     return reference.real_centric_loss(z, labels, center, bank_real, bank_fake, lam, neighbors, temperature, margin)
 
 
@@ -136,11 +156,13 @@ def update_hard_banks(z, labels, center, bank_real, bank_fake, k=16, impl="auto"
     accumulation dtype (float32 for half-precision z, else z's dtype); their order is not part of the
     contract. Once a bank holds k rows its shape no longer depends on the batch.
     """
-    check_inputs(z, labels, center, bank_real, bank_fake)
+    _check_tensor("z", z)
+    compiled = _use_compiled(impl, z.device)
+    check_inputs(z, labels, center, bank_real, bank_fake, check_values=not _kernel_checks_values(compiled, z))
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         _fail("k", f"expected an int >= 0, got {k!r}")
     z = z.detach()
     center, bank_real, bank_fake = (_as_accumulation(t, z) for t in (center, bank_real, bank_fake))
-    if _use_compiled(impl, z.device):
-        return tuple(torch.ops.rccl.update_hard_banks(z, labels, center, bank_real, bank_fake, int(k)))
+    if compiled:
+        return tuple(_call_kernel(torch.ops.rccl.update_hard_banks, z, labels, center, bank_real, bank_fake, int(k)))
     return reference.update_hard_banks(z, labels, center, bank_real, bank_fake, k)

@@ -29,10 +29,15 @@ def _has_kernel(dispatch_key: str) -> bool:
         return False
 
 
+# Kernels register when rccl._C loads and never change after: look once (torch.compile cannot trace the
+# dispatcher query, and has_backend runs on every call of rccl.functional).
+_BACKENDS = {"cpu": _has_kernel("CPU"), "cuda": _has_kernel("CUDA")}
+
+
 def backends() -> dict:
     """{"cpu": bool, "cuda": bool}: which compiled kernels are registered for every rccl op."""
-    return {"cpu": _has_kernel("CPU"), "cuda": _has_kernel("CUDA")}
+    return dict(_BACKENDS)
 
 
 def has_backend(device_type: str) -> bool:
-    return backends().get(device_type, False)
+    return _BACKENDS.get(device_type, False)
