@@ -10,7 +10,8 @@ import importlib.util
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm import tqdm
 
 from rccl.data.transforms import eval_transform, train_transform
@@ -23,10 +24,11 @@ class CropError(RuntimeError):
 def read_crop(path: str) -> torch.Tensor:
     """uint8 (3, H, W) RGB."""
     try:
-        return decode_image(path, mode=ImageReadMode.RGB)
+        with Image.open(path) as im:
+            return pil_to_tensor(im.convert("RGB"))
     except FileNotFoundError:
         raise CropError(f"crop {path}: no such file (was the manifest's folder moved? re-run rccl-prep)") from None
-    except (RuntimeError, OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise CropError(f"crop {path}: cannot be decoded as an image ({type(e).__name__}: {e})") from None
 
 

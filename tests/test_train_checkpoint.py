@@ -1,0 +1,135 @@
+"""Checkpoints: weights_only-loadable, atomic, pruned; the stage-2 detector loader; the model's weights
+options; a full tiny run's folder layout; a non-finite loss stops without writing anything."""
+import random
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from rccl.model import ModelError, build_model
+from rccl.train import checkpoint as ckpt
+from rccl.train.config import load_config
+from rccl.train.loop import TrainingError
+from rccl.train.runner import train
+from train_tiny_data import make_tiny_manifest, tiny_overrides
+
+
+def _cfg(**extra):
+    return load_config(None, [f"{k}={v}" for k, v in {"model.encoder": "test_byobnet", "data.image_size": 16,
+                                                       "model.proj_hidden": 32, "model.proj_dim": 16, **extra}.items()])
+
+
+def test_rng_state_round_trips_and_checkpoint_loads_weights_only(tmp_path):
+    cfg = _cfg()
+    model = build_model(cfg)
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    state = {"config": cfg, "model": model.state_dict(), "rng": ckpt.rng_state()}
+    ckpt.save_checkpoint(tmp_path, 1, 1, state)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    raw = torch.load(tmp_path / "checkpoints" / "stage1_001.pt", weights_only=True)
+    assert raw["stage"] == 1 and raw["epoch"] == 1 and raw["config"] == cfg
+    ckpt.set_rng_state(ckpt.load_checkpoint(ckpt.last_path(tmp_path, 1))["rng"])
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+
+
+def test_numbered_checkpoints_are_pruned_and_last_follows(tmp_path):
+    for epoch in range(1, 5):
+        ckpt.save_checkpoint(tmp_path, 1, epoch, {"x": torch.tensor(epoch)}, keep_epochs=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["stage1_003.pt", "stage1_004.pt", "stage1_last.pt"]
+    assert int(ckpt.load_checkpoint(ckpt.last_path(tmp_path, 1))["x"]) == 4
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_foreign_or_missing_checkpoints_are_named(tmp_path):
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(ckpt.CheckpointError, match="not an rccl checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(ckpt.CheckpointError, match="no stage-2 checkpoint"):
+        ckpt.load_detector(tmp_path)
+
+
+def test_offline_pretrained_without_a_file_is_one_clear_error_unless_scratch_is_allowed(monkeypatch, capsys):
+    import timm
+
+    real = timm.create_model
+
+    def offline(name, pretrained=False, **kw):
+        if pretrained:
+            raise OSError("URLError: <urlopen error [Errno -3] Temporary failure in name resolution>")
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(ModelError, match="could not load ImageNet weights.*model.weights=PATH"):
+        build_model(_cfg(**{"model.pretrained": "true", "model.allow_scratch": "false"}))
+    build_model(_cfg(**{"model.pretrained": "true", "model.allow_scratch": "true"}))
+    assert "training from scratch" in capsys.readouterr().err
+
+
+def test_local_weights_file_is_loaded_and_a_wrong_one_refused(tmp_path):
+    source = build_model(_cfg())
+    torch.save(source.encoder.state_dict(), tmp_path / "enc.pt")
+    model = build_model(_cfg(**{"model.weights": str(tmp_path / "enc.pt")}))
+    for a, b in zip(model.encoder.state_dict().values(), source.encoder.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "wrong.pt")
+    with pytest.raises(ModelError, match="lacks"):
+        build_model(_cfg(**{"model.weights": str(tmp_path / "wrong.pt")}))
+    with pytest.raises(ModelError, match="does not exist"):
+        build_model(_cfg(**{"model.weights": str(tmp_path / "none.pt")}))
+    with pytest.raises(ModelError, match="no model named"):
+        build_model(_cfg(**{"model.encoder": "xceptionnn"}))
+
+
+@pytest.mark.parametrize("kind", ["rccl", "ce"])
+def test_a_tiny_run_writes_the_run_folder_and_load_detector_reads_it(tmp_path, kind):
+    manifest = make_tiny_manifest(tmp_path / "data")
+    cfg = load_config(None, tiny_overrides(manifest, tmp_path / "runs", **{"loss.kind": kind, "stage1.epochs": 1}))
+    run = train(cfg)
+    assert (run / "config.yaml").is_file() and yaml.safe_load((run / "config.yaml").read_text()) == cfg
+    names = {p.name for p in (run / "checkpoints").iterdir()}
+    assert {"stage1_001.pt", "stage1_last.pt", "stage2_last.pt"} <= names
+    rows = (run / "epochs.csv").read_text().splitlines()
+    assert rows[0].startswith("stage,epoch,loss") and len(rows) == (3 if kind == "rccl" else 2)
+    assert any((run / "tb").iterdir())
+    model, saved = ckpt.load_detector(run, "cpu")
+    assert saved == cfg and not model.training
+    assert model(torch.randn(3, 3, 16, 16)).shape == (3, 2)
+    # a second run with the same name never overwrites the first
+    assert train(load_config(None, tiny_overrides(manifest, tmp_path / "runs", **{"stage1.epochs": 0, "stage2.epochs": 0}))).name == "run-2"
+
+
+def test_non_finite_loss_stops_naming_the_step_and_saves_nothing(tmp_path, monkeypatch):
+    import rccl.loss
+
+    calls = {"n": 0}
+    real_forward = rccl.loss.RealCentricLoss.forward
+
+    def poisoned(self, z, labels):
+        calls["n"] += 1
+        value = real_forward(self, z, labels)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(rccl.loss.RealCentricLoss, "forward", poisoned)
+    manifest = make_tiny_manifest(tmp_path / "data")
+    cfg = load_config(None, tiny_overrides(manifest, tmp_path / "runs"))
+    with pytest.raises(TrainingError, match=r"stage 1, epoch 1, step 3: the loss is nan"):
+        train(cfg)
+    assert not list((tmp_path / "runs" / "run" / "checkpoints").glob("*"))
+
+
+def test_empty_one_class_and_missing_crop_manifests_are_refused(tmp_path):
+    from rccl.data.manifest import ManifestError, read_manifest, write_manifest
+
+    manifest = make_tiny_manifest(tmp_path / "data")
+    rows = read_manifest(manifest)
+    for name, subset, message in [("fakes.jsonl", [r for r in rows if r["label"] == 1], "only fakes"),
+                                  ("empty.jsonl", [], "no crop with split='train'")]:
+        write_manifest(tmp_path / "data" / name, subset)
+        with pytest.raises(ValueError, match=message):
+            train(load_config(None, tiny_overrides(tmp_path / "data" / name, tmp_path / "runs")))
+    (tmp_path / "data" / rows[0]["path"]).unlink()
+    with pytest.raises(ManifestError, match="does not exist"):
+        train(load_config(None, tiny_overrides(manifest, tmp_path / "runs")))

@@ -1,0 +1,79 @@
+"""The training config: files, base chains, overrides, and errors that name the key at fault."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rccl.train.config import ConfigError, load_config, parse_override, save_config
+from rccl.train.demo import DEMO_SETTINGS, demo_base
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(None, ["stage1.lr=0.1", "data.train_qualities=[raw,c23]", "model.weights=null",
+                             "loss.kind=supcon", "train.amp=true"])
+    assert cfg["stage1"]["lr"] == 0.1 and cfg["data"]["train_qualities"] == ["raw", "c23"]
+    assert cfg["model"]["weights"] is None and cfg["loss"]["kind"] == "supcon" and cfg["train"]["amp"] is True
+    assert parse_override("a.b.c=3") == {"a": {"b": {"c": 3}}}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stage1.lrr=0.1", "unknown config key 'stage1.lrr'"),
+    ("optimizer.lr=0.1", "unknown config key 'optimizer'"),
+    ("stage1.epochs=2.5", "'stage1.epochs' must be an integer"),
+    ("train.amp=yes please", "'train.amp' must be true or false"),
+    ("loss.kind=triplet", "'loss.kind' must be one of"),
+    ("stage1.batch_size=7", "'stage1.batch_size' must be an even number"),
+    ("stage1", "expected KEY=VALUE"),
+    ("data=3", "'data' is a section"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_unknown_key_in_a_file_names_the_key_and_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("stage2:\n  epochs: 3\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown config key 'stage2\.learning_rate'"):
+        load_config(path)
+
+
+def test_base_chain_applies_in_order_and_loops_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("stage1:\n  epochs: 7\n  lr: 0.5\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nstage1:\n  lr: 0.2\n")
+    cfg = load_config(tmp_path / "b.yaml", ["stage1.lr=0.3"])
+    assert cfg["stage1"]["epochs"] == 7 and cfg["stage1"]["lr"] == 0.3
+    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg["name"]
+
+
+def test_paper_setting_and_ablations():
+    paper = load_config(CONFIGS / "celebdf.yaml")
+    assert (paper["model"]["encoder"], paper["stage1"]["epochs"], paper["stage1"]["batch_size"]) == ("legacy_xception", 100, 128)
+    assert (paper["loss"]["temperature"], paper["loss"]["bank_size"], paper["loss"]["negatives"]) == (0.1, 16, 16)
+    assert load_config(CONFIGS / "ablations" / "pairing_instance.yaml")["data"]["pairing"] == "instance"
+    fusion = load_config(CONFIGS / "ablations" / "fusion_p64_n16.yaml")["loss"]
+    assert (fusion["bank_size"], fusion["negatives"]) == (32, 16)
+
+
+def test_demo_file_matches_the_embedded_demo():
+    assert load_config(CONFIGS / "demo.yaml") == demo_base()
+    assert yaml.safe_load((CONFIGS / "demo.yaml").read_text()) == DEMO_SETTINGS
+
+
+def test_saved_config_reloads_identically(tmp_path):
+    cfg = load_config(None, ["stage1.lr=0.25", "model.encoder_kwargs={drop_rate: 0.1}"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(None, base=yaml.safe_load((tmp_path / "config.yaml").read_text())) == cfg

@@ -1,0 +1,71 @@
+"""The torch training loader keeps the batch contract; the evaluation loader walks frames in order; the
+backend choice and the CLI's errors."""
+import pytest
+import torch
+
+from rccl.data.loaders import CropError, build_eval_loader, build_train_loader, read_crop, resolve_backend
+from rccl.data.manifest import read_manifest
+from rccl.data.pairing import ForgeryPairSampler
+from rccl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from rccl.train.config import load_config
+from train_tiny_data import make_tiny_manifest, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    manifest = make_tiny_manifest(root / "data", size=20)
+    cfg = load_config(None, tiny_overrides(manifest, root / "runs"))
+    records = [r for r in read_manifest(manifest) if r["split"] == "train" and r["quality"] == "raw"]
+    return cfg, records
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_train_batch_contract(tiny, cache):
+    cfg, records = tiny
+    cfg = {**cfg, "data": {**cfg["data"], "cache_images": cache}}
+    sampler = ForgeryPairSampler(records, 6, "temporal", seed=0)
+    batches = list(build_train_loader(cfg, records, sampler))
+    assert len(batches) == len(sampler)
+    b = batches[0]
+    assert set(b) == {"view1", "view2", "label", "index"}
+    assert b["view1"].shape == b["view2"].shape == (6, 3, 16, 16) and b["view1"].dtype == torch.float32
+    assert b["label"].dtype == b["index"].dtype == torch.int64 and b["label"].shape == (6,)
+    assert b["label"].tolist() == [records[i]["label"] for i in b["index"].tolist()]
+    lo = min((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+    hi = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+    assert b["view1"].min() >= lo - 1e-4 and b["view1"].max() <= hi + 1e-4
+    assert not torch.equal(b["view1"], b["view2"])  # independent augmentations
+
+
+def test_eval_loader_walks_frames_in_order(tiny):
+    cfg, records = tiny
+    batches = list(build_eval_loader(cfg, records, batch_size=7, workers=0))
+    assert torch.cat([b["index"] for b in batches]).tolist() == list(range(len(records)))
+    assert batches[0]["image"].shape == (7, 3, 16, 16)
+
+
+def test_unreadable_crops_are_named(tmp_path):
+    with pytest.raises(CropError, match="no such file"):
+        read_crop(str(tmp_path / "gone.png"))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(CropError, match="bad.png: cannot be decoded"):
+        read_crop(str(tmp_path / "bad.png"))
+
+
+def test_backend_choice():
+    assert resolve_backend("torch") == "torch"
+    if not torch.cuda.is_available():
+        assert resolve_backend("auto") == "torch"
+    with pytest.raises(ValueError, match="data.backend"):
+        resolve_backend("opencv")
+
+
+def test_cli_reports_config_errors_in_one_line(capsys, tmp_path):
+    from rccl.cli.train import main
+
+    assert main(["stage1.lrr=1"]) == 1
+    err = capsys.readouterr().err
+    assert "rccl-train: error:" in err and "unknown config key 'stage1.lrr'" in err
+    assert main(["--resume", str(tmp_path)]) == 1
+    assert "not a run folder" in capsys.readouterr().err
