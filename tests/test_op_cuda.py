@@ -354,9 +354,28 @@ def test_bad_values_stop_the_kernel_with_a_device_side_assert(name):
     assert message in printed, printed[-2000:]
 
 
-def test_public_api_checks_values_on_the_host_outside_capture():
-    # rccl.functional reads the values back (a sync) when it may: a catchable error naming the argument
-    x = _cuda_inputs(10, 8, 2, 2, None, torch.float32, requires_grad=False)
-    x["labels"][0] = 3
-    with pytest.raises(ValueError, match="labels"):
-        real_centric_loss(**x, impl="compiled")
+def test_public_api_rejects_bad_values_on_cuda():
+    # rccl.functional either checks the values on the host first (a catchable ValueError naming the
+    # argument) or leaves them to the kernels' device-side assert; both stop the call. In a child process,
+    # because the second leaves the CUDA context unusable.
+    script = textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from conftest import make_inputs
+        from rccl.functional import real_centric_loss
+        x = make_inputs(10, D=8, K=2, M=2, device="cuda", requires_grad=False)
+        x["labels"][0] = 3
+        try:
+            real_centric_loss(**x, impl="compiled")
+            torch.cuda.synchronize()
+        except ValueError as error:
+            print("VALUE ERROR:", error)
+            sys.exit(0)
+        print("NO ERROR")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    printed = result.stdout + result.stderr
+    if result.returncode == 0:
+        assert "VALUE ERROR" in result.stdout and "labels" in result.stdout, printed[-2000:]
+    else:
+        assert "labels must be 0 (natural) or 1 (fake)" in printed, printed[-2000:]

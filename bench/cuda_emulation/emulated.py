@@ -57,8 +57,9 @@ def build(out_dir: Path | None = None) -> Path:
 class EmulatedOps:
     """The three ops with ops.cpp's tensor handling, running the emulated kernels on CPU tensors."""
 
-    def __init__(self, library: Path | None = None):
+    def __init__(self, library: Path | None = None, small_tile_max_n: int = 1024):
         self.lib = ctypes.CDLL(str(library or build()))
+        self.small_tile_max_n = small_tile_max_n  # as ops.cpp (RCCL_CUDA_SMALL_TILE_MAX_N)
         for name in ("rccl_emu_forward", "rccl_emu_backward", "rccl_emu_hard_banks"):
             getattr(self.lib, name).restype = ctypes.c_int
 
@@ -90,7 +91,7 @@ class EmulatedOps:
             DTYPES[z.dtype], ctypes.c_int64(n), ctypes.c_int64(d), ctypes.c_int64(bank_real.shape[0]),
             ctypes.c_int64(bank_fake.shape[0]), ctypes.c_int64(lam.shape[0]), ctypes.c_int64(neighbors),
             ctypes.c_double(temperature), ctypes.c_double(margin), p(z), p(labels), p(center), p(bank_real),
-            p(bank_fake), p(lam), p(loss), p(extra), p(extra_labels), p(lse))
+            p(bank_fake), p(lam), p(loss), p(extra), p(extra_labels), p(lse), int(n <= self.small_tile_max_n))
         assert rc == 0, rc
         return loss, extra, extra_labels, lse
 
@@ -106,7 +107,7 @@ class EmulatedOps:
         rc = self.lib.rccl_emu_backward(
             DTYPES[z.dtype], ctypes.c_int64(z.shape[0]), ctypes.c_int64(z.shape[1]), ctypes.c_int64(extra.shape[0]),
             ctypes.c_double(temperature), ctypes.c_double(margin), p(grad_loss), p(z), p(labels), p(extra),
-            p(extra_labels), p(lse), p(grad_z))
+            p(extra_labels), p(lse), p(grad_z), int(z.shape[0] <= self.small_tile_max_n))
         assert rc == 0, rc
         return grad_z
 

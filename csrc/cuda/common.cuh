@@ -98,9 +98,6 @@ struct TileConfig {
 using LargeTile = TileConfig<64, 64, 4, 4, 16>;  // float accumulation
 using SmallTile = TileConfig<32, 32, 2, 2, 16>;  // double accumulation (shared memory), small problems
 
-template <typename A> struct TileFor { using type = LargeTile; };
-template <> struct TileFor<double> { using type = SmallTile; };
-
 // s[r][c] = row(row0 + ty + r*TY) . col(col0 + tx + c*TX), zero outside [0, rows) x [0, cols).
 // load_row(i, k) / load_col(j, k) return element k of row i / column j in the accumulation dtype.
 // Starts and ends with a __syncthreads(): the caller may write shared memory just before the call and

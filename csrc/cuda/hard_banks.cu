@@ -2,7 +2,7 @@
 // rows; see ops.cpp for the one count it reads back while a bank is still filling up).
 //   1. similarity_kernel  one warp per candidate (old bank rows, then the batch rows): its similarity to
 //                         the centre and whether it is a candidate of that bank (device-side label check)
-//   2. rank_kernel        one thread per candidate: the candidates ahead of it (real bank: lower
+//   2. rank_kernel        one warp per candidate: the candidates ahead of it (real bank: lower
 //                         similarity; fake bank: higher; ties: lower candidate index), counted up to the
 //                         output rows; a candidate with rank < rows claims output row `rank`
 //   3. gather_kernel      one block per output row copies the claimed candidate
@@ -78,7 +78,9 @@ __global__ void __launch_bounds__(kThreads) similarity_kernel(BankArgs<scalar_t,
 
 template <typename scalar_t, typename A>
 __global__ void __launch_bounds__(kThreads) rank_kernel(BankArgs<scalar_t, A> a) {
-  const int64_t global = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  // one warp per candidate (warp-uniform `global`), counting 32 candidates at a time with a ballot
+  const int lane = threadIdx.x % 32;
+  const int64_t global = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
   const int64_t total = a.k[0] + a.k[1] + 2 * a.n;
   if (global >= total || !a.is_candidate[global]) return;
   int b;
@@ -86,15 +88,19 @@ __global__ void __launch_bounds__(kThreads) rank_kernel(BankArgs<scalar_t, A> a)
   locate(a, global, b, c);
   const int64_t begin = b == 0 ? 0 : a.k[0] + a.n, count = a.k[b] + a.n, rows = a.rows[b];
   const A mine = a.similarity[global];
-  int64_t ahead = 0;
-  for (int64_t o = 0; o < count && ahead < rows; ++o) {
-    if (!a.is_candidate[begin + o]) continue;
-    const A other = a.similarity[begin + o];
-    // real bank: the least similar to the centre first; fake bank: the most similar first
-    const bool harder = b == 0 ? other < mine : other > mine;
-    ahead += harder || (other == mine && o < c);
+  int64_t ahead = 0;  // the same in every lane
+  for (int64_t base = 0; base < count && ahead < rows; base += 32) {
+    const int64_t o = base + lane;
+    bool is_ahead = false;
+    if (o < count && a.is_candidate[begin + o]) {
+      const A other = a.similarity[begin + o];
+      // real bank: the least similar to the centre first; fake bank: the most similar first
+      const bool harder = b == 0 ? other < mine : other > mine;
+      is_ahead = harder || (other == mine && o < c);
+    }
+    ahead += __popc(__ballot_sync(0xffffffffu, is_ahead));
   }
-  if (ahead < rows) a.claimed[(b == 0 ? 0 : a.rows[0]) + ahead] = c;
+  if (lane == 0 && ahead < rows) a.claimed[(b == 0 ? 0 : a.rows[0]) + ahead] = c;
 }
 
 template <typename scalar_t, typename A>
@@ -129,7 +135,7 @@ cudaError_t hard_banks_typed(const HardBankProblem& p, cudaStream_t stream) {
   similarity_kernel<scalar_t, A><<<blocks_for(total, kThreads / 32), kThreads, 0, stream>>>(a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.rows_real + p.rows_fake == 0) return err;
-  rank_kernel<scalar_t, A><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(a);
+  rank_kernel<scalar_t, A><<<blocks_for(total, kThreads / 32), kThreads, 0, stream>>>(a);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   gather_kernel<scalar_t, A><<<static_cast<unsigned int>(p.rows_real + p.rows_fake), kThreads, 0, stream>>>(a);
   return cudaGetLastError();

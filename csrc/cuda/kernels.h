@@ -20,6 +20,8 @@ struct ForwardProblem {
   int64_t n, d, k_real, k_fake, m;
   int64_t neighbors;
   double temperature, margin;
+  // 32 x 32 tiles instead of 64 x 64 (more blocks in flight for small N; float64 always uses them)
+  bool small_tiles;
   // inputs, contiguous: z (n, d) in `dtype`; labels (n,); center (d,), bank_real (k_real, d),
   // bank_fake (k_fake, d), lam (m,) in the accumulation dtype
   const void* z;
@@ -44,6 +46,7 @@ struct BackwardProblem {
   Dtype dtype;
   int64_t n, d, e;  // e = rows of extra
   double temperature, margin;
+  bool small_tiles;  // as in ForwardProblem
   const void* grad_loss;  // () accumulation dtype
   const void* z;          // (n, d) dtype
   const int64_t* labels;  // (n,)

@@ -193,10 +193,9 @@ __global__ void __launch_bounds__(kThreads) gradient_kernel(BackwardArgs<scalar_
   }
 }
 
-template <typename scalar_t>
-cudaError_t backward_typed(const BackwardProblem& p, cudaStream_t stream) {
+template <class Cfg, typename scalar_t>
+cudaError_t backward_tiled(const BackwardProblem& p, cudaStream_t stream) {
   using A = typename AccOf<scalar_t>::type;
-  using Cfg = typename TileFor<A>::type;
   BackwardArgs<scalar_t, A> a{};
   a.grad_loss = static_cast<const A*>(p.grad_loss);
   a.z = static_cast<const scalar_t*>(p.z);
@@ -217,6 +216,15 @@ cudaError_t backward_typed(const BackwardProblem& p, cudaStream_t stream) {
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   gradient_kernel<Cfg, false, scalar_t, A><<<grid, kThreads, 0, stream>>>(a);
   return cudaGetLastError();
+}
+
+template <typename scalar_t>
+cudaError_t backward_typed(const BackwardProblem& p, cudaStream_t stream) {
+  if constexpr (sizeof(typename AccOf<scalar_t>::type) == 8) {
+    return backward_tiled<SmallTile, scalar_t>(p, stream);
+  } else {
+    return p.small_tiles ? backward_tiled<SmallTile, scalar_t>(p, stream) : backward_tiled<LargeTile, scalar_t>(p, stream);
+  }
 }
 
 }  // namespace

@@ -4,7 +4,8 @@
 //                       (device-side asserts) and zeroes the completion counters.
 //   2. mine_kernel      one block per bank row: the top-`neighbors` class members by rounds of block-wide
 //                       argmax, then the hard positive. Further blocks rank the fakes by centre
-//                       similarity (each fake counts the fakes ahead of it, stopping at M) into fake_slot.
+//                       similarity (a warp per fake counts the fakes ahead of it, stopping at M) into
+//                       fake_slot.
 //   3. negatives_kernel (slot t, split s) blocks: the natural nearest to the t-th fake over a slice of the
 //                       batch; the last split of a slot to finish merges the slices and writes the mixed
 //                       negative.
@@ -19,7 +20,7 @@ namespace rccl_cuda {
 namespace {
 
 constexpr int kNegativeSplitRows = 512;  // batch rows per block in the nearest-natural search
-constexpr int kRankThreads = kThreads;   // fakes per ranking block
+constexpr int kRankWarps = kThreads / 32;  // fakes per ranking block (a warp each)
 
 template <typename scalar_t, typename A>
 struct ForwardArgs {
@@ -175,18 +176,24 @@ __device__ void hard_positive(const ForwardArgs<scalar_t, A>& a, int64_t b) {
 
 template <typename scalar_t, typename A>
 __device__ void rank_fake(const ForwardArgs<scalar_t, A>& a, int64_t j) {
-  // The rank of fake j = the number of fakes ahead of it (higher centre similarity, or equal and a
-  // lower index). Only ranks < M matter, so the count stops there: O(N·M) expected work in total.
+  // One warp per fake j (j is warp-uniform). Its rank = the fakes ahead of it (higher centre similarity,
+  // or equal and a lower index), counted 32 candidates at a time; only ranks < M matter, so the count
+  // stops there: the top fakes scan the batch, the others stop after a chunk or two.
   if (j >= a.n || a.labels[j] != 1) return;
+  const int lane = threadIdx.x % 32;
   const A* score = a.scores + (a.k_real + a.k_fake) * a.n;
   const A mine = score[j];
-  int64_t ahead = 0;
-  for (int64_t i = 0; i < a.n && ahead < a.m; ++i) {
-    if (a.labels[i] != 1) continue;
-    const A other = score[i];
-    ahead += other > mine || (other == mine && i < j);
+  int64_t ahead = 0;  // the same in every lane: a sum of ballots
+  for (int64_t base = 0; base < a.n && ahead < a.m; base += 32) {
+    const int64_t i = base + lane;
+    bool is_ahead = false;
+    if (i < a.n && a.labels[i] == 1) {
+      const A other = score[i];
+      is_ahead = other > mine || (other == mine && i < j);
+    }
+    ahead += __popc(__ballot_sync(0xffffffffu, is_ahead));
   }
-  if (ahead < a.m) a.fake_slot[ahead] = j;
+  if (lane == 0 && ahead < a.m) a.fake_slot[ahead] = j;
 }
 
 template <typename scalar_t, typename A>
@@ -195,7 +202,7 @@ __global__ void __launch_bounds__(kThreads) mine_kernel(ForwardArgs<scalar_t, A>
   if (blockIdx.x < banks) {
     hard_positive(a, blockIdx.x);
   } else {
-    rank_fake(a, (static_cast<int64_t>(blockIdx.x) - banks) * kRankThreads + threadIdx.x);
+    rank_fake(a, (static_cast<int64_t>(blockIdx.x) - banks) * kRankWarps + threadIdx.x / 32);
   }
 }
 
@@ -380,10 +387,9 @@ __global__ void __launch_bounds__(kThreads) loss_kernel(ForwardArgs<scalar_t, A>
   if (tid == 0) *a.loss = anchors > 0 ? total / A(anchors) : A(0);
 }
 
-template <typename scalar_t>
-cudaError_t forward_typed(const ForwardProblem& p, cudaStream_t stream) {
+template <class Cfg, typename scalar_t>
+cudaError_t forward_tiled(const ForwardProblem& p, cudaStream_t stream) {
   using A = typename AccOf<scalar_t>::type;
-  using Cfg = typename TileFor<A>::type;
   ForwardArgs<scalar_t, A> a{};
   a.z = static_cast<const scalar_t*>(p.z);
   a.labels = p.labels;
@@ -403,7 +409,7 @@ cudaError_t forward_typed(const ForwardProblem& p, cudaStream_t stream) {
   scores_kernel<Cfg, scalar_t, A><<<dim3(blocks_for(p.n, Cfg::BN), blocks_for(q, Cfg::BM)), kThreads, 0, stream>>>(a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  const int64_t mine_blocks = p.k_real + p.k_fake + (p.m > 0 ? blocks_for(p.n, kRankThreads) : 0);
+  const int64_t mine_blocks = p.k_real + p.k_fake + (p.m > 0 ? blocks_for(p.n, kRankWarps) : 0);
   if (mine_blocks > 0) {
     mine_kernel<scalar_t, A><<<static_cast<unsigned int>(mine_blocks), kThreads, 0, stream>>>(a);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
@@ -414,6 +420,15 @@ cudaError_t forward_typed(const ForwardProblem& p, cudaStream_t stream) {
   }
   loss_kernel<Cfg, scalar_t, A><<<blocks_for(p.n, Cfg::BM), kThreads, 0, stream>>>(a);
   return cudaGetLastError();
+}
+
+template <typename scalar_t>
+cudaError_t forward_typed(const ForwardProblem& p, cudaStream_t stream) {
+  if constexpr (sizeof(typename AccOf<scalar_t>::type) == 8) {
+    return forward_tiled<SmallTile, scalar_t>(p, stream);  // float64 tiles must fit 48 KiB of shared memory
+  } else {
+    return p.small_tiles ? forward_tiled<SmallTile, scalar_t>(p, stream) : forward_tiled<LargeTile, scalar_t>(p, stream);
+  }
 }
 
 }  // namespace

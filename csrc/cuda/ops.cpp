@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <tuple>
 
@@ -34,6 +35,20 @@ Dtype kernel_dtype(const at::Tensor& z) {
 
 at::ScalarType accumulation_dtype(const at::Tensor& z) {
   return z.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Batches up to this many rows use 32 x 32 tiles (twice the blocks of 64 x 64: more of the GPU busy when
+// N is small). RCCL_CUDA_SMALL_TILE_MAX_N overrides it, read once, for tuning on a given card.
+bool use_small_tiles(int64_t n) {
+  static const int64_t max_n = [] {
+    const char* value = std::getenv("RCCL_CUDA_SMALL_TILE_MAX_N");
+    char* end = nullptr;
+    const long long parsed = value ? std::strtoll(value, &end, 10) : 0;
+    TORCH_CHECK(!value || (end != value && *end == '\0'),
+                "rccl: RCCL_CUDA_SMALL_TILE_MAX_N must be an integer, got '", value, "'");
+    return value ? static_cast<int64_t>(parsed) : int64_t{1024};
+  }();
+  return n <= max_n;
 }
 
 void check_features(const at::Tensor& z) {
@@ -107,7 +122,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> real_centric_loss_cud
   rccl_cuda::ForwardProblem p{};
   p.dtype = kernel_dtype(z);
   p.n = n, p.d = d, p.k_real = bank_real.size(0), p.k_fake = bank_fake.size(0), p.m = lam.size(0);
-  p.neighbors = neighbors, p.temperature = temperature, p.margin = margin;
+  p.neighbors = neighbors, p.temperature = temperature, p.margin = margin, p.small_tiles = use_small_tiles(n);
   p.z = z.data_ptr(), p.labels = labels.data_ptr<int64_t>(), p.center = center.data_ptr();
   p.bank_real = bank_real.data_ptr(), p.bank_fake = bank_fake.data_ptr(), p.lam = lam.data_ptr();
   p.loss = loss.data_ptr(), p.extra = extra.data_ptr(), p.extra_labels = extra_labels.data_ptr<int64_t>();
@@ -146,6 +161,7 @@ at::Tensor real_centric_loss_backward_cuda(const at::Tensor& grad_loss_in, const
   rccl_cuda::BackwardProblem p{};
   p.dtype = kernel_dtype(z);
   p.n = n, p.d = d, p.e = extra.size(0), p.temperature = temperature, p.margin = margin;
+  p.small_tiles = use_small_tiles(n);
   p.grad_loss = grad_loss.data_ptr(), p.z = z.data_ptr(), p.labels = labels.data_ptr<int64_t>();
   p.extra = extra.data_ptr(), p.extra_labels = extra_labels.data_ptr<int64_t>(), p.lse = lse.data_ptr();
   p.grad_z = grad_z.data_ptr();

@@ -63,6 +63,17 @@ T __shfl_xor_sync(unsigned int, T value, int offset) {
   return out;
 }
 
+inline unsigned int __ballot_sync(unsigned int, bool predicate) {
+  const unsigned int t = threadIdx.x, warp = t / 32;
+  emu::exchange[t] = predicate ? 1u : 0u;
+  emu::warp_barriers[warp]->arrive_and_wait();
+  unsigned int mask = 0;
+  for (unsigned int lane = 0; lane < 32; ++lane) mask |= static_cast<unsigned int>(emu::exchange[warp * 32 + lane]) << lane;
+  emu::warp_barriers[warp]->arrive_and_wait();
+  return mask;
+}
+inline int __popc(unsigned int x) { return __builtin_popcount(x); }
+
 inline unsigned int atomicAdd(unsigned int* p, unsigned int v) {  // blocks run one at a time
   const unsigned int old = *p;
   *p += v;
