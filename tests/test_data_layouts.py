@@ -102,6 +102,13 @@ def test_ffpp_records(ffpp_tree):
     assert len(recs) == 3 + 4 + 1
 
 
+def test_ffpp_other_folders_are_one_problem_each(ffpp_tree):
+    tiny_video(ffpp_tree / "manipulated_sequences/DeepFakeDetection/c23/videos/01_02__meeting_serious__YVGY8LOK.mp4")
+    layout = read_ffpp(ffpp_tree)
+    assert len(layout.records) == 8
+    assert [p.path for p in layout.problems] == ["manipulated_sequences/DeepFakeDetection"]
+
+
 def test_ffpp_missing_splits_and_wrong_tree(ffpp_tree, tmp_path):
     (ffpp_tree / "splits" / "test.json").unlink()
     with pytest.raises(LayoutError, match="test.json"):

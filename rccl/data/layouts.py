@@ -190,11 +190,11 @@ def read_ffpp(root: str | os.PathLike, *, qualities=QUALITIES, splits_dir: str |
     layout = Layout("ffpp", root)
     problems = layout.problems
     groups = [("original_sequences/youtube", "")] + [
-        (f"manipulated_sequences/{m.name}", m.name) for m in sorted(manip.iterdir()) if m.is_dir()]
+        (f"manipulated_sequences/{m.name}", m.name) for m in sorted(manip.iterdir()) if m.name in FFPP_METHODS]
     for m in sorted(manip.iterdir()):
-        if m.is_dir() and m.name not in FFPP_METHODS:
+        if m.is_dir() and m.name not in FFPP_METHODS:  # e.g. DeepFakeDetection: other names, no split files
             problems.append(Problem(m.relative_to(root).as_posix(),
-                                    f"unknown manipulation (expected one of {', '.join(FFPP_METHODS)}); read anyway"))
+                                    f"not one of the manipulations read here ({', '.join(FFPP_METHODS)}); ignored"))
     found_any_quality = False
     records: dict[str, VideoRecord] = {}
     for group, method in groups:

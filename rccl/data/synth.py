@@ -527,7 +527,7 @@ def _run_all(cfg, plan, out, photo_ids, workers, progress):
 # so the tests (tests/test_data_synth.py: a linear probe must not solve it) check the set training sees.
 DEMO_SYNTH = dict(seed=0, n_identities=8, videos_per_identity=5, test_videos_per_identity=1, n_youtube=4,
                   n_frames=32, size=128, artifact_strength=1.0)
-DEMO_PREP = dict(qualities=("raw", "c23", "c40"), pairs_per_video=8, crop_size=64, detect_size=256, preset="fast")
+DEMO_PREP = dict(qualities=("raw", "c23", "c40"), pairs_per_video=8, crop_size=80)  # as rccl.train.demo uses it
 
 
 def make_demo(cache_dir: str | os.PathLike, *, workers: int | None = None, progress: bool = True, log=print,
