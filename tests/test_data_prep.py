@@ -78,10 +78,15 @@ def test_new_quality_reuses_boxes_and_crops(tree, tmp_path):
 
 def test_other_settings_are_refused(tree, tmp_path):
     prepare("synthetic", tree, tmp_path / "out", qualities=("raw",), workers=1, **PREP)
+    settings = tmp_path / "out" / "prep.json"  # made before a setting existed: that setting's default
+    settings.write_text(json.dumps({k: v for k, v in json.loads(settings.read_text()).items() if k != "decoder"}))
+    prepare("synthetic", tree, tmp_path / "out", qualities=("raw",), workers=1, **PREP)
     with pytest.raises(PrepError, match="crop_size.*32, 48"):
         prepare("synthetic", tree, tmp_path / "out", qualities=("raw",), workers=1, **{**PREP, "crop_size": 48})
     with pytest.raises(PrepError, match="qualities"):
         prepare("synthetic", tree, tmp_path / "o2", qualities=("c99",), **PREP)
+    with pytest.raises(PrepError, match="decoder"):
+        prepare("synthetic", tree, tmp_path / "o4", decoder="nvdec", **PREP)
     with pytest.raises(PrepError, match="0 <= I < N"):
         prepare("synthetic", tree, tmp_path / "o3", shard=(2, 2), **PREP)
 

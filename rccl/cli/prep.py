@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boxes", choices=BOX_MODES, default="auto",
                    help="detect: dlib; truth: a synthetic tree's true boxes; auto: truth for procedural synthetic "
                         "faces, detect otherwise (default)")
+    p.add_argument("--decoder", choices=("pyav", "dali", "auto"), default="pyav",
+                   help="video decoding: pyav (CPU, default), dali (NVDEC on the GPU), auto (dali when possible)")
     p.add_argument("--ffpp-splits", default=None,
                    help="folder with FaceForensics++'s train/val/test.json (default: ROOT/splits)")
     p.add_argument("--retry-skipped", action="store_true", help="try again the videos an earlier run skipped")
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                      pairs_per_video=args.pairs_per_video, crop_size=args.crop_size, enlarge=args.enlarge,
                      detect_size=args.detect_size, crop_format=args.crop_format, jpeg_quality=args.jpeg_quality,
                      compression=args.compression, preset=args.preset, workers=args.workers, shard=args.shard,
-                     ffpp_splits=args.ffpp_splits, retry_skipped=args.retry_skipped, boxes=args.boxes)
+                     ffpp_splits=args.ffpp_splits, retry_skipped=args.retry_skipped, boxes=args.boxes,
+                     decoder=args.decoder)
     try:
         summary = run_prep(cfg, progress=not args.no_progress)
     except (LayoutError, PrepError, ValueError) as e:

@@ -39,7 +39,7 @@ from rccl.data.video import VideoError, pair_indices, probe, read_frames
 CROP_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 # settings that change what lands on disk: a rerun into the same OUT must use the same ones
 _SETTINGS_KEYS = ("dataset", "pairs_per_video", "crop_size", "enlarge", "detect_size", "crop_format",
-                  "jpeg_quality", "compression", "preset", "boxes")
+                  "jpeg_quality", "compression", "preset", "boxes", "decoder")
 BOX_MODES = ("auto", "detect", "truth")
 
 
@@ -70,6 +70,9 @@ class PrepConfig:
     # a procedural synthetic tree (dlib fires on ~31 % of the demo fakes' frames and ~2.5 % of the naturals':
     # mixing its boxes with the true ones would make crop geometry tell the label), "detect" otherwise.
     boxes: str = "auto"
+    # "pyav" (CPU), "dali" (NVDEC on the GPU, rccl.data.dali_video) or "auto" (DALI when a GPU and DALI
+    # are there). Part of the settings: the two may convert YUV to RGB a hair differently.
+    decoder: str = "pyav"
 
     def settings(self) -> dict:
         return {k: getattr(self, k) for k in _SETTINGS_KEYS}
@@ -244,6 +247,18 @@ def _boxes_for(cfg: PrepConfig, rec: VideoRecord, cropper: FaceCropper, frames: 
     return result
 
 
+def frame_reader(decoder: str):
+    """rccl.data.video.read_frames, or the DALI drop-in with the same contract (imported only if asked)."""
+    if decoder == "pyav":
+        return read_frames
+    from rccl.data.dali_video import frame_reader as dali_frame_reader
+
+    try:
+        return dali_frame_reader(decoder)
+    except (RuntimeError, ValueError) as e:
+        raise PrepError(str(e)) from None
+
+
 def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoOutcome:
     """Prepare one video at every asked quality; never raises for a bad video (the reason is returned)."""
     t0 = time.perf_counter()
@@ -259,6 +274,7 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
     if not todo:
         return res
     cropper = FaceCropper(enlarge=cfg.enlarge, crop_size=cfg.crop_size, detect_size=cfg.detect_size)
+    read = frame_reader(cfg.decoder)
     try:
         det_quality, det_path = _detection_source(cfg, rec)
         info = probe(det_path)
@@ -270,7 +286,7 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
         det_frames = {}
         mode = resolve_box_mode(cfg)
         if (not boxes_cache.is_file() and mode == "detect") or det_quality in todo:
-            det_frames = read_frames(det_path, indices, threads=threads)
+            det_frames = read(det_path, indices, threads=threads)
             if not det_frames:
                 raise VideoError(f"{det_path}: no frame could be decoded")
         boxes = _boxes_for(cfg, rec, cropper, det_frames, indices, info.n_frames, det_quality, mode)
@@ -299,7 +315,7 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
                     if n_q != info.n_frames:
                         res.warnings.append(f"{rec.video} [{q}]: {n_q} frames, the {det_quality} version has "
                                             f"{info.n_frames}; boxes are reused by frame index")
-                frames = read_frames(path, indices, threads=threads)
+                frames = read(path, indices, threads=threads)
             complete = [p for p in pairs if p[0] in frames and p[1] in frames]
             if not complete:
                 raise VideoError(f"{path}: none of the {len(pairs)} frame pairs decoded (truncated or corrupt)")
@@ -364,7 +380,9 @@ def _check_settings(cfg: PrepConfig) -> None:
     path = out / "prep.json"
     want = cfg.settings()
     if path.is_file():
-        have = json.loads(path.read_text(encoding="utf-8"))
+        # a setting added after OUT was made counts as its default (OUT was made that way)
+        defaults = {k: f.default for k, f in PrepConfig.__dataclass_fields__.items()}
+        have = {k: defaults.get(k) for k in want} | json.loads(path.read_text(encoding="utf-8"))
         diff = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
         if diff:
             raise PrepError(f"{out} was prepared with other settings (was, now): {diff}. Use another --out, or "
@@ -377,6 +395,8 @@ def _validate(cfg: PrepConfig) -> None:
     bad = [q for q in cfg.qualities if q not in QUALITIES]
     if bad or not cfg.qualities:
         raise PrepError(f"qualities must be among {', '.join(QUALITIES)}, got {','.join(cfg.qualities) or 'none'}")
+    if cfg.decoder not in ("pyav", "dali", "auto"):
+        raise PrepError(f"video decoder must be pyav, dali or auto, got {cfg.decoder!r}")
     if cfg.crop_format not in CROP_FORMATS:
         raise PrepError(f"crop format must be png or jpg, got {cfg.crop_format!r}")
     if cfg.compression not in ("qp", "crf"):
@@ -397,6 +417,7 @@ def run_prep(cfg: PrepConfig, *, progress: bool = True, log=print) -> PrepSummar
     t0 = time.perf_counter()
     _validate(cfg)
     resolve_box_mode(cfg)
+    frame_reader(cfg.decoder)  # a decoder that cannot work here fails now, not once per video
     out = Path(cfg.out)
     kw = {"splits_dir": cfg.ffpp_splits, "qualities": cfg.qualities} if cfg.dataset == "ffpp" else {}
     layout: Layout = read_layout(cfg.dataset, cfg.root, **kw)
@@ -471,15 +492,15 @@ def _assemble_manifest(out: Path, records: list[VideoRecord], summary: PrepSumma
 def prepare(dataset: str, root: str | os.PathLike, out: str | os.PathLike, *, qualities=QUALITIES,
             workers: int = 0, pairs_per_video: int = 16, crop_size: int = 320, enlarge: float = 1.3,
             detect_size: int = 640, crop_format: str = "png", jpeg_quality: int = 98, compression: str = "qp",
-            preset: str = "medium", boxes: str = "auto", shard: tuple[int, int] = (0, 1), ffpp_splits=None,
-            retry_skipped: bool = False, progress: bool = True, log=print) -> Path:
+            preset: str = "medium", boxes: str = "auto", decoder: str = "pyav", shard: tuple[int, int] = (0, 1),
+            ffpp_splits=None, retry_skipped: bool = False, progress: bool = True, log=print) -> Path:
     """Python entry point of rccl-prep: prepares `root` into `out` and returns the manifest's path."""
     if isinstance(qualities, str):
         qualities = tuple(q.strip() for q in qualities.split(",") if q.strip())
     cfg = PrepConfig(dataset=dataset, root=str(root), out=str(out), qualities=tuple(qualities),
                      pairs_per_video=pairs_per_video, crop_size=crop_size, enlarge=enlarge, detect_size=detect_size,
                      crop_format=crop_format, jpeg_quality=jpeg_quality, compression=compression, preset=preset,
-                     boxes=boxes,
+                     boxes=boxes, decoder=decoder,
                      workers=workers, shard=tuple(shard), ffpp_splits=str(ffpp_splits) if ffpp_splits else None,
                      retry_skipped=retry_skipped)
     return run_prep(cfg, progress=progress, log=log).manifest
