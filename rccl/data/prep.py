@@ -100,6 +100,7 @@ class PrepSummary:
     crops_written: int = 0
     rows: int = 0
     rows_by_quality: dict[str, int] = field(default_factory=dict)
+    boxes_by_source: dict[str, int] = field(default_factory=dict)   # raw-quality rows: dlib / nearest / truth
     videos_in_manifest: int = 0
     videos_total: int = 0
     seconds: float = 0.0
@@ -110,6 +111,8 @@ class PrepSummary:
                  f"{len(self.skipped)} skipped)",
                  f"  crops written: {self.crops_written}; manifest rows: {self.rows} "
                  f"({', '.join(f'{q} {n}' for q, n in sorted(self.rows_by_quality.items())) or 'none'})",
+                 f"  face boxes: {', '.join(f'{s} {n}' for s, n in sorted(self.boxes_by_source.items())) or 'none'}"
+                 f" (dlib: found on that frame; nearest: carried from the nearest frame with a face)",
                  f"  manifest covers {self.videos_in_manifest} of {self.videos_total} videos of the dataset",
                  f"  time: {self.seconds:.1f} s"]
         for video, reasons in sorted(self.skipped.items())[:20]:
@@ -485,6 +488,11 @@ def _assemble_manifest(out: Path, records: list[VideoRecord], summary: PrepSumma
     write_manifest(out / "manifest.jsonl", rows)
     summary.rows = len(rows)
     summary.rows_by_quality = dict(Counter(r["quality"] for r in rows))
+    first_quality = {}
+    for r in rows:  # count each crop position once, at the first quality present for its video
+        first_quality.setdefault(r["video"], r["quality"])
+    summary.boxes_by_source = dict(Counter(r.get("box_source", "?") for r in rows
+                                           if r["quality"] == first_quality[r["video"]]))
     summary.videos_in_manifest = len(videos)
     summary.videos_total = len(records)
 
