@@ -80,19 +80,18 @@ def _mixed_negatives(z, labels, center, lam):
     m = lam.shape[0]
     is_fake = labels == FAKE
     n_fake, n_natural = int(is_fake.sum()), int((~is_fake).sum())
-    negatives = z.new_zeros((m, z.shape[1]))
-    negative_labels = torch.full((m,), ABSENT, dtype=torch.int64, device=z.device)
     used = min(m, n_fake) if n_natural > 0 else 0
+    absent = z.new_zeros((m - used, z.shape[1])), torch.full((m - used,), ABSENT, dtype=torch.int64, device=z.device)
     if used == 0:
-        return negatives, negative_labels
+        return absent
     center_similarity = (z @ center).masked_fill(~is_fake, float("-inf"))
     fakes = z[_top_indices(center_similarity, used)]
     # argmax returns the first of equal maxima: the lowest index
     nearest = (fakes @ z.T).masked_fill(is_fake, float("-inf")).argmax(dim=1)
     weight = lam[:used, None]
-    negatives[:used] = F.normalize(weight * fakes + (1 - weight) * z[nearest], dim=1, eps=NORMALIZE_EPS)
-    negative_labels[:used] = MIXED_NEGATIVE
-    return negatives, negative_labels
+    negatives = F.normalize(weight * fakes + (1 - weight) * z[nearest], dim=1, eps=NORMALIZE_EPS)
+    present = torch.full((used,), MIXED_NEGATIVE, dtype=torch.int64, device=z.device)
+    return torch.cat([negatives, absent[0]]), torch.cat([present, absent[1]])
 
 
 def synthesize(z, labels, center, bank_real, bank_fake, lam, neighbors, compute_dtype=None):
@@ -118,8 +117,8 @@ def contrastive_loss(z, labels, extra, extra_labels, temperature, margin, comput
     n = zc.shape[0]
     contrast = torch.cat([zc, extra.detach().to(zc.dtype)])
     contrast_labels = torch.cat([labels, extra_labels])
-    not_self = torch.ones(n, contrast.shape[0], dtype=torch.bool, device=z.device)
-    not_self[:, :n].fill_diagonal_(False)
+    not_self = torch.cat([~torch.eye(n, dtype=torch.bool, device=z.device),
+                          torch.ones(n, extra.shape[0], dtype=torch.bool, device=z.device)], dim=1)
     in_a = not_self & (contrast_labels != ABSENT)[None, :]
     in_p = in_a & (contrast_labels[None, :] == labels[:, None])
     logits = (zc @ contrast.T - margin * in_p.to(zc.dtype)) / temperature
