@@ -78,9 +78,9 @@ sources = [os.path.join("csrc", "rccl.cpp")] + sorted(glob.glob(os.path.join("cs
 cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")) + glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
 
 cxx_flags = ["-O0", "-g"] if debug else ["-O3", "-fopenmp"]
-cxx_flags += ["-std=c++17", "-DPy_LIMITED_API=0x03090000"]
-nvcc_flags = ["-O0", "-g", "-G"] if debug else ["-O3", "--use_fast_math", "-lineinfo"]
-nvcc_flags += ["-std=c++17"]
+# no -std flag: torch's BuildExtension adds the one its headers need (C++20 for torch >= 2.13, C++17 before)
+cxx_flags += ["-DPy_LIMITED_API=0x03090000"]
+nvcc_flags = ["-O0", "-g", "-G"] if debug else ["-O3", "-lineinfo"]
 link_flags = [] if debug else ["-fopenmp"]
 
 if use_cuda:
