@@ -82,9 +82,11 @@ def source_photo() -> np.ndarray:
         return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def loader_config(backend: str, image_size: int, workers: int, dali_threads: int, device: str) -> dict:
+def loader_config(backend: str, image_size: int, workers: int, dali_threads: int, device: str,
+                  cache_images: bool = False) -> dict:
     cfg = copy.deepcopy(DEFAULTS)
-    cfg["data"].update(backend=backend, image_size=image_size, workers=workers)
+    cfg["data"].update(backend=backend, image_size=image_size, workers=workers, cache_images=cache_images)
+    cfg["train"]["progress"] = False
     if dali_threads:
         cfg["data"]["dali_threads"] = dali_threads  # a key of the DALI loader (see docs/dali.md)
     cfg["train"]["device"] = device
@@ -196,7 +198,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=8, help="timed batches per repeat")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--workers", type=int, default=0, help="torch DataLoader workers (0: one per core)")
+    p.add_argument("--workers", type=int, default=None, help="torch DataLoader workers (default: one per core)")
+    p.add_argument("--cache-images", action="store_true", help="torch loader: decode every crop once, in memory")
     p.add_argument("--dali-threads", type=int, default=0, help="DALI CPU threads (0: the loader's default)")
     p.add_argument("--encoder", default="legacy_xception")
     p.add_argument("--model-batch", type=int, default=0, help="anchors per model step (0: --batch on a GPU, 2 on CPU)")
@@ -211,7 +214,7 @@ def main(argv=None) -> int:
         a.batches, a.warmup, a.repeats = 3, 1, 1
         a.encoder = "resnet18" if a.encoder == "legacy_xception" else a.encoder
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = a.workers or cores
+    workers = cores if a.workers is None else a.workers
     has_gpu = torch.cuda.is_available()
     device_name = torch.cuda.get_device_name() if has_gpu else f"CPU ({cores} cores)"
 
@@ -242,8 +245,9 @@ def main(argv=None) -> int:
     wanted = set(a.only.split(","))
     if "torch" in wanted:
         s = sampler()
-        loader = build_train_loader(loader_config("torch", a.image_size, workers, 0, "cpu"), records, s)
-        report("torch loader", time_loader(loader, s, "cpu", a.warmup, a.batches, a.repeats), f"{workers} workers")
+        loader = build_train_loader(loader_config("torch", a.image_size, workers, 0, "cpu", a.cache_images), records, s)
+        report("torch loader", time_loader(loader, s, "cpu", a.warmup, a.batches, a.repeats),
+               f"{workers} workers{', crops cached' if a.cache_images else ''}")
         del loader
     dali_ok = True
     try:
