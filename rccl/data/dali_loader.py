@@ -3,7 +3,7 @@ NVIDIA DALI, on the GPU when there is one (JPEG decoded by nvJPEG, every augment
 batch handed to torch on the device without a trip through the host) and on the CPU otherwise
 (`device_id=None`, the twin that CI tests).
 
-One pipeline definition serves both: `two_view_pipeline(..., device="gpu" | "cpu")`. The crop files are
+One pipeline definition serves both: `two_view_pipeline(..., device_id=None | a GPU index)`. The crop files are
 read in Python by an external source driven by the ForgeryPairSampler, so the pairs, labels and indices
 are exactly those of the torch loader; only the random augmentation draws differ (DALI's own generator).
 
@@ -229,7 +229,7 @@ class DaliTrainLoader:
                 raise DaliDataError("DALI could not decode crop(s): " + "; ".join(bad)) from e
             raise
         finally:
-            del pipe
+            iterator = pipe = None  # release the pipeline's threads and buffers now, before the next epoch's
 
 
 def _source_message(text: str) -> str:
@@ -254,7 +254,7 @@ def resolve_device_id(cfg: dict) -> int | None:
     return torch.cuda.current_device()
 
 
-def default_threads(device_id: int | None) -> int:
+def default_threads() -> int:
     """CPU threads per pipeline: this rank's share of the cores, at most 8 (DALI's GPU path needs few)."""
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -283,7 +283,7 @@ def build_dali_train_loader(cfg: dict, records: list[dict], sampler) -> DaliTrai
         raise DaliDataError(f"{len(missing)} crop file(s) named by the manifest do not exist: "
                             f"{', '.join(missing[:3])}{more} (re-run rccl-prep or fix data.manifest)")
     device_id = resolve_device_id(cfg)
-    threads = int(data.get("dali_threads", DALI_DEFAULTS["dali_threads"])) or default_threads(device_id)
+    threads = int(data.get("dali_threads", DALI_DEFAULTS["dali_threads"])) or default_threads()
     return DaliTrainLoader(records, sampler, size=int(data.get("image_size", 299)), aug=augment_params(cfg),
                            device_id=device_id, num_threads=threads,
                            seed=int(_section(cfg, "train").get("seed", 0)),
