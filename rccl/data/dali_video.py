@@ -13,6 +13,7 @@ damage, so the caller's report of missing frames is the same on both paths; a wa
 """
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from typing import Callable
@@ -147,9 +148,4 @@ def frame_reader(decoder: str = "auto") -> Callable[..., dict[int, np.ndarray]]:
         raise DaliUnavailable("video decoder dali: no GPU here, and DALI's CPU decoder has no H.264; use pyav")
     import torch
 
-    device_id = torch.cuda.current_device()
-
-    def read_frames_nvdec(path, indices, *, threads: int = 0):
-        return read_frames(path, indices, threads=threads, device_id=device_id)
-
-    return read_frames_nvdec
+    return functools.partial(read_frames, device_id=torch.cuda.current_device())  # picklable, for process pools
