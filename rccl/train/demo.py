@@ -8,6 +8,8 @@ DEMO_SETTINGS (a test keeps them equal) for users who want to start from a file.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -20,11 +22,11 @@ DEMO_SETTINGS: dict = {
         "image_size": 64,
         "workers": 0,
         "cache_images": True,
-        "augment": {"scale": [0.6, 1.0], "color_jitter": 0.2, "color_jitter_p": 0.5, "blur_p": 0.2,
-                    "blur_sigma": [0.1, 1.0]},
+        # No blur: blur inside the face is one of the synthetic fakes' traces (as in real deepfakes).
+        "augment": {"scale": [0.6, 1.0], "color_jitter": 0.2, "color_jitter_p": 0.5, "blur_p": 0.0},
     },
     "model": {"encoder": "resnet10t", "channels_last": False},
-    "stage1": {"epochs": 6, "batch_size": 64, "lr": 0.05, "warmup_epochs": 1},
+    "stage1": {"epochs": 3, "batch_size": 64, "lr": 0.05, "warmup_epochs": 1},
     "stage2": {"epochs": 2, "batch_size": 64, "lr": 0.05},
     "train": {"threads": 0},
     "demo": {"synth": {}, "prep": {"crop_size": 80, "pairs_per_video": 8}},
@@ -44,18 +46,32 @@ def default_cache() -> Path:
 
 def prepare_demo_data(cfg: dict, cache: str | os.PathLike | None = None, log=print) -> Path:
     """Make (once) and prepare (once) the synthetic set; returns the manifest's path."""
-    from rccl.data.prep import prepare
+    from rccl.data.prep import PrepError, prepare
     from rccl.data.synth import make_synthetic
 
     cache = Path(cache or cfg["demo"]["cache"] or default_cache()).expanduser()
     seed = cfg["demo"]["seed"]
     qualities = tuple(dict.fromkeys(list(cfg["data"]["train_qualities"]) + list(cfg["eval"]["qualities"])))
     t0 = time.perf_counter()
-    root = make_synthetic(cache / f"demo-synth-{seed}", seed=seed, progress=cfg["train"]["progress"],
+    synth_key = hashlib.sha1(json.dumps(cfg["demo"]["synth"], sort_keys=True).encode()).hexdigest()[:8]
+    root = make_synthetic(cache / f"demo-synth-{seed}-{synth_key}", seed=seed, progress=cfg["train"]["progress"],
                           **cfg["demo"]["synth"])
     log(f"demo: synthetic set in {root} ({time.perf_counter() - t0:.0f} s)")
     t1 = time.perf_counter()
-    manifest = prepare("synthetic", root, cache / f"demo-prep-{seed}", qualities=qualities,
-                       progress=cfg["train"]["progress"], log=log, **cfg["demo"]["prep"])
+    prep_kwargs = dict(qualities=qualities, progress=cfg["train"]["progress"], log=log, **cfg["demo"]["prep"])
+    key = hashlib.sha1(json.dumps([seed, list(qualities), cfg["demo"]["prep"], cfg["demo"]["synth"]],
+                                  sort_keys=True).encode()).hexdigest()[:8]
+    for attempt in range(1, 10):
+        out = cache / (f"demo-prep-{seed}-{key}" + (f"-{attempt}" if attempt > 1 else ""))
+        try:
+            manifest = prepare("synthetic", root, out, **prep_kwargs)
+            break
+        except PrepError as e:
+            # A cache made by another version of rccl-prep (other defaults): keep it, prepare beside it.
+            if "other settings" not in str(e):
+                raise
+            log(f"demo: {out} was prepared by another rccl version; preparing a fresh copy beside it")
+    else:
+        raise PrepError(f"demo: could not find a free preparation folder under {cache}")
     log(f"demo: crops and manifest in {Path(manifest).parent} ({time.perf_counter() - t1:.0f} s)")
     return Path(manifest)
