@@ -46,10 +46,12 @@ def make_inputs(n, d, k, m, dtype, device, seed=0):
 
 
 class Timer:
-    """Wall time of a callable: CUDA events on the GPU, perf_counter on the CPU."""
+    """Wall time of a callable: CUDA events on the GPU, perf_counter on the CPU; or, with
+    clock="process", the process's CPU time (robust on a shared machine, meaningful with --threads 1)."""
 
-    def __init__(self, device):
+    def __init__(self, device, clock="wall"):
         self.cuda = device.type == "cuda"
+        self.clock = time.process_time if clock == "process" else time.perf_counter
 
     def __call__(self, setup, work):
         state = setup()
@@ -61,9 +63,9 @@ class Timer:
             end.record()
             end.synchronize()
             return start.elapsed_time(end)
-        t0 = time.perf_counter()
+        t0 = self.clock()
         work(state)
-        return (time.perf_counter() - t0) * 1e3
+        return (self.clock() - t0) * 1e3
 
 
 def measure(timer, setup, work, reps, budget_s, warmup=2):
@@ -166,6 +168,8 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds per row; slow rows get fewer repetitions (default 20, quick 5)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--clock", default="wall", choices=["wall", "process"],
+                        help="CPU timing: wall time, or process CPU time (use with --threads 1 on a busy machine)")
     parser.add_argument("--only", nargs="+", help="run only these implementations (names as in the table)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path")
     args = parser.parse_args(argv)
@@ -177,7 +181,9 @@ def main(argv=None):
     reps = args.reps or (10 if args.quick else 30)
     budget = args.budget or (5.0 if args.quick else 20.0)
     dtype = getattr(torch, args.dtype)
-    timer = Timer(device)
+    if args.clock == "process" and device.type == "cuda":
+        parser.error("--clock process times the CPU only")
+    timer = Timer(device, args.clock)
     fns = loss_fns(device)
     if args.only:
         fns = {name: fn for name, fn in fns.items() if name in args.only}
@@ -193,7 +199,8 @@ def main(argv=None):
               + (f"  peak {row['peak_mem_mb']:.0f} MiB" if peak is not None else ""), flush=True)
 
     print(f"device: {device_name(device)}; torch {torch.__version__}; commit {commit()}; "
-          f"D={args.dim} K={args.bank} M={args.mix} {args.dtype}", flush=True)
+          f"D={args.dim} K={args.bank} M={args.mix} {args.dtype}; clock {args.clock}; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     for n in sizes:
         inputs = make_inputs(n, args.dim, args.bank, args.mix, dtype, device)
         for impl, fn in fns.items():
@@ -229,7 +236,8 @@ def main(argv=None):
 
     out = args.out or ROOT / "bench" / "results" / f"miner_speed_{device.type}.json"
     write_json(out, dict(device=device_name(device), torch=torch.__version__, commit=commit(),
-                         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), dtype=args.dtype, D=args.dim,
+                         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), clock=args.clock,
+                         load_average=os.getloadavg(), dtype=args.dtype, D=args.dim,
                          K=args.bank, M=args.mix, command=" ".join(["python", "bench/miner_speed.py"] + (argv or sys.argv[1:])),
                          rows=rows))
     print(f"wrote {out}")

@@ -164,10 +164,6 @@ inline ContrastLayout make_layout(const at::Tensor& z_acc, const at::Tensor& lab
   return layout;
 }
 
-// Rows per block of the N x columns logit matrix: enough rows that each GEMM amortises packing the
-// contrast matrix and the backward's column-side GEMM has a deep inner dimension (measured: 31-row blocks
-// cost twice as much as 256-row ones at N = 4096), few enough that a block stays within a share of the
-// L2/L3 cache, and at least two blocks per thread when N allows.
 // sum_c a[c] b[c], vectorised (the order of the additions is the vector unit's)
 template <typename scalar_t>
 inline scalar_t dot(const scalar_t* a, const scalar_t* b, int64_t d) {
@@ -177,11 +173,15 @@ inline scalar_t dot(const scalar_t* a, const scalar_t* b, int64_t d) {
   return sum;
 }
 
+// Rows per block of the N x columns logit matrix: as few blocks as keep every thread busy (each GEMM
+// call re-packs the contrast matrix, and the backward's column-side GEMM wants a deep inner dimension:
+// 31-row blocks cost twice as much as 256-row ones at N = 4096), but no bigger than a share of the
+// L2/L3 cache.
 inline int64_t rows_per_block(int64_t n, int64_t columns, int64_t threads) {
   const int64_t cache_elements = 1 << 20;
-  int64_t by_cache = std::max<int64_t>(1, cache_elements / std::max<int64_t>(columns, 1));
-  int64_t by_threads = std::max<int64_t>(1, (n + 2 * threads - 1) / (2 * threads));
-  return std::max<int64_t>(1, std::min(by_cache, by_threads));
+  const int64_t by_cache = std::max<int64_t>(1, cache_elements / std::max<int64_t>(columns, 1));
+  const int64_t by_threads = std::max<int64_t>(1, (n + threads - 1) / threads);
+  return std::min(by_cache, by_threads);
 }
 
 }  // namespace cpu

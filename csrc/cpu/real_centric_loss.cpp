@@ -3,9 +3,9 @@
 // The N x (N + E) logit matrix is never held whole: row blocks sized for the cache are computed with a
 // GEMM, masked, reduced (logsumexp) and dropped, in parallel over blocks. The positive-logit sums need no
 // pass over it at all: with the columns sorted by class, sum_{p in P(i)} z_i . c_p is z_i . (the sum of
-// the class's columns) - z_i . z_i. The backward recomputes a block's logits, turns them into
-// dL/dlogit in place, and applies both GEMMs of the chain rule (the anchor side and the batch-column
-// side, the latter into a per-thread accumulator).
+// the class's columns) - z_i . z_i. The backward recomputes the logits block by block into one buffer,
+// turns them into dL/dlogit in place, folds the transpose term of the chain rule into it (the
+// batch-to-batch logits are symmetric) and finishes with a single GEMM.
 #include <ATen/Parallel.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/full.h>
@@ -246,46 +246,60 @@ at::Tensor contrastive_backward(const ContrastLayout& layout, const at::Tensor& 
   auto lse_perm = at::index_select(lse, 0, layout.perm).contiguous();
   const scalar_t* lp = lse_perm.data_ptr<scalar_t>();
 
-  // dL/dz_i = (1/T) [ sum_a G(i,a) c_a  (anchor side)  +  sum_r G(r,i) z_r  (i as a column of other rows) ],
-  // G(i, a) = dL/dlogit(i, a)
-  auto anchor_side = at::empty({n, d}, options);
-  const int64_t threads = at::get_num_threads();
-  std::vector<at::Tensor> column_side(threads);
-  const int64_t block = rows_per_block(n, columns, threads);
+  // G(i, a) = dL/dlogit(i, a), the whole N x columns matrix (the backward's one big buffer: 68 MB at
+  // N = 4096 in float32), block by block in parallel.
+  auto g = at::empty({n, columns}, options);
+  scalar_t* gp = g.data_ptr<scalar_t>();
+  const int64_t block = rows_per_block(n, columns, at::get_num_threads());
   const int64_t blocks = (n + block - 1) / block;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    auto& accumulator = column_side[at::get_thread_num()];
-    if (!accumulator.defined()) accumulator = at::zeros({columns, d}, options);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * block, rows = std::min(block, n - r0);
-      at::Tensor g = block_logits(layout, scaled, r0, rows);
-      scalar_t* gp = g.data_ptr<scalar_t>();
-      // rows without positives are not in the loss: their gradient is zero
-      for (int64_t i = 0; i < rows; ++i) {
-        const int64_t r = r0 + i, positives = layout.positives(r);
-        scalar_t* row = gp + i * columns;
-        if (positives <= 0) {
+      auto out = g.narrow(0, r0, rows);
+      at::mm_out(out, scaled.narrow(0, r0, rows), layout.contrast.t());
+      for (int64_t r = r0; r < r0 + rows; ++r) {
+        const int64_t positives = layout.positives(r);
+        scalar_t* row = gp + r * columns;
+        if (positives <= 0) {  // not in the loss
           std::fill(row, row + columns, scalar_t(0));
           continue;
         }
         row_logit_gradient(row, columns, layout.positives_begin(r), layout.positives_end(r), layout.self_column(r),
                            margin_over_t, lp[r], scalar_t(1) / positives, weight);
       }
-      auto out = anchor_side.narrow(0, r0, rows);
-      at::mm_out(out, g, layout.contrast);
-      // all columns in one GEMM (the synthesized ones are wasted work but few); only batch columns are read
-      accumulator.addmm_(g.t(), layout.anchors.narrow(0, r0, rows));
     }
   });
-  for (auto& accumulator : column_side) {
-    if (!accumulator.defined()) continue;
-    anchor_side.narrow(0, 0, layout.naturals).add_(accumulator.narrow(0, 0, layout.naturals));
-    anchor_side.narrow(0, layout.naturals, layout.fakes)
-        .add_(accumulator.narrow(0, layout.fake_batch_column(), layout.fakes));
-  }
-  anchor_side.mul_(inv_t);
+
+  // dL/dz_r = (1/T) [ sum_a G(r, a) c_a + sum_s G(s, r) z_s ]: r as an anchor, and r as a column of the
+  // other anchors. Folding the second term into the batch columns, G(r, s) <- G(r, s) + G(s, r), makes
+  // it one GEMM, G @ contrast, instead of two. Each pair is updated once, by the thread that owns the
+  // tile of the larger index; tiles keep the transposed reads in cache, and tile I is paired with tile
+  // tiles - 1 - I so that both threads get as many pairs.
+  auto column = [&](int64_t s) { return layout.self_column(s); };
+  const int64_t tile = 64, tiles = (n + tile - 1) / tile;
+  at::parallel_for(0, tiles, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      const int64_t ti = k % 2 == 0 ? k / 2 : tiles - 1 - k / 2;
+      const int64_t r_end = std::min(n, (ti + 1) * tile);
+      for (int64_t tj = 0; tj <= ti; ++tj) {
+        const int64_t s_end = std::min(n, (tj + 1) * tile);
+        for (int64_t r = ti * tile; r < r_end; ++r) {
+          scalar_t* row_r = gp + r * columns;
+          const int64_t column_r = column(r), s_stop = tj == ti ? r : s_end;
+          for (int64_t s = tj * tile; s < s_stop; ++s) {
+            scalar_t& g_rs = row_r[column(s)];
+            scalar_t& g_sr = gp[s * columns + column_r];
+            const scalar_t both = g_rs + g_sr;
+            g_rs = both;
+            g_sr = both;
+          }
+        }
+      }
+    }
+  });
+  auto grad_perm = at::mm(g, layout.contrast).mul_(inv_t);
   auto grad = at::empty({n, d}, options);
-  grad.index_copy_(0, layout.perm, anchor_side);
+  grad.index_copy_(0, layout.perm, grad_perm);
   return grad;
 }
 
