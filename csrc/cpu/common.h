@@ -2,6 +2,7 @@
 // and the class-sorted layout of the contrast set that both the forward and the backward work on.
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
@@ -177,6 +178,12 @@ inline scalar_t dot(const scalar_t* a, const scalar_t* b, int64_t d) {
 // call re-packs the contrast matrix, and the backward's column-side GEMM wants a deep inner dimension:
 // 31-row blocks cost twice as much as 256-row ones at N = 4096), but no bigger than a share of the
 // L2/L3 cache.
+// Threads worth using: below ~16M multiply-adds per GEMM (N = 256 at D = 128) a fork-join costs more
+// than it saves, and much more on a busy machine.
+inline int64_t useful_threads(int64_t n, int64_t columns, int64_t d) {
+  return n * columns * d < (int64_t(1) << 24) ? 1 : at::get_num_threads();
+}
+
 inline int64_t rows_per_block(int64_t n, int64_t columns, int64_t threads) {
   const int64_t cache_elements = 1 << 20;
   const int64_t by_cache = std::max<int64_t>(1, cache_elements / std::max<int64_t>(columns, 1));

@@ -44,7 +44,9 @@ void hard_positives(const at::Tensor& z, const int64_t* y, int64_t class_count, 
   const scalar_t* hp = bank.data_ptr<scalar_t>();
   scalar_t* out = extra.data_ptr<scalar_t>();
   const int64_t count = std::min(neighbors, class_count);
-  at::parallel_for(0, k, 1, [&](int64_t begin, int64_t end) {
+  // a chunk scans at least ~64K scores, so small banks stay on one thread
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(n, 1));
+  at::parallel_for(0, k, grain, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> neighbor_sum(d), sum(d);
     for (int64_t b = begin; b < end; ++b) {
       auto chosen = top_indices(s + b * n, n, [&](int64_t j) { return y[j] == cls; }, count);
@@ -135,7 +137,7 @@ void contrastive_forward(const ContrastLayout& layout, double temperature, doubl
   auto scaled = layout.anchors.mul(inv_t).contiguous();
   std::vector<scalar_t> lse_perm(n);
 
-  const int64_t block = rows_per_block(n, columns, at::get_num_threads());
+  const int64_t block = rows_per_block(n, columns, useful_threads(n, columns, d));
   const int64_t blocks = (n + block - 1) / block;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
@@ -250,7 +252,7 @@ at::Tensor contrastive_backward(const ContrastLayout& layout, const at::Tensor& 
   // N = 4096 in float32), block by block in parallel.
   auto g = at::empty({n, columns}, options);
   scalar_t* gp = g.data_ptr<scalar_t>();
-  const int64_t block = rows_per_block(n, columns, at::get_num_threads());
+  const int64_t block = rows_per_block(n, columns, useful_threads(n, columns, d));
   const int64_t blocks = (n + block - 1) / block;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
@@ -277,7 +279,8 @@ at::Tensor contrastive_backward(const ContrastLayout& layout, const at::Tensor& 
   // tiles - 1 - I so that both threads get as many pairs.
   auto column = [&](int64_t s) { return layout.self_column(s); };
   const int64_t tile = 64, tiles = (n + tile - 1) / tile;
-  at::parallel_for(0, tiles, 1, [&](int64_t k0, int64_t k1) {
+  const int64_t tile_grain = useful_threads(n, columns, d) > 1 ? 1 : tiles;
+  at::parallel_for(0, tiles, tile_grain, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const int64_t ti = k % 2 == 0 ? k / 2 : tiles - 1 - k / 2;
       const int64_t r_end = std::min(n, (ti + 1) * tile);
