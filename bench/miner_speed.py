@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -238,7 +239,7 @@ def main(argv=None):
     write_json(out, dict(device=device_name(device), torch=torch.__version__, commit=commit(),
                          date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), clock=args.clock,
                          load_average=os.getloadavg(), dtype=args.dtype, D=args.dim,
-                         K=args.bank, M=args.mix, command=" ".join(["python", "bench/miner_speed.py"] + (argv or sys.argv[1:])),
+                         K=args.bank, M=args.mix, command=shlex.join(["python", "bench/miner_speed.py"] + (argv or sys.argv[1:])),
                          rows=rows))
     print(f"wrote {out}")
 
