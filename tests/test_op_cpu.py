@@ -150,6 +150,20 @@ def test_torch_compile_forward_backward_and_bank_update():
     torch.testing.assert_close(new_fake, ref_fake)
 
 
+def test_torch_compile_bank_update_while_filling():
+    # K < k: the output size depends on the batch (an unbacked size in the fake kernel)
+    inputs = case_inputs(20, "mixed", D=8, K=2, requires_grad=False)
+    args = {name: inputs[name] for name in BANK_ARGS}
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        fn = torch.compile(lambda **kw: update_hard_banks(**kw, k=6, impl="compiled"), fullgraph=True,
+                           backend="aot_eager")
+        ours = fn(**args)
+    theirs = reference.update_hard_banks(*args.values(), 6)
+    assert [t.shape[0] for t in ours] == [min(6, 2 + int((inputs["labels"] == c).sum())) for c in (0, 1)]
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("RCCL_SLOW_TESTS"), reason="~80 s of inductor compilation on 2 cores: "
                     "set RCCL_SLOW_TESTS=1 (the aot_eager test above covers tracing the op)")
