@@ -10,11 +10,14 @@ this build lacks it), "auto" (compiled when built for that device, the reference
 Both paths get the same input checks here. The value checks (labels in {0, 1}, finite z, lam in [0, 1])
 read data back to the host; they are skipped while torch.compile traces and during CUDA-graph capture,
 and left to the compiled CPU kernel when it runs (it checks them in the same pass that reads the data,
-and its errors are re-raised here as the same ValueError).
+and its errors are re-raised here as the same ValueError). The CUDA kernels check values with
+device-side asserts instead, so a CUDA call never synchronises with the host; set RCCL_CUDA_HOST_CHECKS=1
+for the host checks (a catchable ValueError, three synchronisations per call) on CUDA as well.
 """
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -101,8 +104,16 @@ def _use_compiled(impl: str, device: torch.device) -> bool:
     return built
 
 
+# On CUDA the kernels check values with device-side asserts (asynchronous: no host synchronisation, but a
+# failed assert ends the CUDA context). RCCL_CUDA_HOST_CHECKS=1 switches the host-side checks back on for
+# CUDA tensors too: a catchable ValueError at the cost of three synchronisations per call.
+CUDA_HOST_CHECKS = os.environ.get("RCCL_CUDA_HOST_CHECKS", "0") == "1"
+
+
 def _kernel_checks_values(compiled: bool, z) -> bool:
-    return compiled and z.device.type == "cpu"
+    if not compiled:
+        return False
+    return z.device.type == "cpu" or (z.device.type == "cuda" and not CUDA_HOST_CHECKS)
 
 
 def _call_kernel(op, *args):
