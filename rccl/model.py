@@ -33,12 +33,15 @@ class Embedder(nn.Module):
 
 
 class Detector(nn.Module):
-    def __init__(self, encoder: nn.Module, feature_dim: int, proj_hidden: int, proj_dim: int):
+    def __init__(self, encoder: nn.Module, feature_dim: int, proj_hidden: int, proj_dim: int, proj_bn: bool = True):
         super().__init__()
         self.encoder = encoder
         self.feature_dim = feature_dim
-        self.projector = nn.Sequential(
-            nn.Linear(feature_dim, proj_hidden), nn.ReLU(inplace=True), nn.Linear(proj_hidden, proj_dim))
+        # Batch norm on the hidden layer (as in SimCLR v2 / MoCo v3 projectors) keeps a randomly initialised
+        # encoder's features from starting collapsed onto one point, where the contrastive loss is flat.
+        hidden = [nn.Linear(feature_dim, proj_hidden, bias=not proj_bn)]
+        hidden += [nn.BatchNorm1d(proj_hidden)] if proj_bn else []
+        self.projector = nn.Sequential(*hidden, nn.ReLU(inplace=True), nn.Linear(proj_hidden, proj_dim))
         self.classifier = nn.Linear(feature_dim, 2)
 
     def embedder(self) -> Embedder:
@@ -110,4 +113,4 @@ def build_model(cfg: dict, *, load_weights: bool = True) -> Detector:
         raise ModelError("model: no weights configured (model.pretrained=false, model.weights=null) and "
                          "model.allow_scratch=false; set one of them")
     feature_dim = encoder.num_features
-    return Detector(encoder, feature_dim, m["proj_hidden"] or feature_dim, m["proj_dim"])
+    return Detector(encoder, feature_dim, m["proj_hidden"] or feature_dim, m["proj_dim"], m["proj_bn"])

@@ -48,6 +48,7 @@ DEFAULTS: dict = {
         "allow_scratch": True,     # false: refuse to train from random weights when none can be loaded
         "proj_hidden": None,       # projector hidden width; null -> the encoder's feature width
         "proj_dim": 128,
+        "proj_bn": True,           # batch norm on the projector's hidden layer (false: Linear-ReLU-Linear)
         "channels_last": True,
         "compile": False,
     },
