@@ -26,7 +26,7 @@ DEMO_SETTINGS: dict = {
         "augment": {"scale": [0.6, 1.0], "color_jitter": 0.2, "color_jitter_p": 0.5, "blur_p": 0.0},
     },
     "model": {"encoder": "resnet10t", "channels_last": False},
-    "stage1": {"epochs": 3, "batch_size": 64, "lr": 0.05, "warmup_epochs": 1},
+    "stage1": {"epochs": 6, "batch_size": 64, "lr": 0.05, "warmup_epochs": 1},
     "stage2": {"epochs": 2, "batch_size": 64, "lr": 0.05},
     "train": {"threads": 0},
     "demo": {"synth": {}, "prep": {"crop_size": 80, "pairs_per_video": 8}},
