@@ -25,7 +25,7 @@ from collections import deque
 import numpy as np
 import torch
 
-from rccl.data.transforms import AUGMENT_DEFAULTS, IMAGENET_MEAN, IMAGENET_STD, _blur_kernel
+from rccl.data.transforms import AUGMENT_DEFAULTS, IMAGENET_MEAN, IMAGENET_STD, blur_kernel
 
 try:
     from nvidia.dali import fn, pipeline_def, types
@@ -39,7 +39,6 @@ OUTPUTS = ("view1", "view2", "label", "index")
 
 # Keys this loader adds to the torch loader's config (rccl.train.config.DEFAULTS must hold them).
 DALI_DEFAULTS = {"dali_threads": 0, "dali_prefetch": 2}
-JPEG_DEFAULTS = {"jpeg_p": 0.0, "jpeg_quality": [30, 95]}
 
 
 class DaliUnavailable(RuntimeError):
@@ -131,7 +130,7 @@ def _augment(image, *, size: int, aug: dict):
                                    hue=fn.random.uniform(range=(-hue, hue)))
     if aug["blur_p"] > 0:
         if fn.random.coin_flip(probability=float(aug["blur_p"])):
-            image = fn.gaussian_blur(image, window_size=_blur_kernel(size),
+            image = fn.gaussian_blur(image, window_size=blur_kernel(size),
                                      sigma=fn.random.uniform(range=[float(s) for s in aug["blur_sigma"]]))
     if aug["jpeg_p"] > 0:
         if fn.random.coin_flip(probability=float(aug["jpeg_p"])):
@@ -263,7 +262,7 @@ def default_threads() -> int:
 
 def augment_params(cfg: dict) -> dict:
     """The torch loader's augmentation settings plus the JPEG-quality distortion, checked."""
-    aug = {**AUGMENT_DEFAULTS, **JPEG_DEFAULTS, **(_section(cfg, "data").get("augment") or {})}
+    aug = {**AUGMENT_DEFAULTS, **(_section(cfg, "data").get("augment") or {})}
     lo, hi = (int(q) for q in aug["jpeg_quality"])
     if not 1 <= lo <= hi <= 100:
         raise ValueError(f"data.augment.jpeg_quality must be [low, high] within 1..100, got {aug['jpeg_quality']}")
@@ -274,7 +273,7 @@ def augment_params(cfg: dict) -> dict:
 
 
 def build_dali_train_loader(cfg: dict, records: list[dict], sampler) -> DaliTrainLoader:
-    """The loader rccl.data.loaders.build_train_loader returns for data.backend: dali (or auto on a GPU)."""
+    """The loader rccl.data.loaders.build_train_loader returns for data.backend: dali (or auto when DALI is installed)."""
     require_dali()
     data = _section(cfg, "data")
     missing = [r["abspath"] for r in records if not os.path.isfile(r["abspath"])]

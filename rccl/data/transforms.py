@@ -1,6 +1,6 @@
 """Augmentations of the torch loader (torchvision.transforms.v2 on uint8 CHW tensors): each view of a
-pair is an independent draw of random resized crop, horizontal flip, colour jitter and Gaussian blur,
-then scaled to [0, 1] and normalised with the ImageNet mean and std (the training batch contract).
+pair is an independent draw of random resized crop, horizontal flip, colour jitter, Gaussian blur and
+(optionally) JPEG-quality distortion, then scaled to [0, 1] and normalised with the ImageNet mean and std (the training batch contract).
 The evaluation transform resizes the whole crop to the input size, as rccl.scoring does for rccl-eval.
 """
 from __future__ import annotations
@@ -12,10 +12,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 AUGMENT_DEFAULTS = {"scale": [0.5, 1.0], "ratio": [0.75, 4 / 3], "flip": 0.5, "color_jitter": 0.4,
-                    "color_jitter_p": 0.8, "blur_p": 0.5, "blur_sigma": [0.1, 2.0]}
+                    "color_jitter_p": 0.8, "blur_p": 0.5, "blur_sigma": [0.1, 2.0],
+                    "jpeg_p": 0.0, "jpeg_quality": [30, 95]}
 
 
-def _blur_kernel(image_size: int) -> int:
+def blur_kernel(image_size: int) -> int:
+    """The Gaussian blur window for an input side (odd, about a tenth of it): shared with the DALI loader."""
     k = max(3, int(0.1 * image_size))
     return k if k % 2 else k + 1
 
@@ -30,8 +32,11 @@ def train_transform(image_size: int, augment: dict | None = None) -> v2.Compose:
     if s > 0 and a["color_jitter_p"] > 0:
         steps.append(v2.RandomApply([v2.ColorJitter(s, s, s, min(0.5, s / 4))], p=a["color_jitter_p"]))
     if a["blur_p"] > 0:
-        steps.append(v2.RandomApply([v2.GaussianBlur(_blur_kernel(image_size), sigma=tuple(a["blur_sigma"]))],
+        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel(image_size), sigma=tuple(a["blur_sigma"]))],
                                     p=a["blur_p"]))
+    if a["jpeg_p"] > 0:
+        # compression is what separates c23/c40 from raw: an optional robustness augmentation
+        steps.append(v2.RandomApply([v2.JPEG(tuple(int(q) for q in a["jpeg_quality"]))], p=a["jpeg_p"]))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return v2.Compose(steps)
 

@@ -23,7 +23,9 @@ DEFAULTS: dict = {
     "name": "run",
     "data": {
         "manifest": None,          # rccl-prep's manifest.jsonl; null -> the embedded demo (rccl-train only)
-        "backend": "auto",         # torch | dali | auto (dali when importable and a GPU is present)
+        "backend": "auto",         # torch | dali | auto (dali when installed: faster on GPU and CPU alike)
+        "dali_threads": 0,         # DALI CPU threads; 0 -> this rank's share of the cores, at most 8
+        "dali_prefetch": 2,        # DALI batches prepared ahead
         "image_size": 299,         # the side of the square input the encoder sees
         "train_split": "train",
         "train_qualities": ["raw"],  # the paper trains on the original (raw) version only
@@ -38,6 +40,8 @@ DEFAULTS: dict = {
             "color_jitter_p": 0.8,
             "blur_p": 0.5,
             "blur_sigma": [0.1, 2.0],
+            "jpeg_p": 0.0,         # JPEG-quality distortion probability (both loaders)
+            "jpeg_quality": [30, 95],
         },
     },
     "model": {

@@ -20,6 +20,7 @@ DEMO_SETTINGS: dict = {
     "name": "demo",
     "data": {
         "image_size": 64,
+        "backend": "torch",  # the loader the demo's timing and AUC were measured with (bench/results/training.md)
         "workers": 0,
         "cache_images": True,
         # No blur: blur inside the face is one of the synthetic fakes' traces (as in real deepfakes).
