@@ -127,6 +127,15 @@ def stop_if_not_finite(loss: torch.Tensor, stage: int, epoch: int, step: int, la
                         f"(stage{stage}.lr) or try without --amp")
 
 
+def optimizer_step(loss: torch.Tensor, optimizer, scaler, scheduler) -> None:
+    """One update of both stages: backward through the (float16-only) GradScaler, step, LR schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+
+
 class EpochLog:
     """RUN/epochs.csv (one row per finished epoch, both stages) and RUN/tb/ TensorBoard scalars."""
 

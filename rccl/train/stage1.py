@@ -20,8 +20,8 @@ from rccl.data.pairing import ForgeryPairSampler
 from rccl.loss import RealCentricLoss
 from rccl.train import checkpoint as ckpt
 from rccl.train.distributed import barrier, gather_no_grad, gather_with_grad, mean_over_ranks
-from rccl.train.loop import (EpochLog, Runtime, TrainingError, build_optimizer, build_scheduler, stop_if_not_finite,
-                             restore, state_to_save)
+from rccl.train.loop import (EpochLog, Runtime, TrainingError, build_optimizer, build_scheduler, optimizer_step,
+                             restore, state_to_save, stop_if_not_finite)
 
 
 def contrastive_step(net: nn.Module, loss_fn: RealCentricLoss, view1: torch.Tensor, view2: torch.Tensor,
@@ -107,11 +107,7 @@ def run_stage1(rt: Runtime, model, records: list[dict], resume: dict | None, log
             else:
                 loss = contrastive_step(train_net, loss_fn, v1, v2, labels, rt.autocast())
             stop_if_not_finite(loss, 1, epoch, step, last_saved, rt.device)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scaler, scheduler)
             total += float(loss.detach())
             steps += 1
             views += 2 * v1.shape[0] * rt.dist.world_size

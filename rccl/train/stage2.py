@@ -20,7 +20,7 @@ from rccl.data.loaders import build_train_loader
 from rccl.data.pairing import ForgeryPairSampler
 from rccl.train import checkpoint as ckpt
 from rccl.train.distributed import barrier, mean_over_ranks
-from rccl.train.loop import (EpochLog, Runtime, build_optimizer, build_scheduler, restore, state_to_save,
+from rccl.train.loop import (EpochLog, Runtime, build_optimizer, build_scheduler, optimizer_step, restore, state_to_save,
                              stop_if_not_finite)
 from rccl.train.stage1 import _reseed_other_ranks, per_rank_batch
 
@@ -82,11 +82,7 @@ def run_stage2(rt: Runtime, model, records: list[dict], resume: dict | None, log
             logits = train_head(features.float())
             loss = F.cross_entropy(logits, labels)
             stop_if_not_finite(loss, 2, epoch, step, last_saved, rt.device)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scaler, scheduler)
             total += float(loss.detach())
             steps += 1
             correct += int((logits.argmax(1) == labels).sum())
