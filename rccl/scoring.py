@@ -52,6 +52,6 @@ def score_crops(model: torch.nn.Module, crops: Sequence[np.ndarray], image_size:
     out = []
     for start in range(0, len(crops), batch_size):
         chunk = crops[start:start + batch_size]
-        batch = torch.stack([transform(torch.from_numpy(np.ascontiguousarray(c)).permute(2, 0, 1)) for c in chunk])
+        batch = torch.stack([transform(torch.from_numpy(np.array(c)).permute(2, 0, 1)) for c in chunk])
         out.append(fake_probabilities(model, batch, device))
     return np.concatenate(out) if out else np.zeros(0)

@@ -133,3 +133,5 @@ def test_empty_one_class_and_missing_crop_manifests_are_refused(tmp_path):
     (tmp_path / "data" / rows[0]["path"]).unlink()
     with pytest.raises(ManifestError, match="does not exist"):
         train(load_config(None, tiny_overrides(manifest, tmp_path / "runs")))
+    # refused before anything is written: no run folder is left behind by a bad manifest
+    assert not (tmp_path / "runs").exists()

@@ -34,7 +34,7 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = False) -> list
     "abspath": the crop file's absolute path. With check_files, a missing crop file is an error."""
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"manifest {path}: no such file (run rccl-prep first, or pass the right --manifest)")
+        raise ManifestError(f"manifest {path}: no such file (run rccl-prep first, or give the path of the manifest.jsonl it wrote)")
     root = path.parent.resolve()
     rows = []
     with open(path, encoding="utf-8") as f:

@@ -83,6 +83,8 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
     np.random.seed(seed + info.rank)
     torch.manual_seed(seed + info.rank)
 
+    # read and check the data before a run folder exists: a bad manifest must leave nothing behind
+    records = training_records(cfg)
     if resume_dir is not None:
         run_dir = Path(resume_dir)
         if not (run_dir / "config.yaml").is_file():
@@ -96,7 +98,6 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
     rt = Runtime(cfg, run_dir, device, info, resolve_amp(cfg, device, log=print if info.is_main else lambda m: None))
     rt.log(f"run folder: {run_dir}  (device {device}, {info.world_size} process(es), "
            f"{'autocast ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else 'float32'})")
-    records = training_records(cfg)
     n_fake = sum(int(r["label"]) for r in records)
     rt.log(f"training crops: {len(records)} ({len(records) - n_fake} natural, {n_fake} fake) from {cfg['data']['manifest']}")
 
