@@ -23,12 +23,13 @@ from rccl.data.manifest import read_manifest
 from rccl.metrics import detection_metrics, roc_curve, video_scores
 from rccl.plots import draw_roc, draw_score_histogram
 from rccl.data.loaders import build_eval_loader
+from rccl.errors import RcclError
 from rccl.scoring import input_size, score_batches
 
 QUALITIES = ("raw", "c23", "c40")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(RcclError, ValueError):
     """Evaluation cannot start: a missing run folder, a quality absent from the manifest, an empty split."""
 
 

@@ -13,10 +13,12 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from rccl.errors import RcclError
+
 METRIC_KEYS = ("auc", "acc", "tpr", "tnr", "fpr", "eer", "ap")
 
 
-class MetricsError(ValueError):
+class MetricsError(RcclError, ValueError):
     """Labels or scores that cannot be scored at all (empty, mismatched lengths, NaN, labels not 0/1)."""
 
 

@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rccl.errors import RcclError
 
-class ModelError(RuntimeError):
+
+class ModelError(RcclError, RuntimeError):
     """A model that cannot be built as configured (unknown encoder, unloadable weights)."""
 
 

@@ -25,7 +25,9 @@ from collections import deque
 import numpy as np
 import torch
 
+from rccl.data.dali_video import DaliUnavailable  # one class for "DALI cannot do this here"
 from rccl.data.transforms import AUGMENT_DEFAULTS, IMAGENET_MEAN, IMAGENET_STD, blur_kernel
+from rccl.errors import RcclError
 
 try:
     from nvidia.dali import fn, pipeline_def, types
@@ -41,11 +43,7 @@ OUTPUTS = ("view1", "view2", "label", "index")
 DALI_DEFAULTS = {"dali_threads": 0, "dali_prefetch": 2}
 
 
-class DaliUnavailable(RuntimeError):
-    """NVIDIA DALI is not installed or cannot run here; the message says what to install or use instead."""
-
-
-class DaliDataError(RuntimeError):
+class DaliDataError(RcclError, RuntimeError):
     """A crop the DALI pipeline could not read or decode; the message names the file(s)."""
 
 

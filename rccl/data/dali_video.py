@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from rccl.data import video as pyav_video
+from rccl.errors import RcclError
 
 try:
     from nvidia.dali import fn, pipeline_def, types
@@ -32,8 +33,9 @@ else:
 CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})  # what the wheel's CPU decoder has (no H.264/HEVC)
 
 
-class DaliUnavailable(RuntimeError):
-    """DALI cannot decode this video here; the message says why and to use PyAV."""
+class DaliUnavailable(RcclError, RuntimeError):
+    """DALI is not installed, cannot run here, or cannot decode this video here; the message says why and
+    what to use instead (PyAV, the torch loader)."""
 
 
 def gpu_available() -> bool:

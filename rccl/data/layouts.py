@@ -23,12 +23,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rccl.errors import RcclError
+
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 QUALITIES = ("raw", "c23", "c40")
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
 
 
-class LayoutError(ValueError):
+class LayoutError(RcclError, ValueError):
     """The dataset tree does not have the expected shape; the message says what was expected and found."""
 
 

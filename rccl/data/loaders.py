@@ -15,9 +15,10 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm import tqdm
 
 from rccl.data.transforms import eval_transform, train_transform
+from rccl.errors import RcclError
 
 
-class CropError(RuntimeError):
+class CropError(RcclError, RuntimeError):
     """A crop file that cannot be read; the message names it."""
 
 

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from rccl.errors import RcclError
+
 REQUIRED_COLUMNS = (
     "path",      # crop file, relative to the manifest's folder
     "dataset",   # "celebdf" | "ffpp" | "synthetic"
@@ -25,7 +27,7 @@ REQUIRED_COLUMNS = (
 )
 
 
-class ManifestError(ValueError):
+class ManifestError(RcclError, ValueError):
     """A manifest that cannot be used; the message names the file, the line and the column."""
 
 

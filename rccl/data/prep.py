@@ -35,6 +35,7 @@ from rccl.data.faces import FaceCropper, fill_missing_boxes
 from rccl.data.layouts import QUALITIES, Layout, VideoRecord, read_layout
 from rccl.data.manifest import write_manifest
 from rccl.data.video import VideoError, pair_indices, probe, read_frames
+from rccl.errors import RcclError
 
 CROP_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 # settings that change what lands on disk: a rerun into the same OUT must use the same ones
@@ -43,7 +44,7 @@ _SETTINGS_KEYS = ("dataset", "pairs_per_video", "crop_size", "enlarge", "detect_
 BOX_MODES = ("auto", "detect", "truth")
 
 
-class PrepError(RuntimeError):
+class PrepError(RcclError, RuntimeError):
     """Preparation cannot start (bad settings, an OUT made with other settings); the message says why."""
 
 

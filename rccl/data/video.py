@@ -13,8 +13,10 @@ import numpy as np
 
 import av
 
+from rccl.errors import RcclError
 
-class VideoError(RuntimeError):
+
+class VideoError(RcclError, RuntimeError):
     """A video that cannot be used (unreadable, empty, no video stream, truncated); the message names the
     file and says what was wrong."""
 

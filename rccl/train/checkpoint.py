@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rccl.errors import RcclError
+
 FORMAT = "rccl-checkpoint-1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RcclError, RuntimeError):
     """A run folder or checkpoint that cannot be used; the message names the file and what to do."""
 
 

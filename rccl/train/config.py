@@ -14,8 +14,10 @@ from typing import Iterable
 
 import yaml
 
+from rccl.errors import RcclError
 
-class ConfigError(ValueError):
+
+class ConfigError(RcclError, ValueError):
     """A config that cannot be used; the message names the key and where it came from."""
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
+from rccl.errors import RcclError
 from rccl.train import checkpoint as ckpt
 from rccl.train.distributed import DistInfo
 
 NATIVE_BF16_CPU = ("AVX512_BF16", "AMX")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RcclError, RuntimeError):
     """Training cannot go on (non-finite loss, inconsistent resume); the message says where and why."""
 
 

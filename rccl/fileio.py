@@ -1,0 +1,87 @@
+"""The one atomic writer: every file rccl writes goes through `atomic_write`.
+
+A reader, or a process killed mid-write, sees the old file or the new one, never half of one: the bytes go
+to a temporary file beside the target (same file system, so the rename is atomic), are fsync'ed, get the
+mode a plain `open()` would give under the current umask (mkstemp's own files are owner-only), and then
+`os.replace` puts them in place. On any failure, KeyboardInterrupt included, the temporary file is removed
+and the target is left as it was.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it back at once (not thread-safe, but cheap and rare)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode `open(path, "w")` would give a new file under the current umask (0644 under 022)."""
+    return 0o666 & ~_umask()
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8",
+                 newline: str | None = None) -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path` for writing ("w" text or "wb" binary); on a clean exit of the
+    block it replaces `path`. The parent folder is created if needed."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    try:
+        if mode == "wb":
+            f = os.fdopen(fd, "wb")
+        else:
+            f = os.fdopen(fd, "w", encoding=encoding, newline=newline)
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """JSON with a trailing newline; keys kept in insertion order."""
+    write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def write_lines(path: str | os.PathLike, lines) -> None:
+    """Each item of `lines` (strings without their newline) on a line of its own."""
+    with atomic_write(path, "w") as f:
+        for line in lines:
+            f.write(line + "\n")
+
+
+def torch_save(path: str | os.PathLike, obj: Any) -> None:
+    """torch.save through the atomic writer (serialised in memory first: torch wants a seekable file)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
