@@ -1,6 +1,8 @@
 """The compiled CPU kernels against the reference: values, the op's extra outputs, gradients, gradcheck,
 torch.library.opcheck, torch.compile, half precision, and the kernels' own argument checks."""
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,19 +209,29 @@ def test_half_precision_error_within_twice_pytorchs(dtype, n):
         assert our_error <= 2 * pytorch_error + 1e-6, (our_error, pytorch_error)
 
 
+# The kernels' argument checks are csrc/checks.h's, shared with the CUDA glue (csrc/cuda/ops.cpp): what
+# is refused here is refused there with the same message, and what is accepted here is accepted there.
 BAD_KERNEL_INPUTS = [
     ("z", lambda a: a.update(z=a["z"][0])),
     ("z", lambda a: a.update(z=a["z"].to(torch.int64))),
+    ("z", lambda a: a.update(z=a["z"][:, :0])),
     ("z", lambda a: a["z"].__setitem__((2, 1), float("nan"))),
+    ("z", lambda a: a["z"].__setitem__((0, 0), float("inf"))),
     ("labels", lambda a: a.update(labels=a["labels"][1:])),
     ("labels", lambda a: a["labels"].__setitem__(0, 7)),
+    ("labels", lambda a: a["labels"].__setitem__(3, -1)),
     ("labels", lambda a: a.update(labels=a["labels"].float())),
+    ("labels", lambda a: a.update(labels=a["labels"].int())),
     ("center", lambda a: a.update(center=a["center"][:-1])),
-    ("center", lambda a: a.update(center=a["center"].double())),
+    ("center", lambda a: a.update(center=a["center"][None])),
+    ("center", lambda a: a.update(center=a["center"].to(torch.int64))),
     ("bank_real", lambda a: a.update(bank_real=a["bank_real"][:, 1:])),
-    ("bank_fake", lambda a: a.update(bank_fake=a["bank_fake"].half())),
+    ("bank_real", lambda a: a.update(bank_real=a["bank_real"][0])),
+    ("bank_fake", lambda a: a.update(bank_fake=a["bank_fake"].to(torch.int32))),
     ("lam", lambda a: a["lam"].__setitem__(0, 1.5)),
+    ("lam", lambda a: a["lam"].__setitem__(1, -0.1)),
     ("lam", lambda a: a.update(lam=a["lam"][None])),
+    ("lam", lambda a: a.update(lam=a["lam"].to(torch.int64))),
 ]
 
 
@@ -233,6 +245,93 @@ def test_kernel_checks_name_the_argument(name, spoil):
     if name != "lam":
         with pytest.raises(RuntimeError, match=rf"rccl: {name}:"):
             torch.ops.rccl.update_hard_banks(*(args[k] for k in BANK_ARGS), 4)
+
+
+def _backward_args(n=8):
+    inputs = case_inputs(n, "mixed", D=5, dtype=torch.float32, requires_grad=False)
+    _, extra, extra_labels, lse = torch.ops.rccl.real_centric_loss(*(inputs[k] for k in OP_ARGS), 2, 0.1, 0.2)
+    return dict(grad_loss=torch.tensor(1.0), z=inputs["z"], labels=inputs["labels"], extra=extra,
+                extra_labels=extra_labels, lse=lse)
+
+
+BAD_BACKWARD_INPUTS = [
+    ("grad_loss", lambda a: a.update(grad_loss=torch.ones(2))),
+    ("grad_loss", lambda a: a.update(grad_loss=torch.tensor(1))),
+    ("z", lambda a: a.update(z=a["z"].to(torch.int64))),
+    ("labels", lambda a: a["labels"].__setitem__(0, 2)),
+    ("extra", lambda a: a.update(extra=a["extra"][:, 1:])),
+    ("extra", lambda a: a.update(extra=a["extra"].to(torch.int64))),
+    ("extra_labels", lambda a: a.update(extra_labels=a["extra_labels"][1:])),
+    ("extra_labels", lambda a: a["extra_labels"].__setitem__(0, 3)),
+    ("lse", lambda a: a.update(lse=a["lse"][1:])),
+]
+
+
+@pytest.mark.parametrize("name, spoil", BAD_BACKWARD_INPUTS,
+                         ids=[f"{n}-{i}" for i, (n, _) in enumerate(BAD_BACKWARD_INPUTS)])
+def test_backward_kernel_checks_name_the_argument(name, spoil):
+    args = {k: v.clone() for k, v in _backward_args().items()}
+    spoil(args)
+    with pytest.raises(RuntimeError, match=rf"rccl: {name}:"):
+        torch.ops.rccl._real_centric_loss_backward(*args.values(), 0.1, 0.2)
+
+
+# The rule for centre, banks and lam of another floating dtype than z's accumulation dtype: converted to
+# it, on every backend (as rccl.functional does before calling the op).
+OTHER_DTYPES = [
+    ("center float64", lambda a: a.update(center=a["center"].double())),
+    ("bank_real float64", lambda a: a.update(bank_real=a["bank_real"].double())),
+    ("bank_fake float16", lambda a: a.update(bank_fake=a["bank_fake"].half())),
+    ("lam bfloat16", lambda a: a.update(lam=a["lam"].bfloat16())),
+    ("non-contiguous", lambda a: a.update(z=a["z"].t().contiguous().t(), bank_real=a["bank_real"].t().contiguous().t(),
+                                          center=torch.stack([a["center"]] * 2, 1)[:, 0])),
+]
+
+
+@pytest.mark.parametrize("change", [c for _, c in OTHER_DTYPES], ids=[name for name, _ in OTHER_DTYPES])
+def test_kernels_convert_other_floating_dtypes(change):
+    inputs = case_inputs(12, "mixed", D=6, dtype=torch.float32, requires_grad=False)
+    args = dict(inputs)
+    change(args)
+    converted = {k: (v.float().contiguous() if v.is_floating_point() else v) for k, v in args.items()}
+    ours = torch.ops.rccl.real_centric_loss(*(args[k] for k in OP_ARGS), 2, 0.1, 0.2)
+    expected = torch.ops.rccl.real_centric_loss(*(converted[k] for k in OP_ARGS), 2, 0.1, 0.2)
+    for a, b in zip(ours, expected):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    banks = torch.ops.rccl.update_hard_banks(*(args[k] for k in BANK_ARGS), 4)
+    for a, b in zip(banks, torch.ops.rccl.update_hard_banks(*(converted[k] for k in BANK_ARGS), 4)):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    grad = torch.ops.rccl._real_centric_loss_backward(torch.tensor(1.0, dtype=torch.float64), args["z"],
+                                                      args["labels"], ours[1].double(), ours[2], ours[3].half(), 0.1, 0.2)
+    grad_expected = torch.ops.rccl._real_centric_loss_backward(torch.tensor(1.0), converted["z"], args["labels"], ours[1],
+                                                               ours[2], ours[3].half().float(), 0.1, 0.2)
+    torch.testing.assert_close(grad, grad_expected, rtol=0, atol=0)
+
+
+def test_bfloat16_features_take_float32_or_bfloat16_buffers():
+    inputs = case_inputs(10, "mixed", D=6, dtype=torch.bfloat16, requires_grad=False)
+    as_float = {k: (v.float() if v.is_floating_point() and k != "z" else v) for k, v in inputs.items()}
+    ours = torch.ops.rccl.real_centric_loss(*(inputs[k] for k in OP_ARGS), 2, 0.1, 0.2)
+    expected = torch.ops.rccl.real_centric_loss(*(as_float[k] for k in OP_ARGS), 2, 0.1, 0.2)
+    assert ours[0].dtype == ours[1].dtype == ours[3].dtype == torch.float32
+    for a, b in zip(ours, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_cuda_glue_uses_the_shared_checks():
+    """The CUDA glue cannot run here; what can be checked without a GPU is that it has no argument checks
+    of its own: it calls the three shared entry points of csrc/checks.h, and no other source file
+    formulates an argument error."""
+    root = Path(__file__).resolve().parents[1] / "csrc"
+    glue = (root / "cuda" / "ops.cpp").read_text()
+    for entry in ("loss_inputs", "backward_inputs", "bank_inputs"):
+        assert f"rccl::checks::{entry}(" in glue
+    own_messages = re.compile(r'"rccl: (z|labels|center|bank_real|bank_fake|lam|extra|extra_labels|lse|grad_loss|'
+                              r'neighbors|temperature|margin|k): ')
+    for source in [root / "cuda" / "ops.cpp", *sorted((root / "cpu").glob("*"))]:
+        assert not own_messages.search(source.read_text()), f"{source.name} checks arguments itself"
 
 
 @pytest.mark.parametrize("option, value", [("neighbors", -1), ("temperature", 0.0), ("margin", float("nan"))])

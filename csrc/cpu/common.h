@@ -1,13 +1,16 @@
-// Shared by the CPU kernels: argument checks with messages a user understands, the deterministic top-k,
-// and the class-sorted layout of the contrast set that both the forward and the backward work on.
+// Shared by the CPU kernels: the deterministic top-k, the GEMM helper, the class-sorted layout of the
+// contrast set that both the forward and the backward work on. The argument checks are ../checks.h's
+// (one definition for the CPU and CUDA backends).
 #pragma once
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/cat.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/index_select.h>
+#include <ATen/ops/from_blob.h>
 #include <c10/util/Exception.h>
+
+#include "../checks.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,64 +27,7 @@ constexpr int64_t kNatural = 0, kFake = 1, kMixedNegative = 2, kAbsent = -1;
 // as torch.nn.functional.normalize: x / max(||x||, eps)
 constexpr double kNormalizeEps = 1e-12;
 
-inline at::ScalarType accumulation_type(at::ScalarType t) {
-  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
-}
-
-inline void check_cpu(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu(), "rccl: ", name, " is on ", t.device(),
-              " but this is the CPU kernel: all inputs must be on the CPU");
-}
-
-// z: (N, D) float16/bfloat16/float32/float64, finite.
-inline void check_features(const at::Tensor& z) {
-  check_cpu(z, "z");
-  TORCH_CHECK(z.dim() == 2, "rccl: z: expected a 2-D tensor (N, D), got ", z.dim(), "-D ", z.sizes());
-  auto t = z.scalar_type();
-  TORCH_CHECK(t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble,
-              "rccl: z: expected float16, bfloat16, float32 or float64, got ", t);
-  TORCH_CHECK(z.size(1) > 0, "rccl: z: feature size D must be at least 1");
-}
-
-// Every value finite (a raw loop over the accumulation-dtype copy: at::isfinite(z).all() costs more than
-// the whole small-batch loss).
-template <typename scalar_t>
-void check_finite(const at::Tensor& z_acc, const char* name) {
-  // on the bits (exponent all ones = inf or NaN), so that the loop vectorises
-  using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>;
-  constexpr int mantissa = std::numeric_limits<scalar_t>::digits - 1;
-  constexpr bits_t exponent_mask = (~bits_t(0) >> 1) >> mantissa << mantissa;
-  const bits_t* p = reinterpret_cast<const bits_t*>(z_acc.data_ptr<scalar_t>());
-  const int64_t count = z_acc.numel();
-  bits_t non_finite = 0;
-  for (int64_t i = 0; i < count; ++i) non_finite |= (p[i] & exponent_mask) == exponent_mask;
-  TORCH_CHECK(!non_finite, "rccl: ", name, ": contains NaN or infinite values");
-}
-
-// labels: (N,) int64 with values in {0, 1}.
-inline void check_labels(const at::Tensor& labels, int64_t n) {
-  check_cpu(labels, "labels");
-  TORCH_CHECK(labels.scalar_type() == at::kLong, "rccl: labels: expected int64, got ", labels.scalar_type());
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n, "rccl: labels: expected shape (", n,
-              ",) to match z's N, got ", labels.sizes());
-  auto l = labels.contiguous();
-  const int64_t* p = l.data_ptr<int64_t>();
-  for (int64_t i = 0; i < n; ++i)
-    TORCH_CHECK(p[i] == kNatural || p[i] == kFake, "rccl: labels: must be 0 (natural) or 1 (fake), found ",
-                p[i], " at index ", i);
-}
-
-// A floating tensor of the accumulation dtype with `dims` dimensions and, when d >= 0, last size d.
-inline void check_float(const at::Tensor& t, const char* name, int64_t dims, int64_t d, at::ScalarType acc) {
-  check_cpu(t, name);
-  TORCH_CHECK(t.dim() == dims, "rccl: ", name, ": expected a ", dims, "-D tensor, got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == acc, "rccl: ", name, ": expected ", acc,
-              " (the accumulation dtype of z: float32 for half-precision z, else z's dtype), got ",
-              t.scalar_type());
-  if (d >= 0)
-    TORCH_CHECK(t.size(dims - 1) == d, "rccl: ", name, ": expected feature size D = ", d, " (z's), got shape ",
-                t.sizes());
-}
+using checks::accumulation_type;
 
 // Indices of the `count` largest scores among those with eligible[i], largest first, ties to the lowest
 // index (the same order as a stable descending sort).
@@ -101,15 +47,54 @@ std::vector<int64_t> top_indices(const scalar_t* scores, int64_t n, Eligible eli
   return out;
 }
 
-// The contrast set with its columns sorted by class, so that every anchor's positives are one contiguous
-// range: [batch naturals | natural positives | batch fakes | fake positives | mixed negatives].
-// Anchors (rows) are the batch in the same class order: naturals, then fakes (`perm` maps a row to its
-// batch index).
+// c (m, n) = alpha a b^T for row-major contiguous a (m, k), b (n, k), c (m, n): one BLAS call through
+// at::addmm_out on views of the buffers (no allocation; beta = 0, so c's old contents are ignored).
+template <typename scalar_t>
+void gemm_nt(const scalar_t* a, int64_t m, const scalar_t* b, int64_t n, int64_t k, scalar_t alpha, scalar_t* c) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    std::fill(c, c + m * n, scalar_t(0));
+    return;
+  }
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
+  at::Tensor out = at::from_blob(c, {m, n}, options);
+  at::addmm_out(out, out, at::from_blob(const_cast<scalar_t*>(a), {m, k}, options),
+                at::from_blob(const_cast<scalar_t*>(b), {n, k}, options).t(), 0, alpha);
+}
+
+// c (m, n) = alpha a b for row-major contiguous a (m, k), b (k, n), c (m, n).
+template <typename scalar_t>
+void gemm_nn(const scalar_t* a, int64_t m, const scalar_t* b, int64_t n, int64_t k, scalar_t alpha, scalar_t* c) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    std::fill(c, c + m * n, scalar_t(0));
+    return;
+  }
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
+  at::Tensor out = at::from_blob(c, {m, n}, options);
+  at::addmm_out(out, out, at::from_blob(const_cast<scalar_t*>(a), {m, k}, options),
+                at::from_blob(const_cast<scalar_t*>(b), {k, n}, options), 0, alpha);
+}
+
+// An uninitialised buffer of `count` elements (at::empty: 64-byte aligned for BLAS, no zeroing).
+template <typename scalar_t>
+scalar_t* buffer(at::Tensor& storage, int64_t count) {
+  storage = at::empty({count}, at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value));
+  return storage.data_ptr<scalar_t>();
+}
+
+// The batch and the contrast set sorted by class, so that every anchor's positives are one contiguous
+// range of columns: [batch naturals | natural positives | batch fakes | fake positives | mixed negatives].
+// Anchors (rows) are the batch in the same class order: naturals, then fakes, each in batch order (so the
+// lowest-index tie-breaks of the spec are the lowest row within a class); perm maps a row to its batch
+// index.
+template <typename scalar_t>
 struct ContrastLayout {
-  at::Tensor perm;      // (N,) int64
-  at::Tensor anchors;   // (N, D) z[perm], accumulation dtype, contiguous
-  at::Tensor contrast;  // (columns, D) contiguous
-  int64_t n = 0, naturals = 0, fakes = 0, natural_extras = 0, fake_extras = 0, negatives = 0;
+  std::vector<int64_t> perm;         // (N,)
+  at::Tensor anchor_storage, contrast_storage;
+  scalar_t* anchors = nullptr;       // (N, D) z[perm], contiguous
+  scalar_t* contrast = nullptr;      // (columns, D) contiguous
+  int64_t n = 0, d = 0, naturals = 0, fakes = 0, natural_extras = 0, fake_extras = 0, negatives = 0;
 
   int64_t columns() const { return n + natural_extras + fake_extras + negatives; }
   bool is_natural_row(int64_t r) const { return r < naturals; }
@@ -122,48 +107,47 @@ struct ContrastLayout {
   int64_t positives(int64_t r) const {
     return is_natural_row(r) ? naturals - 1 + natural_extras : fakes - 1 + fake_extras;
   }
-  // batch columns of the contrast set, as (first column, first row of `anchors`, count) runs
   int64_t fake_batch_column() const { return naturals + natural_extras; }
+
+  // The anchors: z (N, D) contiguous in the accumulation dtype, y (N,) labels in {0, 1}.
+  void sort_batch(const scalar_t* z, const int64_t* y, int64_t rows, int64_t dim) {
+    n = rows, d = dim;
+    perm.clear();
+    perm.reserve(n);
+    for (int64_t i = 0; i < n; ++i)
+      if (y[i] == kNatural) perm.push_back(i);
+    naturals = static_cast<int64_t>(perm.size());
+    for (int64_t i = 0; i < n; ++i)
+      if (y[i] == kFake) perm.push_back(i);
+    fakes = n - naturals;
+    anchors = buffer<scalar_t>(anchor_storage, n * d);
+    for (int64_t r = 0; r < n; ++r) std::copy(z + perm[r] * d, z + (perm[r] + 1) * d, anchors + r * d);
+  }
+
+  // The contrast set, from the forward's extra (E, D) and extra_labels (E,) (absent rows left out).
+  void add_contrast(const scalar_t* extra, const int64_t* extra_labels, int64_t e) {
+    natural_extras = fake_extras = negatives = 0;
+    for (int64_t i = 0; i < e; ++i) {
+      natural_extras += extra_labels[i] == kNatural;
+      fake_extras += extra_labels[i] == kFake;
+      negatives += extra_labels[i] == kMixedNegative;
+    }
+    contrast = buffer<scalar_t>(contrast_storage, columns() * d);
+    scalar_t* out = contrast;
+    auto rows = [&](const scalar_t* first, int64_t count) {
+      out = std::copy(first, first + count * d, out);
+    };
+    auto extras_of = [&](int64_t cls) {
+      for (int64_t i = 0; i < e; ++i)
+        if (extra_labels[i] == cls) rows(extra + i * d, 1);
+    };
+    rows(anchors, naturals);
+    extras_of(kNatural);
+    rows(anchors + naturals * d, fakes);
+    extras_of(kFake);
+    extras_of(kMixedNegative);
+  }
 };
-
-// z_acc: (N, D) accumulation dtype contiguous; labels (N,) int64 contiguous; extra (E, D) and
-// extra_labels (E,) as the forward's outputs.
-inline ContrastLayout make_layout(const at::Tensor& z_acc, const at::Tensor& labels, const at::Tensor& extra,
-                                  const at::Tensor& extra_labels) {
-  ContrastLayout layout;
-  layout.n = z_acc.size(0);
-  const int64_t* y = labels.data_ptr<int64_t>();
-  std::vector<int64_t> perm;
-  perm.reserve(layout.n);
-  for (int64_t i = 0; i < layout.n; ++i)
-    if (y[i] == kNatural) perm.push_back(i);
-  layout.naturals = static_cast<int64_t>(perm.size());
-  for (int64_t i = 0; i < layout.n; ++i)
-    if (y[i] == kFake) perm.push_back(i);
-  layout.fakes = layout.n - layout.naturals;
-
-  std::vector<int64_t> by_class[3];
-  const int64_t* ey = extra_labels.data_ptr<int64_t>();
-  for (int64_t e = 0; e < extra_labels.size(0); ++e)
-    if (ey[e] != kAbsent) by_class[ey[e]].push_back(e);
-  layout.natural_extras = static_cast<int64_t>(by_class[kNatural].size());
-  layout.fake_extras = static_cast<int64_t>(by_class[kFake].size());
-  layout.negatives = static_cast<int64_t>(by_class[kMixedNegative].size());
-
-  auto long_tensor = [](const std::vector<int64_t>& v) {
-    auto t = at::empty({static_cast<int64_t>(v.size())}, at::TensorOptions().dtype(at::kLong));
-    std::copy(v.begin(), v.end(), t.data_ptr<int64_t>());
-    return t;
-  };
-  layout.perm = long_tensor(perm);
-  layout.anchors = at::index_select(z_acc, 0, layout.perm).contiguous();
-  auto rows_of = [&](int c) { return at::index_select(extra, 0, long_tensor(by_class[c])); };
-  layout.contrast = at::cat({layout.anchors.narrow(0, 0, layout.naturals), rows_of(kNatural),
-                             layout.anchors.narrow(0, layout.naturals, layout.fakes), rows_of(kFake),
-                             rows_of(kMixedNegative)})
-                        .contiguous();
-  return layout;
-}
 
 // sum_c a[c] b[c], vectorised (the order of the additions is the vector unit's)
 template <typename scalar_t>

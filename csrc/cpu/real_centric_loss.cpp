@@ -1,20 +1,21 @@
 // CPU kernels of rccl::real_centric_loss and rccl::_real_centric_loss_backward (math: docs/method.md).
 //
-// The N x (N + E) logit matrix is never held whole: row blocks sized for the cache are computed with a
-// GEMM, masked, reduced (logsumexp) and dropped, in parallel over blocks. The positive-logit sums need no
+// The batch is sorted by class once (naturals, then fakes), so that every class is a contiguous range of
+// rows and columns. The mining takes two small GEMMs (banks and centre against the batch, then the chosen
+// fakes against the naturals). The N x (N + E) logit matrix is never held whole in the forward: row
+// blocks sized for the cache are computed with a GEMM into a reused buffer, masked, reduced (logsumexp),
+// in parallel over blocks. The positive-logit sums need no
 // pass over it at all: with the columns sorted by class, sum_{p in P(i)} z_i . c_p is z_i . (the sum of
 // the class's columns) - z_i . z_i. The backward recomputes the logits block by block into one buffer,
 // turns them into dL/dlogit in place, folds the transpose term of the chain rule into it (the
-// batch-to-batch logits are symmetric) and finishes with a single GEMM.
-#include <ATen/Parallel.h>
+// batch-to-batch logits are symmetric) and finishes with a single GEMM: three large GEMMs per step (one
+// forward, two backward), as autograd through the reference needs. No ATen op runs on the hot path
+// besides the GEMMs (views of raw buffers) and the outputs' allocation.
 #include <ATen/Dispatch.h>
-#include <ATen/ops/full.h>
-#include <ATen/ops/mm.h>
-#include <ATen/ops/mv.h>
-#include <ATen/ops/zeros.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <limits>
 
 #include "common.h"
@@ -25,71 +26,82 @@ namespace cpu {
 namespace {
 
 template <typename scalar_t>
-void normalize_into(const std::vector<scalar_t>& x, scalar_t* out) {
+void normalize_into(const scalar_t* x, int64_t d, scalar_t* out) {
   scalar_t sq = 0;
-  for (scalar_t v : x) sq += v * v;
+  for (int64_t c = 0; c < d; ++c) sq += x[c] * x[c];
   const scalar_t norm = std::max(static_cast<scalar_t>(std::sqrt(sq)), static_cast<scalar_t>(kNormalizeEps));
-  for (size_t i = 0; i < x.size(); ++i) out[i] = x[i] / norm;
+  for (int64_t c = 0; c < d; ++c) out[c] = x[c] / norm;
 }
 
-// Hard positives of one bank (class `cls`) into rows [offset, offset + K) of extra.
+// The synthesized rows (extra, extra_labels) of the forward, from the class-sorted anchors. Every score the
+// mining needs comes from two GEMMs: [bank_real; bank_fake; center] . anchors^T (each bank only against its
+// own class's rows), then the chosen fakes . natural anchors^T for the nearest naturals.
 template <typename scalar_t>
-void hard_positives(const at::Tensor& z, const int64_t* y, int64_t class_count, const at::Tensor& bank,
-                    int64_t cls, int64_t neighbors, int64_t offset, at::Tensor& extra, int64_t* extra_labels) {
-  const int64_t k = bank.size(0), n = z.size(0), d = z.size(1);
-  if (k == 0 || class_count == 0) return;  // rows stay zero and ABSENT
-  auto scores = at::mm(bank, z.t()).contiguous();
-  const scalar_t* s = scores.data_ptr<scalar_t>();
-  const scalar_t* zp = z.data_ptr<scalar_t>();
-  const scalar_t* hp = bank.data_ptr<scalar_t>();
-  scalar_t* out = extra.data_ptr<scalar_t>();
-  const int64_t count = std::min(neighbors, class_count);
-  // a chunk scans at least ~64K scores, so small banks stay on one thread
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(n, 1));
-  at::parallel_for(0, k, grain, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> neighbor_sum(d), sum(d);
-    for (int64_t b = begin; b < end; ++b) {
-      auto chosen = top_indices(s + b * n, n, [&](int64_t j) { return y[j] == cls; }, count);
-      // h + (the chosen rows' sum), summed in that order as the reference's bank + selection @ z
-      std::fill(neighbor_sum.begin(), neighbor_sum.end(), scalar_t(0));
-      for (int64_t j : chosen)
-        for (int64_t c = 0; c < d; ++c) neighbor_sum[c] += zp[j * d + c];
-      for (int64_t c = 0; c < d; ++c) sum[c] = hp[b * d + c] + neighbor_sum[c];
-      normalize_into<scalar_t>(sum, out + (offset + b) * d);
+void synthesize(const ContrastLayout<scalar_t>& layout, const scalar_t* bank_real, int64_t k_real,
+                const scalar_t* bank_fake, int64_t k_fake, const scalar_t* center, const scalar_t* lam, int64_t m,
+                int64_t neighbors, scalar_t* extra, int64_t* extra_labels) {
+  const int64_t n = layout.n, d = layout.d, naturals = layout.naturals, fakes = layout.fakes;
+  const scalar_t* anchors = layout.anchors;
+  const int64_t used = naturals > 0 ? std::min(m, fakes) : 0;  // mixed negatives present
+  // rows of the mining GEMM: the banks whose class is in the batch, then the centre if there are negatives
+  const int64_t real_rows = naturals > 0 ? k_real : 0, fake_rows = fakes > 0 ? k_fake : 0;
+  const int64_t mining_rows = real_rows + fake_rows + (used > 0 ? 1 : 0);
+  if (mining_rows == 0) return;
+  at::Tensor storage;
+  scalar_t* queries = buffer<scalar_t>(storage, mining_rows * d + mining_rows * n + std::max<int64_t>(d, 1) * 2);
+  scalar_t* scores = queries + mining_rows * d;
+  scalar_t* sum = scores + mining_rows * n;
+  std::copy(bank_real, bank_real + real_rows * d, queries);
+  std::copy(bank_fake, bank_fake + fake_rows * d, queries + real_rows * d);
+  if (used > 0) std::copy(center, center + d, queries + (real_rows + fake_rows) * d);
+  gemm_nt(queries, mining_rows, anchors, n, d, scalar_t(1), scores);
+
+  // Hard positives: p = normalize(h + the sum of its `neighbors` most similar batch rows of the class),
+  // the neighbours summed in the order chosen (as the reference's bank + selection @ z).
+  auto all = [](int64_t) { return true; };
+  auto hard_positives = [&](const scalar_t* bank, int64_t rows, int64_t first_score_row, int64_t class_begin,
+                            int64_t class_count, int64_t cls, int64_t offset) {
+    const int64_t count = std::min(neighbors, class_count);
+    for (int64_t b = 0; b < rows; ++b) {
+      const scalar_t* s = scores + (first_score_row + b) * n + class_begin;
+      auto chosen = top_indices(s, class_count, all, count);
+      std::fill(sum, sum + d, scalar_t(0));
+      for (int64_t j : chosen) {
+        const scalar_t* row = anchors + (class_begin + j) * d;
+        for (int64_t c = 0; c < d; ++c) sum[c] += row[c];
+      }
+      for (int64_t c = 0; c < d; ++c) sum[c] = bank[b * d + c] + sum[c];
+      normalize_into(sum, d, extra + (offset + b) * d);
       extra_labels[offset + b] = cls;
     }
-  });
-}
-
-// Mixed negatives into rows [offset, offset + M) of extra, in slot order.
-template <typename scalar_t>
-void mixed_negatives(const at::Tensor& z, const int64_t* y, int64_t naturals, int64_t fakes,
-                     const at::Tensor& center, const at::Tensor& lam, int64_t offset, at::Tensor& extra,
-                     int64_t* extra_labels) {
-  const int64_t m = lam.size(0), n = z.size(0), d = z.size(1);
-  const int64_t used = naturals > 0 ? std::min(m, fakes) : 0;
+  };
+  hard_positives(bank_real, real_rows, 0, 0, naturals, kNatural, 0);
+  hard_positives(bank_fake, fake_rows, real_rows, naturals, fakes, kFake, k_real);
   if (used == 0) return;
-  const scalar_t* zp = z.data_ptr<scalar_t>();
-  const scalar_t* cp = center.data_ptr<scalar_t>();
-  std::vector<scalar_t> center_similarity(n);
-  for (int64_t j = 0; j < n; ++j) center_similarity[j] = dot(zp + j * d, cp, d);
-  auto chosen = top_indices(center_similarity.data(), n, [&](int64_t j) { return y[j] == kFake; }, used);
-  auto index = at::empty({used}, at::TensorOptions().dtype(at::kLong));
-  std::copy(chosen.begin(), chosen.end(), index.data_ptr<int64_t>());
-  auto chosen_fakes = at::index_select(z, 0, index).contiguous();
-  auto similarity = at::mm(chosen_fakes, z.t()).contiguous();
-  const scalar_t* s = similarity.data_ptr<scalar_t>();
-  const scalar_t* fp = chosen_fakes.data_ptr<scalar_t>();
-  const scalar_t* lp = lam.data_ptr<scalar_t>();
-  scalar_t* out = extra.data_ptr<scalar_t>();
-  std::vector<scalar_t> mix(d);
+
+  // Mixed negatives: the `used` fakes most similar to the centre, in that order; each mixed with its
+  // nearest natural (the first of equal maxima: the lowest index).
+  const scalar_t* center_scores = scores + (real_rows + fake_rows) * n + naturals;
+  auto chosen = top_indices(center_scores, fakes, all, used);
+  at::Tensor mix_storage;
+  scalar_t* chosen_fakes = buffer<scalar_t>(mix_storage, used * d + used * naturals);
+  scalar_t* similarity = chosen_fakes + used * d;
   for (int64_t t = 0; t < used; ++t) {
-    int64_t nearest = -1;  // the first of equal maxima: the lowest index
-    for (int64_t j = 0; j < n; ++j)
-      if (y[j] == kNatural && (nearest < 0 || s[t * n + j] > s[t * n + nearest])) nearest = j;
-    const scalar_t w = lp[t], rest = static_cast<scalar_t>(1) - lp[t];
-    for (int64_t c = 0; c < d; ++c) mix[c] = w * fp[t * d + c] + rest * zp[nearest * d + c];
-    normalize_into<scalar_t>(mix, out + (offset + t) * d);
+    const scalar_t* row = anchors + (naturals + chosen[t]) * d;
+    std::copy(row, row + d, chosen_fakes + t * d);
+  }
+  gemm_nt(chosen_fakes, used, anchors, naturals, d, scalar_t(1), similarity);
+  const int64_t offset = k_real + k_fake;
+  for (int64_t t = 0; t < used; ++t) {
+    const scalar_t* s = similarity + t * naturals;
+    int64_t nearest = 0;
+    for (int64_t j = 1; j < naturals; ++j)
+      if (s[j] > s[nearest]) nearest = j;
+    const scalar_t w = lam[t], rest = static_cast<scalar_t>(1) - lam[t];
+    const scalar_t* f = chosen_fakes + t * d;
+    const scalar_t* r = anchors + nearest * d;
+    for (int64_t c = 0; c < d; ++c) sum[c] = w * f[c] + rest * r[c];
+    normalize_into(sum, d, extra + (offset + t) * d);
     extra_labels[offset + t] = kMixedNegative;
   }
 }
@@ -117,148 +129,142 @@ void row_logit_gradient(scalar_t* row, int64_t columns, int64_t pb, int64_t pe, 
   row[self] = 0;
 }
 
-// z_i . c_j / T for anchor rows [r0, r0 + rows) and every contrast column.
-inline at::Tensor block_logits(const ContrastLayout& layout, const at::Tensor& scaled_anchors, int64_t r0, int64_t rows) {
-  return at::mm(scaled_anchors.narrow(0, r0, rows), layout.contrast.t()).contiguous();
-}
-
-void check_scalars(double temperature, double margin) {
-  TORCH_CHECK(std::isfinite(temperature) && temperature > 0, "rccl: temperature: expected a finite number > 0, got ",
-              temperature);
-  TORCH_CHECK(std::isfinite(margin), "rccl: margin: expected a finite number, got ", margin);
-}
-
+// The logsumexp over A(i) of every anchor (class-sorted rows): the N x columns logit matrix in row blocks
+// sized for the cache, each one GEMM (alpha = 1/T) into a per-thread buffer, reduced in place and reused.
 template <typename scalar_t>
-void contrastive_forward(const ContrastLayout& layout, double temperature, double margin, at::Tensor& loss,
-                         at::Tensor& lse) {
-  const int64_t n = layout.n, d = layout.contrast.size(1), columns = layout.columns();
-  const scalar_t inv_t = static_cast<scalar_t>(1.0 / temperature);
-  const scalar_t margin_over_t = static_cast<scalar_t>(margin / temperature);
-  auto scaled = layout.anchors.mul(inv_t).contiguous();
-  std::vector<scalar_t> lse_perm(n);
-
+void row_logsumexps(const ContrastLayout<scalar_t>& layout, scalar_t inv_t, scalar_t margin_over_t, scalar_t* lse) {
+  const int64_t n = layout.n, d = layout.d, columns = layout.columns();
+  if (columns == 1) {  // N = 1 and nothing synthesized: A(i) is empty
+    lse[0] = -std::numeric_limits<scalar_t>::infinity();
+    return;
+  }
   const int64_t block = rows_per_block(n, columns, useful_threads(n, columns, d));
   const int64_t blocks = (n + block - 1) / block;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    at::Tensor storage;
+    scalar_t* logits = buffer<scalar_t>(storage, std::min(block, n) * columns);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * block, rows = std::min(block, n - r0);
-      if (columns == 1) {  // N = 1 and nothing synthesized: A(i) is empty
-        lse_perm[r0] = -std::numeric_limits<scalar_t>::infinity();
-        continue;
-      }
-      at::Tensor logits = block_logits(layout, scaled, r0, rows);
-      scalar_t* lp = logits.data_ptr<scalar_t>();
+      gemm_nt(layout.anchors + r0 * d, rows, layout.contrast, columns, d, inv_t, logits);
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t r = r0 + i;
-        lse_perm[r] = row_logsumexp(lp + i * columns, columns, layout.positives_begin(r), layout.positives_end(r),
-                                    layout.self_column(r), margin_over_t);
+        lse[r] = row_logsumexp(logits + i * columns, columns, layout.positives_begin(r), layout.positives_end(r),
+                               layout.self_column(r), margin_over_t);
       }
     }
   });
+}
 
-  // sum over P(i) of z_i . c_p = z_i . (sum of the class's columns) - z_i . z_i
-  const scalar_t* contrast = layout.contrast.data_ptr<scalar_t>();
-  auto class_sum = [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> sum(d, 0);
+// The loss from the logsumexps: sum over P(i) of z_i . c_p = z_i . (sum of the class's columns) - z_i . z_i,
+// so the positive logits need no pass over the logit matrix.
+template <typename scalar_t>
+double mean_anchor_loss(const ContrastLayout<scalar_t>& layout, const scalar_t* lse, scalar_t inv_t,
+                        scalar_t margin_over_t) {
+  const int64_t n = layout.n, d = layout.d;
+  const scalar_t* contrast = layout.contrast;
+  std::vector<scalar_t> natural_sum(d, 0), fake_sum(d, 0);
+  auto class_sum = [&](std::vector<scalar_t>& sum, int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j)
       for (int64_t c = 0; c < d; ++c) sum[c] += contrast[j * d + c];
-    return sum;
   };
-  const auto natural_sum = class_sum(0, layout.naturals + layout.natural_extras);
-  const auto fake_sum = class_sum(layout.fake_batch_column(), layout.n + layout.natural_extras + layout.fake_extras);
-  const scalar_t* ap = layout.anchors.data_ptr<scalar_t>();
-  const int64_t* perm = layout.perm.data_ptr<int64_t>();
-  scalar_t* lse_out = lse.data_ptr<scalar_t>();
+  class_sum(natural_sum, 0, layout.naturals + layout.natural_extras);
+  class_sum(fake_sum, layout.fake_batch_column(), layout.n + layout.natural_extras + layout.fake_extras);
   double total = 0;
   int64_t anchors_with_positives = 0;
   for (int64_t r = 0; r < n; ++r) {
-    lse_out[perm[r]] = lse_perm[r];
     const int64_t positives = layout.positives(r);
     if (positives <= 0) continue;
-    const scalar_t* zr = ap + r * d;
+    const scalar_t* zr = layout.anchors + r * d;
     const scalar_t* cs = (layout.is_natural_row(r) ? natural_sum : fake_sum).data();
     const scalar_t dot_class = dot(zr, cs, d), dot_self = dot(zr, zr, d);
     const double positive_logits = (dot_class - dot_self) * inv_t - positives * margin_over_t;
-    total += lse_perm[r] - positive_logits / positives;
+    total += lse[r] - positive_logits / positives;
     ++anchors_with_positives;
   }
-  loss.fill_(anchors_with_positives > 0 ? total / anchors_with_positives : 0.0);
+  return anchors_with_positives > 0 ? total / anchors_with_positives : 0.0;
+}
+
+// z in the accumulation dtype, contiguous; its values checked (finite) in the same pass as the copy.
+template <typename scalar_t>
+at::Tensor accumulation_copy(const at::Tensor& z) {
+  at::Tensor z_acc = z.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value
+                         ? z
+                         : z.to(c10::CppTypeToScalarType<scalar_t>::value);
+  checks::finite_values(z_acc.data_ptr<scalar_t>(), z_acc.numel(), "z");
+  return z_acc;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> real_centric_loss_cpu(
-    const at::Tensor& z, const at::Tensor& labels, const at::Tensor& center, const at::Tensor& bank_real,
-    const at::Tensor& bank_fake, const at::Tensor& lam, int64_t neighbors, double temperature, double margin) {
-  check_features(z);
-  const int64_t n = z.size(0), d = z.size(1);
-  const auto acc = accumulation_type(z.scalar_type());
-  check_labels(labels, n);
-  check_float(center, "center", 1, d, acc);
-  check_float(bank_real, "bank_real", 2, d, acc);
-  check_float(bank_fake, "bank_fake", 2, d, acc);
-  check_float(lam, "lam", 1, -1, acc);
-  TORCH_CHECK(neighbors >= 0, "rccl: neighbors: expected an int >= 0, got ", neighbors);
-  check_scalars(temperature, margin);
-
-  const int64_t k_real = bank_real.size(0), k_fake = bank_fake.size(0), rows = k_real + k_fake + lam.size(0);
-  auto options = z.options().dtype(acc);
-  auto loss = at::zeros({}, options);
-  auto extra = at::zeros({rows, d}, options);
-  auto extra_labels = at::full({rows}, kAbsent, options.dtype(at::kLong));
+    const at::Tensor& z_in, const at::Tensor& labels_in, const at::Tensor& center_in, const at::Tensor& bank_real_in,
+    const at::Tensor& bank_fake_in, const at::Tensor& lam_in, int64_t neighbors, double temperature, double margin) {
+  const auto in = checks::loss_inputs(z_in, labels_in, center_in, bank_real_in, bank_fake_in, lam_in, neighbors,
+                                      temperature, margin, c10::DeviceType::CPU);
+  const int64_t n = in.z.size(0), d = in.z.size(1);
+  const int64_t k_real = in.bank_real.size(0), k_fake = in.bank_fake.size(0), m = in.lam.size(0);
+  const int64_t rows = k_real + k_fake + m;
+  const auto acc = accumulation_type(in.z.scalar_type());
+  const auto options = in.z.options().dtype(acc);
+  auto loss = at::empty({}, options);
+  auto extra = at::empty({rows, d}, options);
+  auto extra_labels = at::empty({rows}, options.dtype(at::kLong));
   auto lse = at::empty({n}, options);
-  if (n == 0) return {loss, extra, extra_labels, lse};
-
-  auto z_acc = z.to(acc).contiguous();
-  auto y = labels.contiguous();
-  const int64_t* yp = y.data_ptr<int64_t>();
-  int64_t fakes = 0;
-  for (int64_t i = 0; i < n; ++i) fakes += yp[i] == kFake;
-  const int64_t naturals = n - fakes;
+  const int64_t* y = in.labels.data_ptr<int64_t>();
+  checks::label_values(y, n);
   int64_t* elp = extra_labels.data_ptr<int64_t>();
+  std::fill(elp, elp + rows, kAbsent);
 
   AT_DISPATCH_FLOATING_TYPES(acc, "rccl::real_centric_loss (CPU)", [&] {
-    check_finite<scalar_t>(z_acc, "z");
-    auto lam_c = lam.contiguous();
-    for (int64_t t = 0; t < lam_c.numel(); ++t) {
-      const scalar_t v = lam_c.data_ptr<scalar_t>()[t];
-      TORCH_CHECK(v >= 0 && v <= 1, "rccl: lam: mixing coefficients must lie in [0, 1], found ", v, " at index ", t);
+    scalar_t* ep = extra.data_ptr<scalar_t>();
+    std::fill(ep, ep + rows * d, scalar_t(0));  // absent rows are zero
+    if (n == 0) {  // no anchors, no class present: nothing to mine (lam unused), loss 0
+      *loss.data_ptr<scalar_t>() = 0;
+      return;
     }
-    hard_positives<scalar_t>(z_acc, yp, naturals, bank_real.contiguous(), kNatural, neighbors, 0, extra, elp);
-    hard_positives<scalar_t>(z_acc, yp, fakes, bank_fake.contiguous(), kFake, neighbors, k_real, extra, elp);
-    mixed_negatives<scalar_t>(z_acc, yp, naturals, fakes, center.contiguous(), lam.contiguous(), k_real + k_fake,
-                              extra, elp);
-    auto layout = make_layout(z_acc, y, extra, extra_labels);
-    contrastive_forward<scalar_t>(layout, temperature, margin, loss, lse);
+    const scalar_t* lam = in.lam.data_ptr<scalar_t>();
+    checks::mixing_values(lam, m);
+    const at::Tensor z_acc = accumulation_copy<scalar_t>(in.z);
+    ContrastLayout<scalar_t> layout;
+    layout.sort_batch(z_acc.data_ptr<scalar_t>(), y, n, d);
+    synthesize(layout, in.bank_real.data_ptr<scalar_t>(), k_real, in.bank_fake.data_ptr<scalar_t>(), k_fake,
+               in.center.data_ptr<scalar_t>(), lam, m, neighbors, ep, elp);
+    layout.add_contrast(ep, elp, rows);
+    const scalar_t inv_t = static_cast<scalar_t>(1.0 / temperature);
+    const scalar_t margin_over_t = static_cast<scalar_t>(margin / temperature);
+    std::vector<scalar_t> lse_sorted(n);
+    row_logsumexps(layout, inv_t, margin_over_t, lse_sorted.data());
+    scalar_t* lse_out = lse.data_ptr<scalar_t>();
+    for (int64_t r = 0; r < n; ++r) lse_out[layout.perm[r]] = lse_sorted[r];
+    *loss.data_ptr<scalar_t>() = static_cast<scalar_t>(mean_anchor_loss(layout, lse_sorted.data(), inv_t, margin_over_t));
   });
   return {loss, extra, extra_labels, lse};
 }
 
+// dL/dz in class-sorted row order into grad (N, D).
 template <typename scalar_t>
-at::Tensor contrastive_backward(const ContrastLayout& layout, const at::Tensor& lse, double grad_loss,
-                                double temperature, double margin) {
-  const int64_t n = layout.n, d = layout.contrast.size(1), columns = layout.columns();
-  auto options = layout.anchors.options();
+void contrastive_backward(const ContrastLayout<scalar_t>& layout, const scalar_t* lse_sorted, double grad_loss,
+                          double temperature, double margin, scalar_t* grad) {
+  const int64_t n = layout.n, d = layout.d, columns = layout.columns();
   int64_t anchors_with_positives = 0;
   for (int64_t r = 0; r < n; ++r) anchors_with_positives += layout.positives(r) > 0;
-  if (anchors_with_positives == 0) return at::zeros({n, d}, options);
-
+  if (anchors_with_positives == 0) {
+    std::fill(grad, grad + n * d, scalar_t(0));
+    return;
+  }
   const scalar_t inv_t = static_cast<scalar_t>(1.0 / temperature);
   const scalar_t margin_over_t = static_cast<scalar_t>(margin / temperature);
   const scalar_t weight = static_cast<scalar_t>(grad_loss / anchors_with_positives);
-  auto scaled = layout.anchors.mul(inv_t).contiguous();
-  auto lse_perm = at::index_select(lse, 0, layout.perm).contiguous();
-  const scalar_t* lp = lse_perm.data_ptr<scalar_t>();
 
   // G(i, a) = dL/dlogit(i, a), the whole N x columns matrix (the backward's one big buffer: 68 MB at
-  // N = 4096 in float32), block by block in parallel.
-  auto g = at::empty({n, columns}, options);
-  scalar_t* gp = g.data_ptr<scalar_t>();
+  // N = 4096 in float32), block by block in parallel: the logits recomputed (one GEMM per block) and
+  // turned into dL/dlogit in place.
+  at::Tensor g_storage;
+  scalar_t* gp = buffer<scalar_t>(g_storage, n * columns);
   const int64_t block = rows_per_block(n, columns, useful_threads(n, columns, d));
   const int64_t blocks = (n + block - 1) / block;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * block, rows = std::min(block, n - r0);
-      auto out = g.narrow(0, r0, rows);
-      at::mm_out(out, scaled.narrow(0, r0, rows), layout.contrast.t());
+      gemm_nt(layout.anchors + r0 * d, rows, layout.contrast, columns, d, inv_t, gp + r0 * columns);
       for (int64_t r = r0; r < r0 + rows; ++r) {
         const int64_t positives = layout.positives(r);
         scalar_t* row = gp + r * columns;
@@ -267,7 +273,7 @@ at::Tensor contrastive_backward(const ContrastLayout& layout, const at::Tensor& 
           continue;
         }
         row_logit_gradient(row, columns, layout.positives_begin(r), layout.positives_end(r), layout.self_column(r),
-                           margin_over_t, lp[r], scalar_t(1) / positives, weight);
+                           margin_over_t, lse_sorted[r], scalar_t(1) / positives, weight);
       }
     }
   });
@@ -300,47 +306,40 @@ at::Tensor contrastive_backward(const ContrastLayout& layout, const at::Tensor& 
       }
     }
   });
-  auto grad_perm = at::mm(g, layout.contrast).mul_(inv_t);
-  auto grad = at::empty({n, d}, options);
-  grad.index_copy_(0, layout.perm, grad_perm);
-  return grad;
+  gemm_nn(gp, n, layout.contrast, d, columns, inv_t, grad);
 }
 
-at::Tensor real_centric_loss_backward_cpu(const at::Tensor& grad_loss, const at::Tensor& z, const at::Tensor& labels,
-                                          const at::Tensor& extra, const at::Tensor& extra_labels,
-                                          const at::Tensor& lse, double temperature, double margin) {
-  check_features(z);
-  const int64_t n = z.size(0), d = z.size(1);
-  const auto acc = accumulation_type(z.scalar_type());
-  check_labels(labels, n);
-  check_cpu(grad_loss, "grad_loss");
-  TORCH_CHECK(grad_loss.numel() == 1 && grad_loss.is_floating_point(),
-              "rccl: grad_loss: expected a floating-point scalar, got shape ", grad_loss.sizes());
-  check_float(extra, "extra", 2, d, acc);
-  check_cpu(extra_labels, "extra_labels");
-  TORCH_CHECK(extra_labels.scalar_type() == at::kLong && extra_labels.dim() == 1 &&
-                  extra_labels.size(0) == extra.size(0),
-              "rccl: extra_labels: expected int64 of shape (", extra.size(0), ",), got ", extra_labels.scalar_type(),
-              " ", extra_labels.sizes());
-  auto el = extra_labels.contiguous();
-  for (int64_t e = 0; e < el.size(0); ++e) {
-    const int64_t v = el.data_ptr<int64_t>()[e];
-    TORCH_CHECK(v >= kAbsent && v <= kMixedNegative, "rccl: extra_labels: values must be -1, 0, 1 or 2, found ", v);
-  }
-  check_float(lse, "lse", 1, -1, acc);
-  TORCH_CHECK(lse.size(0) == n, "rccl: lse: expected shape (", n, ",), got ", lse.sizes());
-  check_scalars(temperature, margin);
-  if (n == 0) return at::zeros_like(z);
-
-  auto z_acc = z.to(acc).contiguous();
-  auto layout = make_layout(z_acc, labels.contiguous(), extra.contiguous(), el);
-  const double g = grad_loss.item<double>();
-  at::Tensor grad;
+at::Tensor real_centric_loss_backward_cpu(const at::Tensor& grad_loss_in, const at::Tensor& z_in,
+                                          const at::Tensor& labels_in, const at::Tensor& extra_in,
+                                          const at::Tensor& extra_labels_in, const at::Tensor& lse_in,
+                                          double temperature, double margin) {
+  const auto in = checks::backward_inputs(grad_loss_in, z_in, labels_in, extra_in, extra_labels_in, lse_in,
+                                          temperature, margin, c10::DeviceType::CPU);
+  const int64_t n = in.z.size(0), d = in.z.size(1), e = in.extra.size(0);
+  const auto acc = accumulation_type(in.z.scalar_type());
+  const int64_t* y = in.labels.data_ptr<int64_t>();
+  const int64_t* ey = in.extra_labels.data_ptr<int64_t>();
+  checks::label_values(y, n);
+  checks::extra_label_values(ey, e);
+  at::Tensor grad = at::empty({n, d}, in.z.options().dtype(acc));
+  if (n == 0) return grad.to(in.z.scalar_type());
   AT_DISPATCH_FLOATING_TYPES(acc, "rccl::_real_centric_loss_backward (CPU)", [&] {
-    check_finite<scalar_t>(z_acc, "z");
-    grad = contrastive_backward<scalar_t>(layout, lse.contiguous(), g, temperature, margin);
+    const at::Tensor z_acc = accumulation_copy<scalar_t>(in.z);
+    ContrastLayout<scalar_t> layout;
+    layout.sort_batch(z_acc.data_ptr<scalar_t>(), y, n, d);
+    layout.add_contrast(in.extra.data_ptr<scalar_t>(), ey, e);
+    const scalar_t* lse = in.lse.data_ptr<scalar_t>();
+    std::vector<scalar_t> lse_sorted(n);
+    for (int64_t r = 0; r < n; ++r) lse_sorted[r] = lse[layout.perm[r]];
+    at::Tensor sorted_storage;
+    scalar_t* grad_sorted = buffer<scalar_t>(sorted_storage, n * d);
+    contrastive_backward(layout, lse_sorted.data(), static_cast<double>(*in.grad_loss.data_ptr<scalar_t>()),
+                         temperature, margin, grad_sorted);
+    scalar_t* out = grad.data_ptr<scalar_t>();
+    for (int64_t r = 0; r < n; ++r)
+      std::copy(grad_sorted + r * d, grad_sorted + (r + 1) * d, out + layout.perm[r] * d);
   });
-  return grad.to(z.scalar_type());
+  return grad.scalar_type() == in.z.scalar_type() ? grad : grad.to(in.z.scalar_type());
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // (real bank) or most (fake bank) similar to the centre, hardest first, ties to the lowest candidate
 // index (the old bank's rows come before the batch's). Output rows: min(k, K + n_class).
 #include <ATen/Dispatch.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/index_select.h>
 #include <ATen/ops/mv.h>
 #include <torch/library.h>
 
@@ -32,26 +34,20 @@ at::Tensor keep_hardest(const at::Tensor& bank, const at::Tensor& z, const int64
   return at::index_select(candidates, 0, kept_index);
 }
 
-std::tuple<at::Tensor, at::Tensor> update_hard_banks_cpu(const at::Tensor& z, const at::Tensor& labels,
-                                                         const at::Tensor& center, const at::Tensor& bank_real,
-                                                         const at::Tensor& bank_fake, int64_t k) {
-  check_features(z);
-  const int64_t n = z.size(0), d = z.size(1);
-  const auto acc = accumulation_type(z.scalar_type());
-  check_labels(labels, n);
-  check_float(center, "center", 1, d, acc);
-  check_float(bank_real, "bank_real", 2, d, acc);
-  check_float(bank_fake, "bank_fake", 2, d, acc);
-  TORCH_CHECK(k >= 0, "rccl: k: expected an int >= 0, got ", k);
-
-  auto z_acc = z.to(acc).contiguous();
-  auto y = labels.contiguous();
+std::tuple<at::Tensor, at::Tensor> update_hard_banks_cpu(const at::Tensor& z_in, const at::Tensor& labels_in,
+                                                         const at::Tensor& center_in, const at::Tensor& bank_real_in,
+                                                         const at::Tensor& bank_fake_in, int64_t k) {
+  const auto in = checks::bank_inputs(z_in, labels_in, center_in, bank_real_in, bank_fake_in, k, c10::DeviceType::CPU);
+  const int64_t n = in.z.size(0);
+  const auto acc = accumulation_type(in.z.scalar_type());
+  const int64_t* yp = in.labels.data_ptr<int64_t>();
+  checks::label_values(yp, n);
+  auto z_acc = in.z.to(acc).contiguous();
   at::Tensor real, fake;
   AT_DISPATCH_FLOATING_TYPES(acc, "rccl::update_hard_banks (CPU)", [&] {
-    check_finite<scalar_t>(z_acc, "z");
-    const int64_t* yp = y.data_ptr<int64_t>();
-    real = keep_hardest<scalar_t>(bank_real.contiguous(), z_acc, yp, kNatural, center.contiguous(), k, true);
-    fake = keep_hardest<scalar_t>(bank_fake.contiguous(), z_acc, yp, kFake, center.contiguous(), k, false);
+    checks::finite_values(z_acc.data_ptr<scalar_t>(), z_acc.numel(), "z");
+    real = keep_hardest<scalar_t>(in.bank_real, z_acc, yp, kNatural, in.center, k, true);
+    fake = keep_hardest<scalar_t>(in.bank_fake, z_acc, yp, kFake, in.center, k, false);
   });
   return {real, fake};
 }

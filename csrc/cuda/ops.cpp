@@ -2,9 +2,10 @@
 // workspace allocation; the kernels themselves are in the .cu files beside this one (raw pointers only,
 // see kernels.h). Compiled by g++: <torch/library.h> and c10/cuda headers only, no ATen/cuda/CUDAContext.h.
 //
-// Checks that read tensor values (labels in {0, 1}, finite z, lam in [0, 1]) are device-side asserts in
-// the kernels, so that the op never synchronises with the host; the shape, dtype and device checks here
-// cost nothing and raise a catchable error naming the argument. See docs/cuda.md.
+// The shape, dtype and device checks are csrc/checks.h's, shared with the CPU kernels (the same inputs are
+// accepted and refused, with the same messages, on both); they cost nothing and raise a catchable error
+// naming the argument. Checks that read tensor values (labels in {0, 1}, finite z, lam in [0, 1]) are
+// device-side asserts in the kernels, so that the op never synchronises with the host. See docs/cuda.md.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -16,6 +17,7 @@
 #include <limits>
 #include <tuple>
 
+#include "../checks.h"
 #include "kernels.h"
 
 namespace {
@@ -28,13 +30,9 @@ Dtype kernel_dtype(const at::Tensor& z) {
     case at::kBFloat16: return Dtype::BFloat16;
     case at::kFloat: return Dtype::Float32;
     case at::kDouble: return Dtype::Float64;
-    default:
-      TORCH_CHECK(false, "rccl: z: expected float16, bfloat16, float32 or float64, got ", z.scalar_type());
+    default:  // refused before by rccl::checks::features
+      TORCH_INTERNAL_ASSERT(false, "rccl: kernel_dtype called with ", z.scalar_type());
   }
-}
-
-at::ScalarType accumulation_dtype(const at::Tensor& z) {
-  return z.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 // Batches up to this many rows use 32 x 32 tiles (twice the blocks of 64 x 64: more of the GPU busy when
@@ -51,59 +49,15 @@ bool use_small_tiles(int64_t n) {
   return n <= max_n;
 }
 
-void check_features(const at::Tensor& z) {
-  TORCH_CHECK(z.is_cuda(), "rccl: z: the CUDA kernel needs a CUDA tensor, got one on ", z.device());
-  TORCH_CHECK(z.dim() == 2, "rccl: z: expected a 2-D tensor (N, D), got shape ", z.sizes());
-  kernel_dtype(z);
-  TORCH_CHECK(z.size(1) >= 1, "rccl: z: feature size D must be at least 1");
-  TORCH_CHECK(z.size(0) < std::numeric_limits<int>::max(), "rccl: z: at most 2^31 - 1 rows, got ", z.size(0));
-}
-
-void check_same_device(const char* name, const at::Tensor& t, const at::Tensor& z) {
-  TORCH_CHECK(t.device() == z.device(), "rccl: ", name, ": is on ", t.device(), " but z is on ", z.device(),
-              ": all inputs must be on one device");
-}
-
-void check_labels(const char* name, const at::Tensor& labels, int64_t rows, const at::Tensor& z) {
-  check_same_device(name, labels, z);
-  TORCH_CHECK(labels.scalar_type() == at::kLong, "rccl: ", name, ": expected int64, got ", labels.scalar_type());
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == rows, "rccl: ", name, ": expected shape (", rows,
-              ",), got ", labels.sizes());
-}
-
-// A floating input of the given rank whose last dimension is D, as a contiguous tensor in `dtype`.
-at::Tensor floating_input(const char* name, const at::Tensor& t, int64_t dims, int64_t d, const at::Tensor& z,
-                          at::ScalarType dtype) {
-  check_same_device(name, t, z);
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), "rccl: ", name, ": expected a floating-point tensor, got ",
-              t.scalar_type());
-  TORCH_CHECK(t.dim() == dims, "rccl: ", name, ": expected a ", dims, "-D tensor, got shape ", t.sizes());
-  TORCH_CHECK(d < 0 || t.size(dims - 1) == d, "rccl: ", name, ": expected feature size D = ", d,
-              " (z's), got shape ", t.sizes());
-  return t.detach().to(dtype).contiguous();
-}
-
-void check_bank_inputs(const at::Tensor& z, const at::Tensor& labels) {
-  check_features(z);
-  check_labels("labels", labels, z.size(0), z);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> real_centric_loss_cuda(
     const at::Tensor& z_in, const at::Tensor& labels_in, const at::Tensor& center_in, const at::Tensor& bank_real_in,
     const at::Tensor& bank_fake_in, const at::Tensor& lam_in, int64_t neighbors, double temperature, double margin) {
-  check_bank_inputs(z_in, labels_in);
-  TORCH_CHECK(neighbors >= 0, "rccl: neighbors: expected an int >= 0, got ", neighbors);
-  TORCH_CHECK(std::isfinite(temperature) && temperature > 0, "rccl: temperature: expected a finite number > 0, got ",
-              temperature);
-  TORCH_CHECK(std::isfinite(margin), "rccl: margin: expected a finite number, got ", margin);
-  const int64_t n = z_in.size(0), d = z_in.size(1);
-  const auto acc = accumulation_dtype(z_in);
-  const at::Tensor center = floating_input("center", center_in, 1, d, z_in, acc);
-  const at::Tensor bank_real = floating_input("bank_real", bank_real_in, 2, d, z_in, acc);
-  const at::Tensor bank_fake = floating_input("bank_fake", bank_fake_in, 2, d, z_in, acc);
-  const at::Tensor lam = floating_input("lam", lam_in, 1, -1, z_in, acc);
-  const at::Tensor z = z_in.detach().contiguous();
-  const at::Tensor labels = labels_in.contiguous();
+  const auto in = rccl::checks::loss_inputs(z_in, labels_in, center_in, bank_real_in, bank_fake_in, lam_in, neighbors,
+                                            temperature, margin, c10::DeviceType::CUDA);
+  const at::Tensor &z = in.z, &labels = in.labels, &center = in.center, &bank_real = in.bank_real,
+                   &bank_fake = in.bank_fake, &lam = in.lam;
+  const int64_t n = z.size(0), d = z.size(1);
+  const auto acc = rccl::checks::accumulation_type(z.scalar_type());
 
   const c10::cuda::CUDAGuard guard(z.device());
   const int64_t rows = bank_real.size(0) + bank_fake.size(0) + lam.size(0);
@@ -138,22 +92,11 @@ at::Tensor real_centric_loss_backward_cuda(const at::Tensor& grad_loss_in, const
                                            const at::Tensor& labels_in, const at::Tensor& extra_in,
                                            const at::Tensor& extra_labels_in, const at::Tensor& lse_in,
                                            double temperature, double margin) {
-  check_bank_inputs(z_in, labels_in);
-  TORCH_CHECK(std::isfinite(temperature) && temperature > 0, "rccl: temperature: expected a finite number > 0, got ",
-              temperature);
-  TORCH_CHECK(std::isfinite(margin), "rccl: margin: expected a finite number, got ", margin);
-  const int64_t n = z_in.size(0), d = z_in.size(1);
-  const auto acc = accumulation_dtype(z_in);
-  check_same_device("grad_loss", grad_loss_in, z_in);
-  TORCH_CHECK(grad_loss_in.numel() == 1, "rccl: grad_loss: expected a scalar, got shape ", grad_loss_in.sizes());
-  const at::Tensor grad_loss = grad_loss_in.detach().reshape({}).to(acc).contiguous();
-  const at::Tensor extra = floating_input("extra", extra_in, 2, d, z_in, acc);
-  check_labels("extra_labels", extra_labels_in, extra.size(0), z_in);
-  const at::Tensor lse = floating_input("lse", lse_in, 1, -1, z_in, acc);
-  TORCH_CHECK(lse.size(0) == n, "rccl: lse: expected shape (", n, ",), got ", lse.sizes());
-  const at::Tensor z = z_in.detach().contiguous();
-  const at::Tensor labels = labels_in.contiguous();
-  const at::Tensor extra_labels = extra_labels_in.contiguous();
+  const auto in = rccl::checks::backward_inputs(grad_loss_in, z_in, labels_in, extra_in, extra_labels_in, lse_in,
+                                                temperature, margin, c10::DeviceType::CUDA);
+  const at::Tensor &grad_loss = in.grad_loss, &z = in.z, &labels = in.labels, &extra = in.extra,
+                   &extra_labels = in.extra_labels, &lse = in.lse;
+  const int64_t n = z.size(0), d = z.size(1);
 
   const c10::cuda::CUDAGuard guard(z.device());
   at::Tensor grad_z = at::empty({n, d}, z.options());
@@ -185,15 +128,12 @@ std::tuple<at::Tensor, at::Tensor> update_hard_banks_cuda(const at::Tensor& z_in
                                                           const at::Tensor& center_in,
                                                           const at::Tensor& bank_real_in,
                                                           const at::Tensor& bank_fake_in, int64_t k) {
-  check_bank_inputs(z_in, labels_in);
-  TORCH_CHECK(k >= 0, "rccl: k: expected an int >= 0, got ", k);
-  const int64_t n = z_in.size(0), d = z_in.size(1);
-  const auto acc = accumulation_dtype(z_in);
-  const at::Tensor center = floating_input("center", center_in, 1, d, z_in, acc);
-  const at::Tensor bank_real = floating_input("bank_real", bank_real_in, 2, d, z_in, acc);
-  const at::Tensor bank_fake = floating_input("bank_fake", bank_fake_in, 2, d, z_in, acc);
-  const at::Tensor z = z_in.detach().contiguous();
-  const at::Tensor labels = labels_in.contiguous();
+  const auto in = rccl::checks::bank_inputs(z_in, labels_in, center_in, bank_real_in, bank_fake_in, k,
+                                            c10::DeviceType::CUDA);
+  const at::Tensor &z = in.z, &labels = in.labels, &center = in.center, &bank_real = in.bank_real,
+                   &bank_fake = in.bank_fake;
+  const int64_t n = z.size(0), d = z.size(1);
+  const auto acc = rccl::checks::accumulation_type(z.scalar_type());
 
   const c10::cuda::CUDAGuard guard(z.device());
   rccl_cuda::HardBankProblem p{};
