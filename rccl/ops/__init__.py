@@ -1,5 +1,5 @@
-"""Loads the compiled library rccl._C (the op schemas and whichever kernels this build has) and wires
-the Python side of the ops: autograd and fake (meta) kernels. Importing this never fails because the
+"""Loads the compiled library rccl._C (the op schemas, the autograd and whichever kernels this build
+has) and wires the Python side of the ops: the fake (meta) kernels. Importing this never fails because the
 library or a backend is missing: `backends()` says what is there and `load_error` says why not.
 """
 from __future__ import annotations
