@@ -48,7 +48,7 @@ void synthesize(const ContrastLayout<scalar_t>& layout, const scalar_t* bank_rea
   const int64_t mining_rows = real_rows + fake_rows + (used > 0 ? 1 : 0);
   if (mining_rows == 0) return;
   at::Tensor storage;
-  scalar_t* queries = buffer<scalar_t>(storage, mining_rows * d + mining_rows * n + std::max<int64_t>(d, 1) * 2);
+  scalar_t* queries = scratch<scalar_t>(kMining, mining_rows * d + mining_rows * n + std::max<int64_t>(d, 1) * 2, storage);
   scalar_t* scores = queries + mining_rows * d;
   scalar_t* sum = scores + mining_rows * n;
   std::copy(bank_real, bank_real + real_rows * d, queries);
@@ -84,7 +84,7 @@ void synthesize(const ContrastLayout<scalar_t>& layout, const scalar_t* bank_rea
   const scalar_t* center_scores = scores + (real_rows + fake_rows) * n + naturals;
   auto chosen = top_indices(center_scores, fakes, all, used);
   at::Tensor mix_storage;
-  scalar_t* chosen_fakes = buffer<scalar_t>(mix_storage, used * d + used * naturals);
+  scalar_t* chosen_fakes = scratch<scalar_t>(kMixing, used * d + used * naturals, mix_storage);
   scalar_t* similarity = chosen_fakes + used * d;
   for (int64_t t = 0; t < used; ++t) {
     const scalar_t* row = anchors + (naturals + chosen[t]) * d;
@@ -142,7 +142,7 @@ void row_logsumexps(const ContrastLayout<scalar_t>& layout, scalar_t inv_t, scal
   const int64_t blocks = (n + block - 1) / block;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     at::Tensor storage;
-    scalar_t* logits = buffer<scalar_t>(storage, std::min(block, n) * columns);
+    scalar_t* logits = scratch<scalar_t>(kLogits, std::min(block, n) * columns, storage);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * block, rows = std::min(block, n - r0);
       gemm_nt(layout.anchors + r0 * d, rows, layout.contrast, columns, d, inv_t, logits);
@@ -258,7 +258,7 @@ void contrastive_backward(const ContrastLayout<scalar_t>& layout, const scalar_t
   // N = 4096 in float32), block by block in parallel: the logits recomputed (one GEMM per block) and
   // turned into dL/dlogit in place.
   at::Tensor g_storage;
-  scalar_t* gp = buffer<scalar_t>(g_storage, n * columns);
+  scalar_t* gp = scratch<scalar_t>(kLogits, n * columns, g_storage);
   const int64_t block = rows_per_block(n, columns, useful_threads(n, columns, d));
   const int64_t blocks = (n + block - 1) / block;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -332,7 +332,7 @@ at::Tensor real_centric_loss_backward_cpu(const at::Tensor& grad_loss_in, const 
     std::vector<scalar_t> lse_sorted(n);
     for (int64_t r = 0; r < n; ++r) lse_sorted[r] = lse[layout.perm[r]];
     at::Tensor sorted_storage;
-    scalar_t* grad_sorted = buffer<scalar_t>(sorted_storage, n * d);
+    scalar_t* grad_sorted = scratch<scalar_t>(kSortedGrad, n * d, sorted_storage);
     contrastive_backward(layout, lse_sorted.data(), static_cast<double>(*in.grad_loss.data_ptr<scalar_t>()),
                          temperature, margin, grad_sorted);
     scalar_t* out = grad.data_ptr<scalar_t>();
