@@ -3,9 +3,12 @@ default, torch.compile mode="reduce-overhead"), for the forward, the backward an
 sizes. On CUDA it also times CUDA-graph replay of the compiled op's step and the floor of any autograd
 step, (z * z).sum().backward().
 
-    python bench/miner_speed.py                    # N = 256, 1024, 4096, 16384 on the GPU if any, else CPU
-    python bench/miner_speed.py --quick            # N = 256, 1024, fewer repetitions
-    python bench/miner_speed.py --sizes 256 4096 --device cpu --threads 2
+    python -m bench.miner_speed                    # N = 256, 1024, 4096, 16384 on the GPU if any, else CPU
+    python -m bench.miner_speed --quick            # N = 256, 1024, fewer repetitions
+    python -m bench.miner_speed --sizes 256 4096 --device cpu --threads 2
+
+Run it from the repository root (`python -m`, or `python bench/miner_speed.py` with the package installed
+or on PYTHONPATH, as bench/gpu_check.sh does).
 
 Prints a table (median and the 10th-90th percentile spread, ms) and writes a JSON file naming the device,
 torch version and commit (default bench/results/miner_speed_<device>.json).
@@ -13,25 +16,23 @@ torch version and commit (default bench/results/miner_speed_<device>.json).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import rccl
+from rccl.fileio import write_json
+from rccl.functional import real_centric_loss
 
-import rccl  # noqa: E402
-from rccl.functional import real_centric_loss  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PHASES = ("forward", "backward", "both")
 
@@ -148,14 +149,6 @@ def commit():
         return "unknown"
 
 
-def write_json(path, payload):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", help="batch sizes N (default 256 1024 4096 16384)")
@@ -236,10 +229,11 @@ def main(argv=None):
             print(f"  N={n:6d}: " + ", ".join(parts))
 
     out = args.out or ROOT / "bench" / "results" / f"miner_speed_{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, dict(device=device_name(device), torch=torch.__version__, commit=commit(),
                          date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), clock=args.clock,
                          load_average=os.getloadavg(), dtype=args.dtype, D=args.dim,
-                         K=args.bank, M=args.mix, command=shlex.join(["python", "bench/miner_speed.py"] + (argv or sys.argv[1:])),
+                         K=args.bank, M=args.mix, command=shlex.join(["python", "-m", "bench.miner_speed"] + (argv or sys.argv[1:])),
                          rows=rows))
     print(f"wrote {out}")
 
