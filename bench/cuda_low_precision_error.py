@@ -25,9 +25,10 @@ def errors(ops, N, D, K, M, dtype, seed) -> dict:
     z64 = x["z"].clone().requires_grad_(True)
     oracle = reference.real_centric_loss(z64, x["labels"], *rest, *OPTIONS)
     (oracle_grad,) = torch.autograd.grad(oracle, z64)
+    oracle = oracle.detach()
 
     def rel(loss, grad):
-        return (abs(float(loss) - float(oracle)) / abs(float(oracle)),
+        return (abs(float(loss) - oracle.item()) / abs(oracle.item()),
                 float((grad.double() - oracle_grad).norm() / oracle_grad.norm()))
 
     z_low = x["z"].to(dtype)  # the model's output in its dtype
