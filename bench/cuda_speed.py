@@ -2,8 +2,10 @@
 CUDA graph, against the floor that autograd sets (a trivial forward+backward) and the eager reference, and
 the peak extra memory. Checks the targets of issue #3 and says PASS/FAIL for each.
 
-    python bench/cuda_speed.py                      # N = 256, 1024, 4096, 16384; D = 128, K = 16, M = 16
-    python bench/cuda_speed.py --sizes 256 --out bench/results/cuda_speed.json
+    python -m bench.cuda_speed                      # N = 256, 1024, 4096, 16384; D = 128, K = 16, M = 16
+    python -m bench.cuda_speed --sizes 256 --out bench/results/cuda_speed.json
+    python -m bench.cuda_speed --small-tile-max-n 0 # 64 x 64 tiles at every N (default: 32 x 32 up to 1024)
+    python -m bench.cuda_speed --dry-run            # no GPU: imports, arguments, the inputs on the CPU
 
 Timing: CUDA events around `--inner` back-to-back calls (so an eager row includes the host's launch cost,
 as a training loop sees it), repeated `--repeats` times after warm-up; the median and the spread (min-max)
@@ -14,26 +16,25 @@ per call. Rows:
                               whose value checks read back to the host
   op graph fwd / fwd+bwd      the same captured in a CUDA graph and replayed
   reference eager fwd+bwd     rccl.reference on the same GPU
+  reference compiled fwd+bwd  the same through torch.compile (with --compile)
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
+import rccl
+from rccl import reference
+from rccl.fileio import write_json
+from rccl.functional import real_centric_loss
+from tests.conftest import make_inputs
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import rccl  # noqa: E402
-from conftest import make_inputs  # noqa: E402
-from rccl import reference  # noqa: E402
-from rccl.functional import real_centric_loss  # noqa: E402
 
 OPTIONS = (2, 0.1, 0.2)  # neighbors, temperature, margin
 TARGETS_GRAPH_US = {256: 40.0, 4096: 150.0, 16384: 2000.0}
@@ -94,7 +95,7 @@ def floor_rows(inner, repeats) -> dict:
     return {"floor eager fwd+bwd": eager, "floor graph fwd+bwd": time_calls(graph.replay, inner, repeats)}
 
 
-def op_rows(N, D, K, M, dtype, inner, repeats, with_reference) -> dict:
+def op_rows(N, D, K, M, dtype, inner, repeats, with_reference, with_compile=False) -> dict:
     x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, device="cuda", seed=0)
     args = op_args(x)
     z = x["z"]
@@ -134,6 +135,14 @@ def op_rows(N, D, K, M, dtype, inner, repeats, with_reference) -> dict:
             reference.real_centric_loss(z, *args[1:], *OPTIONS).backward()
 
         rows["reference eager fwd+bwd"] = time_calls(reference_step, max(1, inner // 10), repeats)
+    if with_compile:
+        compiled = torch.compile(reference.real_centric_loss)
+
+        def compiled_step():
+            z.grad = None
+            compiled(z, *args[1:], *OPTIONS).backward()
+
+        rows["reference compiled fwd+bwd"] = time_calls(compiled_step, max(1, inner // 10), repeats)
     return rows
 
 
@@ -154,14 +163,6 @@ def git_commit() -> str:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def verdicts(results: dict, sizes) -> list[str]:
@@ -194,27 +195,41 @@ def main(argv=None) -> int:
     parser.add_argument("--inner", type=int, default=50, help="back-to-back calls per timing")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-reference", action="store_true", help="skip the eager reference rows")
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile'd reference rows")
+    parser.add_argument("--small-tile-max-n", type=int, default=None,
+                        help="batches up to this many rows use the 32 x 32 tiles (the build's default: 1024)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="no GPU needed: check the arguments, imports and inputs on the CPU, time nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cuda_speed.json")
     args = parser.parse_args(argv)
+    if args.dry_run:
+        for N in args.sizes:
+            x = make_inputs(min(N, 64), D=args.dim, K=args.bank, M=args.mix, dtype=getattr(torch, args.dtype))
+            op_args(x)
+        print(f"cuda_speed: dry run ok (sizes {args.sizes}, backends {rccl.backends()})")
+        return 0
     if not torch.cuda.is_available() or not rccl.backends()["cuda"]:
         print(f"cuda_speed: needs a GPU and the CUDA backend (cuda available: {torch.cuda.is_available()}, "
               f"backends: {rccl.backends()})")
         return 2
     dtype = getattr(torch, args.dtype)
+    if args.small_tile_max_n is not None:
+        torch.ops.rccl._cuda_set_small_tile_max_n(args.small_tile_max_n)
     results = {
         "device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
         "commit": git_commit(), "dtype": args.dtype, "D": args.dim, "K": args.bank, "M": args.mix,
-        "inner": args.inner, "repeats": args.repeats, "floor": floor_rows(args.inner, args.repeats), "sizes": {},
+        "inner": args.inner, "repeats": args.repeats, "small_tile_max_n": args.small_tile_max_n, "floor": floor_rows(args.inner, args.repeats), "sizes": {},
     }
     for N in args.sizes:
         inner = args.inner if N <= 4096 else max(5, args.inner // 10)
         results["sizes"][str(N)] = op_rows(N, args.dim, args.bank, args.mix, dtype, inner, args.repeats,
-                                           not args.no_reference)
+                                           not args.no_reference, args.compile)
         print(f"N={N} done", file=sys.stderr, flush=True)
     if 16384 in args.sizes:
         results["peak_extra_mib_16384"] = peak_extra_mib(16384, args.dim, args.bank, args.mix, dtype)
     results["verdicts"] = verdicts(results, args.sizes)
-    write_json_atomic(args.out, results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, results)
 
     print(f"\n{results['device']}, torch {results['torch']}, commit {results['commit']}, {args.dtype}, "
           f"D={args.dim} K={args.bank} M={args.mix}; per call, median [min-max] in us")

@@ -34,6 +34,7 @@ pytestmark = [
 ]
 
 CUDA = "cuda"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = dict(neighbors=2, temperature=0.1, margin=0.2)
 SIZES = [  # (N, D, K, M, n_fake, neighbors): odd sizes, absent classes, empty banks, M > fakes, ...
     (1, 16, 4, 4, None, 2),
@@ -337,10 +338,9 @@ DEVICE_ASSERTS = {
 def test_bad_values_stop_the_kernel_with_a_device_side_assert(name):
     spoil, message = DEVICE_ASSERTS[name]
     script = textwrap.dedent(f"""
-        import sys, torch
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import torch
         import rccl.ops
-        from conftest import make_inputs
+        from tests.conftest import make_inputs
         x = make_inputs(40, D=8, K=2, M=2, device="cuda", requires_grad=False)
         {spoil}
         out = torch.ops.rccl.real_centric_loss(x["z"], x["labels"], x["center"], x["bank_real"], x["bank_fake"],
@@ -348,7 +348,8 @@ def test_bad_values_stop_the_kernel_with_a_device_side_assert(name):
         torch.cuda.synchronize()
         print("NO ERROR")
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "NO ERROR" not in result.stdout
     printed = result.stdout + result.stderr  # the device prints the assert; torch raises on the next call
     assert message in printed, printed[-2000:]
@@ -360,8 +361,7 @@ def test_public_api_rejects_bad_values_on_cuda():
     # because the second leaves the CUDA context unusable.
     script = textwrap.dedent(f"""
         import sys, torch
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
-        from conftest import make_inputs
+        from tests.conftest import make_inputs
         from rccl.functional import real_centric_loss
         x = make_inputs(10, D=8, K=2, M=2, device="cuda", requires_grad=False)
         x["labels"][0] = 3
@@ -373,9 +373,54 @@ def test_public_api_rejects_bad_values_on_cuda():
             sys.exit(0)
         print("NO ERROR")
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                            capture_output=True, text=True, timeout=120)
     printed = result.stdout + result.stderr
     if result.returncode == 0:
         assert "VALUE ERROR" in result.stdout and "labels" in result.stdout, printed[-2000:]
     else:
         assert "labels must be 0 (natural) or 1 (fake)" in printed, printed[-2000:]
+
+
+@pytest.fixture
+def tile_threshold():
+    """Sets rccl::_cuda_set_small_tile_max_n for one test and restores the build's default after it."""
+    previous = []
+    yield lambda max_n: previous.append(torch.ops.rccl._cuda_set_small_tile_max_n(max_n))
+    if previous:
+        torch.ops.rccl._cuda_set_small_tile_max_n(previous[0])
+
+
+@pytest.mark.parametrize("tiles", ["small", "large"])
+@pytest.mark.parametrize("N", [47, 150, 600])
+def test_both_tile_sizes_match_the_reference(tile_threshold, tiles, N):
+    tile_threshold(1 << 40 if tiles == "small" else 0)
+    x = make_inputs(N, D=40, K=4, M=5, device=CUDA, seed=N)
+    loss, extra, extra_labels, _ = torch.ops.rccl.real_centric_loss(*x.values(), *OPTIONS.values())
+    (grad,) = torch.autograd.grad(loss, x["z"])
+    z64 = x["z"].detach().double().requires_grad_(True)
+    ref = reference.real_centric_loss_outputs(z64, x["labels"], *(x[k].double() for k in ("center", "bank_real",
+                                              "bank_fake", "lam")), *OPTIONS.values())
+    (ref_grad,) = torch.autograd.grad(ref[0], z64)
+    assert torch.equal(extra_labels, ref[2])
+    torch.testing.assert_close(loss.double(), ref[0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-3, atol=1e-6)
+
+
+def test_tile_threshold_rejects_a_negative_value():
+    with pytest.raises(RuntimeError, match="max_n: expected an int >= 0"):
+        torch.ops.rccl._cuda_set_small_tile_max_n(-1)
+
+
+def test_nan_centre_ranks_like_the_reference():
+    # every centre similarity NaN: torch.sort's order (NaN ties, broken by index), every rank written once
+    x = make_inputs(45, D=16, K=3, M=4, device=CUDA, n_fake=15, requires_grad=False)
+    x["center"][0] = float("nan")
+    _, extra, extra_labels, _ = torch.ops.rccl.real_centric_loss(*x.values(), *OPTIONS.values())
+    ref = reference.real_centric_loss_outputs(*x.values(), *OPTIONS.values())
+    assert torch.equal(extra_labels, ref[2])
+    torch.testing.assert_close(extra, ref[1], rtol=1e-5, atol=1e-6)
+    got = torch.ops.rccl.update_hard_banks(x["z"], x["labels"], x["center"], x["bank_real"], x["bank_fake"], 8)
+    expected = reference.update_hard_banks(x["z"], x["labels"], x["center"], x["bank_real"], x["bank_fake"], 8)
+    for g, e in zip(got, expected):
+        assert torch.equal(g, e)

@@ -1,11 +1,13 @@
 """The CUDA kernels' own source (csrc/cuda/*.cu), run on the CPU through a CUDA emulation
-(bench/cuda_emulation: g++, a std::thread per CUDA thread, std::barrier for __syncthreads, an exchange
-buffer for warp shuffles), against the reference. This checks the kernels' indexing, tiling, reductions,
-tie-breaks and math on machines without a GPU (CI); tests/test_op_cuda.py checks them on a real GPU.
-It cannot see speed, the GPU memory model or races (compute-sanitizer does, in bench/gpu_check.sh).
+(tests/cuda_emulation: g++, a std::thread per CUDA thread, two blocks at once in a shuffled order, each
+with its own poisoned shared memory, std::barrier for __syncthreads, an exchange for warp shuffles),
+against the reference. This checks the kernels' indexing, tiling, reductions, tie-breaks and math on
+machines without a GPU (CI); tests/test_op_cuda.py checks them on a real GPU. Races and out-of-bounds
+accesses are tests/test_op_cuda_sanitize.py's (the same emulation under ThreadSanitizer and ASan + UBSan).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,11 +17,10 @@ import pytest
 import torch
 
 from conftest import make_inputs
+from cuda_emulation import emulated
 from rccl import reference
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench" / "cuda_emulation"))
-import emulated  # noqa: E402
 
 pytestmark = pytest.mark.slow  # one g++ build of the kernels (~45 s on 2 cores), then seconds per case
 
@@ -57,7 +58,8 @@ RUNS += [(CASES[-2], torch.float32), (CASES[-1], torch.float64)]
 @pytest.mark.parametrize("case,dtype", RUNS, ids=[f"{c}-{str(d)[6:]}" for c, d in RUNS])
 def test_emulated_kernels_match_reference(ops, case, dtype):
     N, D, K, M, n_fake, neighbors = case
-    result = emulated.compare(ops, N, D, K, M, n_fake, dtype, neighbors, seed=N + D, verbose=False)
+    x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, seed=N + D, n_fake=n_fake, requires_grad=False)
+    result = emulated.compare(ops, x, neighbors, verbose=False)
     assert result["labels_equal"] and result["lse_inf_equal"], result
     for key in ("loss", "extra", "lse", "grad"):
         assert result[key] <= LIMITS[dtype], (key, result)
@@ -65,10 +67,11 @@ def test_emulated_kernels_match_reference(ops, case, dtype):
 
 @pytest.mark.parametrize("case", [CASES[2], CASES[4], CASES[5]], ids=str)
 def test_emulated_large_tiles(ops, case):
-    # the 64 x 64 tiles that batches over RCCL_CUDA_SMALL_TILE_MAX_N rows use (float accumulation only)
+    # the 64 x 64 tiles that batches over 1024 rows use (float accumulation only)
     large = emulated.EmulatedOps(emulated.build(), small_tile_max_n=0)
     N, D, K, M, n_fake, neighbors = case
-    result = emulated.compare(large, N, D, K, M, n_fake, torch.float32, neighbors, seed=N, verbose=False)
+    x = make_inputs(N, D=D, K=K, M=M, seed=N, n_fake=n_fake, requires_grad=False)
+    result = emulated.compare(large, x, neighbors, verbose=False)
     assert result["labels_equal"] and result["lse_inf_equal"], result
     for key in ("loss", "extra", "lse", "grad"):
         assert result[key] <= LIMITS[torch.float32], (key, result)
@@ -77,7 +80,8 @@ def test_emulated_large_tiles(ops, case):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_emulated_half_precision(ops, dtype):
     # against float64 on the same rounded inputs: the loss is float32-exact, the gradient is rounded to dtype
-    result = emulated.compare(ops, 64, 16, 4, 20, 5, dtype, 2, seed=3, verbose=False)
+    x = make_inputs(64, D=16, K=4, M=20, dtype=dtype, seed=3, n_fake=5, requires_grad=False)
+    result = emulated.compare(ops, x, 2, verbose=False)
     assert result["labels_equal"] and result["loss"] < 1e-5 and result["lse"] < 1e-4
     assert result["grad"] <= LIMITS[dtype]
 
@@ -112,15 +116,14 @@ def test_emulated_update_hard_banks(ops, N, K_old, k, n_fake, dtype):
 def test_emulated_device_side_asserts(ops, spoil, message):
     # the assert aborts the process, as it would stop the kernel: run it in a child
     script = textwrap.dedent(f"""
-        import sys
-        sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT / 'bench' / 'cuda_emulation')!r}, {str(ROOT)!r}]
-        import emulated
-        from conftest import make_inputs
+        from tests.conftest import make_inputs
+        from tests.cuda_emulation import emulated
         x = make_inputs(40, D=8, K=2, M=2, requires_grad=False)
         {spoil}
         emulated.EmulatedOps().real_centric_loss(*x.values(), 2, 0.1, 0.2)
         print("NO ERROR")
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "NO ERROR" not in result.stdout
     assert message in result.stderr, result.stderr[-2000:]

@@ -59,6 +59,24 @@ __device__ __forceinline__ bool is_finite_value(double x) {
   return (static_cast<unsigned long long>(__double_as_longlong(x)) & 0x7ff0000000000000ull) != 0x7ff0000000000000ull;
 }
 
+// The order of the rankings (fakes by centre similarity, bank candidates by hardness): torch.sort's, in
+// which NaN is above every number and equal to NaN. A similarity is NaN for a NaN centre or bank row, or
+// when finite inputs overflow (inf - inf); with a plain `>` a NaN would be neither ahead of nor behind
+// anything, two candidates could claim one rank and leave another rank's index unwritten (then read as a
+// row pointer). With this strict total order (ties broken by index) every rank is claimed exactly once.
+__device__ __forceinline__ bool is_nan_value(float x) { return (__float_as_uint(x) & 0x7fffffffu) > 0x7f800000u; }
+__device__ __forceinline__ bool is_nan_value(double x) {
+  return (static_cast<unsigned long long>(__double_as_longlong(x)) & 0x7fffffffffffffffull) > 0x7ff0000000000000ull;
+}
+template <typename A>
+__device__ __forceinline__ bool sort_greater(A a, A b) {
+  return is_nan_value(a) ? !is_nan_value(b) : (!is_nan_value(b) && a > b);
+}
+template <typename A>
+__device__ __forceinline__ bool sort_equal(A a, A b) {
+  return is_nan_value(a) ? is_nan_value(b) : a == b;
+}
+
 // Calls f.template operator()<scalar_t>() for z's dtype.
 template <class F>
 cudaError_t dispatch_dtype(Dtype dtype, F&& f) {

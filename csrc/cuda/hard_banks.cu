@@ -95,8 +95,9 @@ __global__ void __launch_bounds__(kThreads) rank_kernel(BankArgs<scalar_t, A> a)
     if (o < count && a.is_candidate[begin + o]) {
       const A other = a.similarity[begin + o];
       // real bank: the least similar to the centre first; fake bank: the most similar first
-      const bool harder = b == 0 ? other < mine : other > mine;
-      is_ahead = harder || (other == mine && o < c);
+      // (sort_greater: NaN above every number, so that the order is total and every output row claimed)
+      const bool harder = b == 0 ? sort_greater(mine, other) : sort_greater(other, mine);
+      is_ahead = harder || (sort_equal(other, mine) && o < c);
     }
     ahead += __popc(__ballot_sync(0xffffffffu, is_ahead));
   }

@@ -177,8 +177,10 @@ __device__ void hard_positive(const ForwardArgs<scalar_t, A>& a, int64_t b) {
 template <typename scalar_t, typename A>
 __device__ void rank_fake(const ForwardArgs<scalar_t, A>& a, int64_t j) {
   // One warp per fake j (j is warp-uniform). Its rank = the fakes ahead of it (higher centre similarity,
-  // or equal and a lower index), counted 32 candidates at a time; only ranks < M matter, so the count
-  // stops there: the top fakes scan the batch, the others stop after a chunk or two.
+  // or equal and a lower index, in sort_greater's order: NaN first, as torch.sort), counted 32 candidates
+  // at a time; only ranks < M matter, so the count stops there: the top fakes scan the batch, the others
+  // stop after a chunk or two. The order is strict and total, so ranks 0 .. min(M, fakes) - 1 are each
+  // claimed by exactly one fake: every fake_slot that negatives_kernel reads is written.
   if (j >= a.n || a.labels[j] != 1) return;
   const int lane = threadIdx.x % 32;
   const A* score = a.scores + (a.k_real + a.k_fake) * a.n;
@@ -189,7 +191,7 @@ __device__ void rank_fake(const ForwardArgs<scalar_t, A>& a, int64_t j) {
     bool is_ahead = false;
     if (i < a.n && a.labels[i] == 1) {
       const A other = score[i];
-      is_ahead = other > mine || (other == mine && i < j);
+      is_ahead = sort_greater(other, mine) || (sort_equal(other, mine) && i < j);  // a strict total order
     }
     ahead += __popc(__ballot_sync(0xffffffffu, is_ahead));
   }

@@ -12,8 +12,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 #include <tuple>
 
@@ -36,17 +36,17 @@ Dtype kernel_dtype(const at::Tensor& z) {
 }
 
 // Batches up to this many rows use 32 x 32 tiles (twice the blocks of 64 x 64: more of the GPU busy when
-// N is small). RCCL_CUDA_SMALL_TILE_MAX_N overrides it, read once, for tuning on a given card.
-bool use_small_tiles(int64_t n) {
-  static const int64_t max_n = [] {
-    const char* value = std::getenv("RCCL_CUDA_SMALL_TILE_MAX_N");
-    char* end = nullptr;
-    const long long parsed = value ? std::strtoll(value, &end, 10) : 0;
-    TORCH_CHECK(!value || (end != value && *end == '\0'),
-                "rccl: RCCL_CUDA_SMALL_TILE_MAX_N must be an integer, got '", value, "'");
-    return value ? static_cast<int64_t>(parsed) : int64_t{1024};
-  }();
-  return n <= max_n;
+// N is small). Tuning and the tests of both tile paths move it with rccl::_cuda_set_small_tile_max_n
+// (registered below), an argument rather than an environment switch read by the library.
+constexpr int64_t kDefaultSmallTileMaxN = 1024;
+std::atomic<int64_t> small_tile_max_n{kDefaultSmallTileMaxN};
+
+bool use_small_tiles(int64_t n) { return n <= small_tile_max_n.load(std::memory_order_relaxed); }
+
+// Sets the threshold for the following calls of this process and returns the previous one.
+int64_t set_small_tile_max_n(int64_t max_n) {
+  TORCH_CHECK(max_n >= 0, "rccl: _cuda_set_small_tile_max_n: max_n: expected an int >= 0, got ", max_n);
+  return small_tile_max_n.exchange(max_n);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> real_centric_loss_cuda(
@@ -155,6 +155,11 @@ std::tuple<at::Tensor, at::Tensor> update_hard_banks_cuda(const at::Tensor& z_in
 }
 
 }  // namespace
+
+// A tuning knob of the CUDA build only (no tensor argument: a catch-all kernel).
+TORCH_LIBRARY_FRAGMENT(rccl, m) {
+  m.def("_cuda_set_small_tile_max_n(int max_n) -> int", &set_small_tile_max_n);
+}
 
 TORCH_LIBRARY_IMPL(rccl, CUDA, m) {
   m.impl("real_centric_loss", &real_centric_loss_cuda);

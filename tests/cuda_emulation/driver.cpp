@@ -1,9 +1,11 @@
 // C entry points over the raw launchers of csrc/cuda/kernels.h, for ctypes, with host memory standing in
-// for device memory. Workspaces are filled with 0xff bytes (NaN floats, -1 integers) so that a kernel
-// reading workspace it never wrote shows up as a wrong answer.
+// for device memory. Workspaces are allocated at their exact size (AddressSanitizer sees an overrun) and
+// filled with 0xff bytes (NaN floats, -1 integers) so that a kernel reading workspace it never wrote shows
+// up as a wrong answer or, used as an index, as an out-of-bounds access.
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda_emulation.h"
 #include "kernels.h"
 
 using namespace rccl_cuda;
@@ -12,13 +14,18 @@ namespace {
 struct Workspace {
   void* p = nullptr;
   explicit Workspace(size_t bytes) {
-    const size_t rounded = (bytes + 255) / 256 * 256 + 256;
-    p = std::aligned_alloc(256, rounded);
-    std::memset(p, 0xff, rounded);
+    if (bytes == 0) return;
+    p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);  // aligned_alloc wants a multiple of the alignment
+    std::memset(p, 0xff, bytes);
   }
   ~Workspace() { std::free(p); }
 };
 }  // namespace
+
+// How the following launches run: `concurrency` blocks at once, in an order drawn from `seed`.
+extern "C" void rccl_emu_set_schedule(unsigned int concurrency, unsigned long long seed) {
+  emu::set_schedule(concurrency, seed);
+}
 
 extern "C" int rccl_emu_forward(int dtype, int64_t n, int64_t d, int64_t k_real, int64_t k_fake, int64_t m,
                                 int64_t neighbors, double temperature, double margin, const void* z,
