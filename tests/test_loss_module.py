@@ -205,3 +205,21 @@ def test_state_round_trips_through_state_dict():
 def test_wrong_feature_dimension_is_named():
     with pytest.raises(ValueError, match="dimension 8"):
         RealCentricLoss(16)(*_batch())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not (torch.cuda.is_available() and rccl.backends()["cuda"]), reason="needs a GPU and the CUDA op")
+def test_a_cuda_step_with_full_banks_does_not_synchronise():
+    """Once the banks are full (their shape no longer depends on the batch), a step on a GPU never waits for
+    the device: torch's sync debug mode turns any synchronising call into an error."""
+    module = RealCentricLoss(8, bank_size=3, negatives=2, impl="compiled").cuda()
+    batches = [tuple(t.cuda() for t in _batch(seed=s)) for s in (30, 31, 32)]
+    module(*batches[0])  # fills the banks (3 naturals and 3 fakes a batch)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for z, y in batches[1:]:
+            loss = module(z, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss.cpu())
