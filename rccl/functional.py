@@ -154,11 +154,14 @@ def _as_accumulation(tensor, z):
     return tensor.detach().to(reference.accumulation_dtype(z.dtype)).contiguous()
 
 
-def _check_variant(fusion, mixed_as, linear_neighbors, w, bank_real, bank_fake, z):
+def _check_variant_names(fusion, mixed_as):
     if fusion not in reference.FUSIONS:
         _fail("fusion", f"expected one of {', '.join(reference.FUSIONS)}, got {fusion!r}")
     if mixed_as not in reference.MIXED_AS:
         _fail("mixed_as", f"expected one of {', '.join(reference.MIXED_AS)}, got {mixed_as!r}")
+
+
+def _check_fusion_weights(fusion, linear_neighbors, w, bank_real, bank_fake, z):
     if fusion == "smooth":
         return
     if isinstance(linear_neighbors, bool) or not isinstance(linear_neighbors, int) or linear_neighbors < 0:
@@ -174,12 +177,12 @@ def _check_variant(fusion, mixed_as, linear_neighbors, w, bank_real, bank_fake, 
         _fail("w", f"fusion weights must lie in [0, 1], got min {w.min().item()} max {w.max().item()}")
 
 
-def compiled_supports(fusion: str = "smooth", mixed_as: str = "negatives") -> str | None:
-    """None when the compiled op computes this variant, else the argument it cannot do (for messages)."""
+def compiled_cannot_do(fusion: str = "smooth", mixed_as: str = "negatives") -> str | None:
+    """None when the compiled op computes this variant, else the name of the argument it cannot do."""
     if fusion != "smooth":
-        return f"fusion={fusion!r}"
+        return "fusion"
     if mixed_as != "negatives":
-        return f"mixed_as={mixed_as!r}"
+        return "mixed_as"
     return None
 
 
@@ -199,15 +202,17 @@ def real_centric_loss(z, labels, center, bank_real, bank_fake, lam, *, neighbors
     _check_tensor("z", z)
     if impl not in IMPLS:
         _fail("impl", f"expected one of {IMPLS}, got {impl!r}")
-    _check_variant(fusion, mixed_as, linear_neighbors, w, bank_real, bank_fake, z)
-    unsupported = compiled_supports(fusion, mixed_as)
-    if unsupported is not None and impl == "compiled":
+    _check_variant_names(fusion, mixed_as)
+    refused = compiled_cannot_do(fusion, mixed_as)
+    if refused is not None and impl == "compiled":
+        value = {"fusion": fusion, "mixed_as": mixed_as}[refused]
         raise CompiledUnavailable(
-            f"rccl: {unsupported.split('=')[0]}: impl='compiled' cannot do {unsupported}: the compiled op computes "
+            f"rccl: {refused}: impl='compiled' cannot do {refused}={value!r}: the compiled op computes "
             f"fusion='smooth' with mixed_as='negatives' only. Use impl='auto' (runs this variant on the "
             f"reference) or impl='reference'.")
-    compiled = unsupported is None and _use_compiled(impl, z.device)
+    compiled = refused is None and _use_compiled(impl, z.device)
     check_inputs(z, labels, center, bank_real, bank_fake, lam, check_values=not _kernel_checks_values(compiled, z))
+    _check_fusion_weights(fusion, linear_neighbors, w, bank_real, bank_fake, z)
     if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 0:
         _fail("neighbors", f"expected an int >= 0, got {neighbors!r}")
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
