@@ -10,7 +10,7 @@ from rccl.cli.evaluate import main as eval_main
 from rccl.evaluate import EvaluationError, evaluate_run, format_table
 from rccl.data.transforms import eval_transform
 from rccl.metrics import METRIC_KEYS
-from tiny_run import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
+from tiny_data import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
 
 
 @pytest.fixture

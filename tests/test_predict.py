@@ -13,7 +13,7 @@ from rccl.data.faces import FaceCropper
 from rccl.data.transforms import eval_transform
 from rccl.data.video import read_frames
 from rccl.predict import Prediction, crop_style, face_crops, predict_files, sample_indices
-from tiny_run import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
+from tiny_data import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"real face data not found at {FACES}")
