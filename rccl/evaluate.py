@@ -218,6 +218,8 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise EvaluationError(f"run folder {run.path}: no such folder (pass the RUN folder given to rccl-train)")
+    if name is not None:
+        check_name(name)
     qualities = list(dict.fromkeys(qualities))
     if not qualities:
         raise EvaluationError("no qualities to evaluate (e.g. --qualities raw,c23,c40)")

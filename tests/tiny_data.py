@@ -33,7 +33,7 @@ from rccl.train.config import load_config, save_config
 
 # -- training data ---------------------------------------------------------------------------------------
 def make_tiny_manifest(root: Path, *, identities: int = 3, videos_per_identity: int = 2, frames: int = 4,
-                       size: int = 16, qualities=("raw", "c23"), seed: int = 0) -> Path:
+                       size: int = 16, qualities=("raw", "c23"), seed: int = 0, dataset: str = "synthetic") -> Path:
     rng = np.random.default_rng(seed)
     rows = []
     naturals = [(f"id{i}", f"id{i}_{v:04d}") for i in range(identities) for v in range(videos_per_identity)]
@@ -51,7 +51,7 @@ def make_tiny_manifest(root: Path, *, identities: int = 3, videos_per_identity: 
                 rel = f"crops/{quality}/{Path(video).stem}/{frame:06d}.png"
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(img).save(root / rel)
-                rows.append({"path": rel, "dataset": "synthetic", "split": split, "quality": quality,
+                rows.append({"path": rel, "dataset": dataset, "split": split, "quality": quality,
                              "video": video, "label": label, "frame": frame, "pair": frame // 2,
                              "source": source if label else "", "target": target, "identity": ident,
                              "box": [0, 0, size, size]})

@@ -56,6 +56,10 @@ def resolve_config(args) -> tuple[dict, bool]:
         if not run.config_path.is_file():
             raise ConfigError(f"--resume {args.resume}: not a run folder (no config.yaml)")
         return load_config(None, overrides, base=run.config()), False
+    if args.config is None:  # the defaults when a manifest is given, else the demo
+        cfg = load_config(None, overrides)
+        if cfg["data"]["manifest"] is not None:
+            return cfg, False
     if is_demo_config(args.config):
         cfg = load_config(None, overrides, base=demo_base())
         return cfg, cfg["data"]["manifest"] is None
