@@ -45,7 +45,7 @@ def test_resume_after_sigkill_continues_from_the_last_checkpoint(tmp_path, capsy
     resumed_stage = int(kill_at[0])
     done = last_epochs[resumed_stage] or 0
     if done:
-        assert f"stage {resumed_stage}: resumed after epoch {done}" in capsys.readouterr().out
+        assert f"stage {resumed_stage}: resumed after epoch {done}" in capsys.readouterr().err
 
     whole = RunDir(tmp_path / "runs" / "whole")
     for stage in (1, 2):

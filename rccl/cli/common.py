@@ -35,12 +35,19 @@ def setup_logging(args: argparse.Namespace) -> None:
         logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     root = logging.getLogger("rccl")
     root.setLevel(level)
-    if not any(getattr(h, "_rccl", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._rccl = True
-        root.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        root.addHandler(_StderrHandler())
     root.propagate = True  # pytest's caplog and a caller's own handlers still see the records
+
+
+class _StderrHandler(logging.Handler):
+    """The message alone, to whatever sys.stderr is at the time (not the stream of the first call)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
 
 
 def error(prog: str, message: str) -> int:

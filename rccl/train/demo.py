@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -41,11 +42,12 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rccl"
 
 
-def prepare_demo_data(cfg: dict, cache: str | os.PathLike | None = None, log=print) -> Path:
+def prepare_demo_data(cfg: dict, cache: str | os.PathLike | None = None, log=None) -> Path:
     """Make (once) and prepare (once) the synthetic set; returns the manifest's path."""
     from rccl.data.prep import PrepError, prepare
     from rccl.data.synth import make_synthetic
 
+    log = log or logging.getLogger("rccl.train.demo").info
     cache = Path(cache or cfg["demo"]["cache"] or default_cache()).expanduser()
     seed = cfg["demo"]["seed"]
     qualities = tuple(dict.fromkeys(list(cfg["data"]["train_qualities"]) + list(cfg["eval"]["qualities"])))

@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import math
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -30,6 +30,7 @@ from rccl.train import checkpoint as ckpt
 from rccl.train.distributed import DistInfo, all_true, barrier, mean_over_ranks
 
 NATIVE_BF16_CPU = ("AVX512_BF16", "AMX")
+log = logging.getLogger("rccl.train")
 
 
 class TrainingError(RcclError, RuntimeError):
@@ -57,8 +58,9 @@ class Runtime:
         return bool(self.cfg["train"]["progress"]) and self.dist.is_main
 
     def log(self, message: str) -> None:
+        """Progress of the run, from rank 0 only, through the `rccl.train` logger (stderr under the CLI)."""
         if self.dist.is_main:
-            print(message, flush=True)
+            log.info(message)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -84,7 +86,7 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def resolve_amp(cfg: dict, device: torch.device, log=print) -> torch.dtype | None:
+def resolve_amp(cfg: dict, device: torch.device, log=log.info) -> torch.dtype | None:
     """The autocast dtype --amp asks for on this device, or None. On a CPU without native bfloat16
     (AVX2 only), bfloat16 autocast is emulated and several times slower than float32, so with
     train.amp_cpu=auto it is skipped with a one-line note; train.amp_cpu=force uses it anyway."""
@@ -173,7 +175,7 @@ class EpochLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # TensorBoard is optional; the CSV has every number
-                print("note: tensorboard is not installed; epochs.csv only", file=sys.stderr)
+                log.warning("note: tensorboard is not installed; epochs.csv only")
                 self._writer = False
                 return None
             self._writer = SummaryWriter(str(self.tb_dir))

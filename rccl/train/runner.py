@@ -19,6 +19,7 @@ from rccl.data.manifest import read_manifest
 from rccl.model import build_model
 from rccl.run import RunDir
 from rccl.train.distributed import DistInfo, barrier, init_from_env
+from rccl.train.engine import log as _log
 from rccl.train.engine import EpochLog, Runtime, TrainingError, resolve_amp, resolve_device
 from rccl.train.stage1 import run_stage1
 from rccl.train.stage2 import run_stage2
@@ -70,7 +71,7 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
     barrier()
-    rt = Runtime(cfg, run, device, info, resolve_amp(cfg, device, log=print if info.is_main else lambda m: None))
+    rt = Runtime(cfg, run, device, info, resolve_amp(cfg, device, log=_log.info if info.is_main else (lambda m: None)))
     rt.log(f"run folder: {run.path}  (device {device}, {info.world_size} process(es), "
            f"{'autocast ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else 'float32'})")
     n_fake = sum(int(r["label"]) for r in records)
@@ -98,6 +99,6 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
     finally:
         log.close()
     if info.is_main:
-        print(f"checkpoints in {run.checkpoint_dir}; epochs.csv and tb/ in {run.path}")
+        rt.log(f"checkpoints in {run.checkpoint_dir}; epochs.csv and tb/ in {run.path}")
     barrier()
     return run
