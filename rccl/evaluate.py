@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from rccl.data.layouts import QUALITIES  # the qualities rccl-prep makes: the one list of them
 from rccl.data.loaders import build_eval_loader
 from rccl.data.manifest import read_manifest
 from rccl.errors import RcclError
@@ -30,7 +31,6 @@ from rccl.plots import draw_roc, draw_score_histogram
 from rccl.run import RunDir
 from rccl.scoring import input_size, score_batches
 
-QUALITIES = ("raw", "c23", "c40")
 OWN = "(training manifest)"  # the summary's name for the run's own manifest
 log = logging.getLogger(__name__)
 

@@ -93,6 +93,11 @@ def test_one_definition_of_the_augmentation_defaults():
 
     # the loaders' fallback must be the config's default (it was 1.3333333 against 4 / 3)
     assert AUGMENT_DEFAULTS == DEFAULTS["data"]["augment"]
+    from rccl.data.dali_loader import DALI_DEFAULTS
+    from rccl.data.layouts import QUALITIES
+
+    assert DALI_DEFAULTS == {k: DEFAULTS["data"][k] for k in DALI_DEFAULTS}
+    assert tuple(DEFAULTS["eval"]["qualities"]) == QUALITIES
 
 
 def test_saved_config_reloads_identically(tmp_path):

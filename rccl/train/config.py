@@ -14,6 +14,7 @@ from typing import Iterable
 
 import yaml
 
+from rccl.data.layouts import QUALITIES
 from rccl.errors import RcclError
 from rccl.fileio import write_text
 
@@ -100,7 +101,7 @@ DEFAULTS: dict = {
         "log_every": 10,
     },
     "eval": {
-        "qualities": ["raw", "c23", "c40"],
+        "qualities": list(QUALITIES),  # rccl.data.layouts.QUALITIES: the qualities rccl-prep makes
         "split": "test",
         "batch_size": 128,
         "after_training": True,
