@@ -5,35 +5,37 @@ synthetic input; on a GPU also end-to-end training (DALI loader + model step) ag
 Every loader makes two augmented views per anchor from the same crops and the same ForgeryPairSampler
 batches; a view is one (3, S, S) image, so views/s = 2 x anchors/s.
 
-    python bench/loader_speed.py                      # 320x320 PNG crops -> 299 views, batch 128
-    python bench/loader_speed.py --format jpg         # JPEG q95 crops (what nvJPEG decodes on the GPU)
-    python bench/loader_speed.py --quick              # small and short: a smoke run (~1 min on 2 cores)
-    python bench/loader_speed.py --manifest OUT/manifest.jsonl   # your own crops
+Run from the repository root as a module (the checkout's rccl is then importable, no sys.path edit):
 
-Prints a table and, with --json PATH, appends one JSON object per row (device, torch, DALI, commit, date).
+    python -m bench.loader_speed                      # 320x320 PNG crops -> 299 views, batch 128
+    python -m bench.loader_speed --format jpg         # JPEG q95 crops (what nvJPEG decodes on the GPU)
+    python -m bench.loader_speed --quick              # small and short: a smoke run (~1 min on 2 cores)
+    python -m bench.loader_speed --manifest OUT/manifest.jsonl   # your own crops
+
+Prints a table and, with --json PATH, adds one JSON object per row (device, torch, DALI, commit, date) to
+that file (rewritten whole through rccl.fileio, so an interrupted run never leaves half a line).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import datetime
+import io
 import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rccl.data.loaders import build_train_loader  # noqa: E402
-from rccl.data.manifest import read_manifest, write_manifest  # noqa: E402
-from rccl.data.pairing import ForgeryPairSampler  # noqa: E402
-from rccl.train.config import DEFAULTS  # noqa: E402
+from rccl.data.loaders import build_train_loader
+from rccl.data.manifest import read_manifest, write_manifest
+from rccl.data.pairing import ForgeryPairSampler
+from rccl.fileio import write_bytes, write_lines
+from rccl.train.config import DEFAULTS
 
 
 def make_crops(folder: Path, n: int, crop_size: int, fmt: str) -> Path:
@@ -53,11 +55,12 @@ def make_crops(folder: Path, n: int, crop_size: int, fmt: str) -> Path:
         y, x = rng.integers(0, 512 - side, size=2)
         image = Image.fromarray(photo[y:y + side, x:x + side]).resize((crop_size, crop_size), Image.BILINEAR)
         rel = f"crops_{crop_size}_{fmt}/{i:06d}.{fmt}"
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        encoded = io.BytesIO()
         if fmt == "png":
-            image.save(folder / rel, format="PNG", compress_level=1)  # as rccl-prep writes them
+            image.save(encoded, format="PNG", compress_level=1)  # as rccl-prep writes them
         else:
-            image.save(folder / rel, format="JPEG", quality=95)
+            image.save(encoded, format="JPEG", quality=95)
+        write_bytes(folder / rel, encoded.getvalue())
         rows.append(dict(path=rel, dataset="synthetic", split="train", quality="raw", video=f"v{label}_{video}.mp4",
                          label=label, frame=frame, pair=frame // 2, source=f"id{video % 5}_0000" if label else "",
                          target=f"id{(video + 1) % 5}" if label else "", identity="" if label else f"id{video % 5}",
@@ -291,9 +294,8 @@ def main(argv=None) -> int:
             meta["dali"] = dali.__version__
         except ImportError:
             pass
-        with open(a.json, "a", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps({**meta, **row}) + "\n")
+        earlier = Path(a.json).read_text(encoding="utf-8").splitlines() if Path(a.json).is_file() else []
+        write_lines(a.json, earlier + [json.dumps({**meta, **row}) for row in rows])
     return 0
 
 

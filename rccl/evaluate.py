@@ -1,32 +1,38 @@
-"""Evaluate a trained run on the test crops of its manifest, per quality, the way the paper's Table 2 does.
+"""Evaluate a trained run on the test crops of a manifest, per quality, the way the paper's Table 2 does.
 
 For each quality: the detector's fake probability for every crop (frame level) and the mean of a video's
 frame scores (video level); AUC, ACC, TPR, TNR, FPR at threshold 0.5, EER and AP (fake is positive).
-Writes RUN/metrics.json (atomically), and under RUN/eval/ a ROC curve and a score histogram per quality
-as PNG plus the per-crop scores as CSV, so a plot can be redrawn without running the model again.
+On the run's own manifest the results are the run's: RUN/metrics.json, plots and per-crop scores in
+RUN/eval/. On another manifest (the cross-dataset protocol: train on one dataset, test on another) they go
+to RUN/eval/NAME/ (NAME: that manifest's dataset, or --name) and RUN/metrics.json is never touched. After
+each evaluation RUN/eval/summary.md lists every dataset evaluated for the run. The layout is rccl.run's.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
 import os
-import sys
-import tempfile
+import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from rccl.data.layouts import QUALITIES  # the qualities rccl-prep makes: the one list of them
+from rccl.data.loaders import build_eval_loader
 from rccl.data.manifest import read_manifest
+from rccl.errors import RcclError
+from rccl.fileio import write_json, write_text
 from rccl.metrics import detection_metrics, roc_curve, video_scores
 from rccl.plots import draw_roc, draw_score_histogram
-from rccl.data.loaders import build_eval_loader
-from rccl.errors import RcclError
+from rccl.run import RunDir
 from rccl.scoring import input_size, score_batches
 
-QUALITIES = ("raw", "c23", "c40")
+OWN = "(training manifest)"  # the summary's name for the run's own manifest
+log = logging.getLogger(__name__)
 
 
 class EvaluationError(RcclError, ValueError):
@@ -38,20 +44,29 @@ def default_device() -> torch.device:
 
 
 def metrics_path(run_dir: str | os.PathLike, split: str = "test") -> Path:
-    """RUN/metrics.json for the test split (the run-folder contract); RUN/metrics_<split>.json otherwise."""
-    return Path(run_dir) / ("metrics.json" if split == "test" else f"metrics_{split}.json")
+    """RUN/metrics.json for the test split of the run's own manifest; RUN/metrics_<split>.json otherwise."""
+    return RunDir(run_dir).metrics_path(split)
 
 
 def run_manifest(cfg: dict, run_dir: str | os.PathLike) -> Path | None:
-    """The manifest a run was trained on: data.manifest of its config, a relative path taken from the run
-    folder when it exists there, else from the working directory; None when the config names none."""
-    manifest = (cfg.get("data") or {}).get("manifest")
-    if not manifest:
-        return None
-    manifest, run_dir = Path(manifest), Path(run_dir)
-    if not manifest.is_absolute():
-        manifest = (run_dir / manifest) if (run_dir / manifest).exists() else manifest.resolve()
-    return manifest
+    """The manifest a run was trained on (see RunDir.manifest)."""
+    return RunDir(run_dir).manifest(cfg)
+
+
+def dataset_name(records: list[dict], manifest: Path) -> str:
+    """The name an evaluation on another manifest is filed under: its rows' dataset ("celebdf", "ffpp",
+    ...), several joined with "+"."""
+    names = sorted({str(r["dataset"]) for r in records})
+    if not names:
+        raise EvaluationError(f"manifest {manifest}: no rows")
+    return check_name("+".join(names))
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name) or name == "summary.md":
+        raise EvaluationError(f"evaluation name {name!r}: use letters, digits and . _ + - (it names a folder "
+                              f"under RUN/eval/), e.g. --name ffpp")
+    return name
 
 
 def select_records(records: list[dict], qualities: Sequence[str], split: str, manifest: Path) -> dict[str, list[dict]]:
@@ -88,29 +103,9 @@ def quality_metrics(records: list[dict], scores: np.ndarray) -> tuple[dict, dict
     return result, curves
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Temporary file, fsync, rename: a kill leaves the old file or the new one. Readable as a plain
-    open() would leave it (mkstemp's files are private to the owner)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _scores_csv(records: list[dict], scores: np.ndarray) -> str:
     buffer = io.StringIO()
-    w = csv.writer(buffer)
+    w = csv.writer(buffer, lineterminator="\n")
     w.writerow(["path", "dataset", "video", "frame", "label", "fake_probability"])
     for r, s in zip(records, scores):
         w.writerow([r["path"], r["dataset"], r["video"], r["frame"], r["label"], f"{s:.6f}"])
@@ -121,86 +116,159 @@ def _pct(v) -> str:
     return "   n/a" if v is None else f"{100 * v:6.2f}"
 
 
-def format_table(results: dict, split: str = "test") -> str:
-    """The paper's Table 2 layout (TPR, TNR, AUC, ACC per quality; the paper's column headed FPR holds
-    values like 99.80 and so is the TNR), then FPR, EER and AP; values in %, n/a where undefined."""
+def _table(results: dict, title: str, groups) -> list[str]:
+    """groups: ((heading, key), ...) per block of columns; one column block per quality."""
     qualities = list(results)
-    lines = []
-    for title, keys in ((f"{split} split, threshold 0.5, fake = positive (values in %)", ("tpr", "tnr", "auc", "acc")),
-                        ("", ("fpr", "eer", "ap"))):
-        width = 7 * len(keys)
-        lines.append(title)
-        lines.append(" " * 7 + "".join(f"{q:^{width}}" for q in qualities))
-        lines.append(f"{'level':<7}" + "".join("".join(f"{k.upper():>7}" for k in keys) for _ in qualities))
-        for level in ("frame", "video"):
-            lines.append(f"{level:<7}" + "".join("".join(f" {_pct(results[q][level][k])}" for k in keys)
-                                                 for q in qualities))
-    counts = ", ".join(f"{q}: {results[q]['frame']['n']} crops ({results[q]['frame']['n_real']} natural, "
-                       f"{results[q]['frame']['n_fake']} fake) in {results[q]['video']['n']} videos" for q in qualities)
-    lines.append(counts)
+    width = 7 * len(groups)
+    lines = [title, " " * 7 + "".join(f"{q:^{width}}" for q in qualities),
+             f"{'level':<7}" + "".join("".join(f"{h:>7}" for h, _ in groups) for _ in qualities)]
+    for level in ("frame", "video"):
+        lines.append(f"{level:<7}" + "".join("".join(f" {_pct(results[q][level][k])}" for _, k in groups)
+                                             for q in qualities))
+    return lines
+
+
+def _counts(results: dict) -> str:
+    return ", ".join(f"{q}: {r['frame']['n']} crops ({r['frame']['n_real']} natural, {r['frame']['n_fake']} fake) "
+                     f"in {r['video']['n']} videos" for q, r in results.items())
+
+
+def format_table(results: dict, split: str = "test") -> str:
+    """Fake = positive: TPR (fakes called fake), TNR (naturals called natural), AUC, ACC per quality, then
+    FPR, EER and AP; values in %, n/a where undefined."""
+    lines = _table(results, f"{split} split, threshold 0.5, fake = positive (values in %)",
+                   [(k.upper(), k) for k in ("tpr", "tnr", "auc", "acc")])
+    lines += _table(results, "", [(k.upper(), k) for k in ("fpr", "eer", "ap")])
+    lines.append(_counts(results))
     return "\n".join(lines)
 
 
-def _note_undefined(quality: str, level: str, m: dict, out) -> None:
+def format_paper_table(results: dict, split: str = "test") -> str:
+    """The paper's Table 2 columns as the paper labels them: its "TPR" is the recall of the naturals (our
+    TNR) and its "FPR" the recall of the fakes (our TPR): on its rows ACC = f * TPR + (1 - f) * FPR holds
+    with f the natural share of the Celeb-DF-v2 test list."""
+    lines = _table(results, f"{split} split, the paper's Table 2 columns (values in %): paper TPR = natural "
+                            f"recall (our TNR), paper FPR = fake recall (our TPR)",
+                   [("TPR*", "tnr"), ("FPR*", "tpr"), ("AUC", "auc"), ("ACC", "acc")])
+    lines.append("* the paper's column names; computed here as natural recall (TPR*) and fake recall (FPR*)")
+    return "\n".join(lines)
+
+
+def _note_undefined(quality: str, level: str, m: dict) -> None:
     if m["auc"] is None:
         present = "naturals" if m["n_fake"] == 0 else "fakes"
         unit = "crops" if level == "frame" else "videos"
-        print(f"note: {quality} {level} level: only {present} ({m['n']} {unit}); AUC and EER are undefined "
-              f"(null in metrics.json), the other metrics are reported", file=out)
+        log.warning(f"note: {quality} {level} level: only {present} ({m['n']} {unit}); AUC and EER are undefined "
+                    f"(null in metrics.json), the other metrics are reported")
+
+
+# -- the summary across datasets --------------------------------------------------------------------------
+SUMMARY_COLUMNS = (("frame AUC", "frame", "auc"), ("video AUC", "video", "auc"), ("frame ACC", "frame", "acc"),
+                   ("video ACC", "video", "acc"), ("frame EER", "frame", "eer"), ("video EER", "video", "eer"))
+
+
+def _metrics_files(run: RunDir) -> list[tuple[str, str, Path]]:
+    """(dataset, split, path) of every metrics file of the run: its own manifest first, then eval/NAME/."""
+    found = []
+    for folder, dataset in [(run.path, OWN)] + [(d, d.name) for d in sorted(run.eval_dir().glob("*/")) if d.is_dir()]:
+        for path in sorted(folder.glob("metrics*.json")):
+            m = re.fullmatch(r"metrics(?:_(.+))?\.json", path.name)
+            if m:
+                found.append((dataset, m.group(1) or "test", path))
+    return found
+
+
+def summary_table(run: RunDir) -> str:
+    """A Markdown table, one row per (dataset, split, quality) evaluated for the run (values in %)."""
+    head = "| dataset | split | quality | " + " | ".join(c for c, _, _ in SUMMARY_COLUMNS) + " | crops | videos |"
+    lines = [f"# Evaluations of {run.path.name}", "",
+             "Threshold 0.5, fake = positive, values in %; one row per dataset and quality "
+             "(rccl-eval --manifest adds datasets).", "", head, "|" + "---|" * (len(SUMMARY_COLUMNS) + 5)]
+    for dataset, split, path in _metrics_files(run):
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue  # not ours to judge here; the file's own reader reports it
+        for quality, r in results.items():
+            values = " | ".join(_pct(r[level][key]).strip() for _, level, key in SUMMARY_COLUMNS)
+            lines.append(f"| {dataset} | {split} | {quality} | {values} | {r['frame']['n']} | {r['video']['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(run: RunDir) -> str:
+    table = summary_table(run)
+    write_text(run.summary_path, table)
+    return table
+
+
+def _same_file(a: Path, b: Path | None) -> bool:
+    return b is not None and Path(a).resolve() == Path(b).resolve()
 
 
 def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIES, split: str = "test",
                  device: str | torch.device | None = None, batch_size: int = 64, *,
-                 manifest: str | os.PathLike | None = None, num_workers: int = 0,
-                 progress: bool = True, verbose: bool = True) -> dict:
+                 manifest: str | os.PathLike | None = None, name: str | None = None, num_workers: int = 0,
+                 progress: bool = True, verbose: bool = True, paper_columns: bool = False) -> dict:
     """Score the `split` crops of each quality with the run's stage-2 detector; returns
-    {quality: {"frame": {...}, "video": {...}}} with METRIC_KEYS and counts, also written to
-    metrics_path(run_dir, split). Plots and per-crop scores go to RUN/eval/."""
-    from rccl.train.checkpoint import load_detector  # the training room; imported late so metrics work alone
+    {quality: {"frame": {...}, "video": {...}}} with METRIC_KEYS and counts.
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise EvaluationError(f"run folder {run_dir}: no such folder (pass the RUN folder given to rccl-train)")
+    `manifest` None (or the run's own): the run's results, RUN/metrics[_SPLIT].json and RUN/eval/. Another
+    manifest: RUN/eval/NAME/ (NAME = `name`, else the manifest's dataset). verbose: print the table(s) and
+    the summary across datasets."""
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise EvaluationError(f"run folder {run.path}: no such folder (pass the RUN folder given to rccl-train)")
+    if name is not None:
+        check_name(name)
     qualities = list(dict.fromkeys(qualities))
     if not qualities:
         raise EvaluationError("no qualities to evaluate (e.g. --qualities raw,c23,c40)")
     device = torch.device(device) if device is not None else default_device()
-    model, cfg = load_detector(run_dir, map_location=device)
+    model, cfg = run.load_detector(map_location=device)
     model.to(device).eval()
     try:
-        input_size(cfg, f"{run_dir}/config.yaml")  # the evaluation loader resizes every crop to it
+        input_size(cfg, f"{run.config_path}")  # the evaluation loader resizes every crop to it
     except ValueError as e:
         raise EvaluationError(str(e)) from None
-    manifest_path = Path(manifest) if manifest is not None else run_manifest(cfg, run_dir)
+    own = run.manifest(cfg)
+    manifest_path = Path(manifest) if manifest is not None else own
     if manifest_path is None:
-        raise EvaluationError(f"{run_dir}/config.yaml: no data.manifest; pass the manifest explicitly (--manifest)")
+        raise EvaluationError(f"{run.config_path}: no data.manifest; pass the manifest explicitly (--manifest)")
     records = read_manifest(manifest_path, check_files=True)
     by_quality = select_records(records, qualities, split, manifest_path)
+    if name is not None:
+        dataset = check_name(name)
+    else:
+        dataset = None if _same_file(manifest_path, own) else dataset_name(records, manifest_path)
 
-    out = sys.stdout if verbose else open(os.devnull, "w")
     results: dict[str, dict] = {}
-    eval_dir = run_dir / "eval"
-    try:
-        for q in qualities:
-            rows = by_quality[q]
-            loader = build_eval_loader(cfg, rows, batch_size=batch_size, workers=num_workers)
-            scores = score_batches(model, loader, device, desc=f"{q} {split}", progress=progress)
-            results[q], curves = quality_metrics(rows, scores)
+    for q in qualities:
+        rows = by_quality[q]
+        loader = build_eval_loader(cfg, rows, batch_size=batch_size, workers=num_workers)
+        scores = score_batches(model, loader, device, desc=f"{q} {split}", progress=progress)
+        results[q], curves = quality_metrics(rows, scores)
+        if verbose:
             for level in ("frame", "video"):
-                _note_undefined(q, level, results[q][level], out)
-            _write_text_atomic(eval_dir / f"{split}_{q}_scores.csv", _scores_csv(rows, scores))
-            roc_png = eval_dir / f"{split}_{q}_roc.png"
-            if curves:
-                draw_roc(curves, f"ROC, {q}, {split} split", roc_png)
-            else:  # one class only: no curve, and none left over from an earlier evaluation either
-                roc_png.unlink(missing_ok=True)
-            labels = np.array([r["label"] for r in rows])
-            draw_score_histogram({"natural": scores[labels == 0], "fake": scores[labels == 1]},
-                                 f"Frame scores, {q}, {split} split", eval_dir / f"{split}_{q}_hist.png")
-        _write_text_atomic(metrics_path(run_dir, split), json.dumps(results, indent=2) + "\n")
-        print(format_table(results, split), file=out)
-        print(f"wrote {metrics_path(run_dir, split)} and plots in {eval_dir}", file=out)
-    finally:
-        if out is not sys.stdout:
-            out.close()
+                _note_undefined(q, level, results[q][level])
+        write_text(run.scores_path(split, q, dataset), _scores_csv(rows, scores))
+        roc_png = run.plot_path(split, q, "roc", dataset)
+        where = f"{dataset}, " if dataset else ""
+        if curves:
+            draw_roc(curves, f"ROC, {where}{q}, {split} split", roc_png)
+        else:  # one class only: no curve, and none left over from an earlier evaluation either
+            roc_png.unlink(missing_ok=True)
+        labels = np.array([r["label"] for r in rows])
+        draw_score_histogram({"natural": scores[labels == 0], "fake": scores[labels == 1]},
+                             f"Frame scores, {where}{q}, {split} split", run.plot_path(split, q, "hist", dataset))
+    out_path = run.metrics_path(split, dataset)
+    write_json(out_path, results)
+    summary = write_summary(run)
+    if verbose:
+        print(format_table(results, split))
+        if paper_columns:
+            print()
+            print(format_paper_table(results, split))
+        print(f"wrote {out_path} and plots in {run.eval_dir(dataset)}")
+        print()
+        print(summary, end="")
     return results

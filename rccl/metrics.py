@@ -1,8 +1,10 @@
-"""Detection metrics in plain numpy: ROC curve, AUC, EER, AP, and ACC/TPR/TNR/FPR at a threshold.
+"""Detection metrics: ROC curve, AUC, EER and AP from scikit-learn, ACC/TPR/TNR/FPR at a threshold.
 
 The fake class (label 1) is the positive class and a score is the fake probability. Ties between scores
 are handled as scikit-learn does: all crops with the same score cross a threshold together, so a tie
-between a natural and a fake counts one half in the AUC.
+between a natural and a fake counts one half in the AUC. This module adds what scikit-learn leaves to the
+caller: input checks with messages that name the problem, the EER read off the ROC curve, and None for a
+metric the labels cannot define.
 
 A metric that a set of labels cannot define (AUC with one class only, TPR without fakes) is None, not
 NaN: None survives JSON, and a reader sees at once that the value is missing rather than a number.
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Hashable, Sequence
 
 import numpy as np
+from sklearn import metrics as skm
 
 from rccl.errors import RcclError
 
@@ -43,35 +46,29 @@ def _check(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.int64), s
 
 
-def _cumulative_counts(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True and false positives when every crop scoring >= t is called fake, for each distinct score t
-    from the highest down; tied scores enter together."""
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
-    tps = np.cumsum(y_sorted)[last_of_run]
-    fps = (last_of_run + 1) - tps
-    return tps, fps, s_sorted[last_of_run]
+def _both_classes(y: np.ndarray, what: str) -> None:
+    n_fake = int(y.sum())
+    if n_fake == 0 or n_fake == len(y):
+        present = "fakes" if n_fake == len(y) else "naturals"
+        raise UndefinedMetricError(f"{what} undefined: only {present} present ({len(y)} samples)")
 
 
 def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds): a point per distinct score, starting at (0, 0) with threshold +inf.
     A crop is called fake at threshold t when its score is >= t."""
     y, s = _check(labels, scores)
-    n_fake, n_real = int(y.sum()), int(len(y) - y.sum())
-    if n_fake == 0 or n_real == 0:
-        present = "fakes" if n_real == 0 else "naturals"
-        raise UndefinedMetricError(f"ROC curve undefined: only {present} present ({len(y)} samples)")
-    tps, fps, thresholds = _cumulative_counts(y, s)
-    fpr = np.r_[0.0, fps / n_real]
-    tpr = np.r_[0.0, tps / n_fake]
-    return fpr, tpr, np.r_[np.inf, thresholds]
+    _both_classes(y, "ROC curve")
+    fpr, tpr, thresholds = skm.roc_curve(y, s, drop_intermediate=False)
+    thresholds = thresholds.astype(np.float64)
+    thresholds[0] = np.inf  # scikit-learn >= 1.3 already says inf; older versions say max + 1
+    return fpr, tpr, thresholds
 
 
 def roc_auc(labels, scores) -> float:
-    """Area under the ROC curve (trapezoids, so a tie between a natural and a fake counts one half)."""
-    fpr, tpr, _ = roc_curve(labels, scores)
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    """Area under the ROC curve (a tie between a natural and a fake counts one half)."""
+    y, s = _check(labels, scores)
+    _both_classes(y, "ROC AUC")
+    return float(skm.roc_auc_score(y, s))
 
 
 def equal_error_rate(labels, scores) -> float:
@@ -87,16 +84,11 @@ def equal_error_rate(labels, scores) -> float:
 
 
 def average_precision(labels, scores) -> float:
-    """Average precision: sum over distinct thresholds of (recall step) x (precision there), without
-    interpolation (the definition of scikit-learn's average_precision_score)."""
+    """Average precision without interpolation (scikit-learn's average_precision_score)."""
     y, s = _check(labels, scores)
-    n_fake = int(y.sum())
-    if n_fake == 0:
+    if int(y.sum()) == 0:
         raise UndefinedMetricError(f"average precision undefined: no fakes present ({len(y)} naturals)")
-    tps, fps, _ = _cumulative_counts(y, s)
-    precision = tps / (tps + fps)
-    recall = tps / n_fake
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(skm.average_precision_score(y, s))
 
 
 def threshold_metrics(labels, scores, threshold: float = 0.5) -> dict:

@@ -2,7 +2,7 @@
 (stage 1, contrastive), and a linear classifier on the encoder's features (stage 2; class 1 = fake).
 
 `model(images)` gives the classifier's logits (B, 2): that is the detector evaluation and prediction use.
-`model.embed(images)` gives the L2-normalised projections z (B, proj_dim) the loss sees.
+`model.embedder()(images)` gives the L2-normalised projections z (B, proj_dim) the loss sees.
 """
 from __future__ import annotations
 
@@ -50,12 +50,6 @@ class Detector(nn.Module):
     def embedder(self) -> Embedder:
         """A view sharing this model's encoder and projector (no copy)."""
         return Embedder(self.encoder, self.projector)
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.encoder(images)
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projector(self.encoder(images)).float(), dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.encoder(images))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from rccl.data.faces import FaceCropper
 from rccl.data.video import VideoError, probe, read_frames
-from rccl.evaluate import run_manifest
+from rccl.errors import RcclError
+from rccl.run import RunDir
 from rccl.scoring import input_size, score_crops
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".ts"}
@@ -33,12 +34,19 @@ class Prediction(NamedTuple):
     n_faces: int                    # face crops scored: 1 for an image, sampled frames with a face for a video
 
 
+class PredictionError(RcclError, ValueError):
+    """Prediction cannot start (a bad run folder, bad settings); a single unreadable file is Skipped instead."""
+
+
 class Skipped(Exception):
     """A file that cannot be scored; the message says why."""
 
 
-def _report_to_stderr(path: str, reason: str) -> None:
-    print(f"rccl-predict: skipped {path}: {reason}", file=sys.stderr)
+log = logging.getLogger(__name__)
+
+
+def _report_skip(path: str, reason: str) -> None:
+    log.warning(f"skipped {path}: {reason}")
 
 
 def sample_indices(n_frames: int, n_samples: int) -> list[int]:
@@ -109,7 +117,7 @@ def crop_style(manifest: str | os.PathLike | None) -> CropStyle:
         try:
             settings = json.loads(prep.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{prep}: cannot be read as rccl-prep's settings ({e}); fix or remove it") from None
+            raise PredictionError(f"{prep}: cannot be read as rccl-prep's settings ({e}); fix or remove it") from None
     kwargs = {k: settings[k] for k in ("enlarge", "crop_size", "detect_size") if settings.get(k) is not None}
     jpeg = int(settings.get("jpeg_quality") or 98) if settings.get("crop_format") == "jpg" else None
     return CropStyle(FaceCropper(**kwargs), jpeg)
@@ -141,22 +149,20 @@ def face_crops(frames: Sequence[np.ndarray], style: CropStyle | FaceCropper) -> 
 def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike, *,
                   device: str | torch.device | None = None, frames: int = 32, batch_size: int = 32,
                   cropper: FaceCropper | None = None,
-                  on_skip: Callable[[str, str], None] | None = _report_to_stderr,
+                  on_skip: Callable[[str, str], None] | None = _report_skip,
                   progress: bool = True) -> list[Prediction]:
     """One Prediction per path, in order. The detector is the run's stage-2 model (load_detector); faces
     are cut as the run's training crops were (crop_style), unless a `cropper` is given."""
-    from rccl.train.checkpoint import load_detector  # the training room
-
     if frames < 1:
-        raise ValueError(f"frames must be at least 1, got {frames}")
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir}: no such folder (pass the RUN folder given to rccl-train)")
+        raise PredictionError(f"frames must be at least 1, got {frames}")
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise PredictionError(f"run folder {run.path}: no such folder (pass the RUN folder given to rccl-train)")
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, cfg = load_detector(run_dir, map_location=device)
+    model, cfg = run.load_detector(map_location=device)
     model.to(device).eval()
-    size = input_size(cfg, f"{run_dir}/config.yaml")
-    style = CropStyle(cropper, None) if cropper is not None else crop_style(run_manifest(cfg, run_dir))
+    size = input_size(cfg, f"{run.config_path}")
+    style = CropStyle(cropper, None) if cropper is not None else crop_style(run.manifest(cfg))
 
     results = []
     for path in tqdm(list(paths), desc="predicting", unit="file", disable=not progress or len(paths) < 2, leave=False):

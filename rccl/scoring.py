@@ -14,13 +14,18 @@ import torch
 from tqdm import tqdm
 
 from rccl.data.transforms import eval_transform
+from rccl.errors import RcclError
+
+
+class ScoringError(RcclError, ValueError):
+    """A run whose config or detector cannot score crops (bad data.image_size, logits of the wrong shape)."""
 
 
 def input_size(cfg: dict, where: str = "config") -> int:
     """The side of the square input the detector was trained on, from a run's resolved config."""
     size = (cfg.get("data") or {}).get("image_size")
     if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise ValueError(f"{where}: data.image_size must be a positive integer (the detector's input side), "
+        raise ScoringError(f"{where}: data.image_size must be a positive integer (the detector's input side), "
                          f"got {size!r}")
     return size
 
@@ -30,7 +35,7 @@ def fake_probabilities(model: torch.nn.Module, images: torch.Tensor, device: tor
     """softmax(model(images))[:, 1] as float64 numpy, for one batch of normalised (B, 3, S, S) images."""
     logits = model(images.to(device, non_blocking=True))
     if logits.ndim != 2 or logits.shape[1] != 2:
-        raise ValueError(f"the detector must give logits of shape (B, 2) (class 1 = fake); got {tuple(logits.shape)}")
+        raise ScoringError(f"the detector must give logits of shape (B, 2) (class 1 = fake); got {tuple(logits.shape)}")
     return torch.softmax(logits.float(), dim=1)[:, 1].double().cpu().numpy()
 
 
@@ -48,6 +53,8 @@ def score_crops(model: torch.nn.Module, crops: Sequence[np.ndarray], image_size:
                 device: torch.device | str, *, batch_size: int = 64) -> np.ndarray:
     """Fake probability of each in-memory crop (HxWx3 uint8 RGB arrays)."""
     model.eval()
+    # THE call site of prediction's normalisation: it must match the evaluation loader's (rccl.data.loaders
+    # builds the same eval_transform); switch both together if the mean/std come from the encoder's config
     transform = eval_transform(image_size)
     out = []
     for start in range(0, len(crops), batch_size):

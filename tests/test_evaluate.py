@@ -10,7 +10,7 @@ from rccl.cli.evaluate import main as eval_main
 from rccl.evaluate import EvaluationError, evaluate_run, format_table
 from rccl.data.transforms import eval_transform
 from rccl.metrics import METRIC_KEYS
-from tiny_run import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
+from tiny_data import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_writes_metrics_json_plots_and_scores(run):
     assert not list(run.glob("*.tmp")) and not list((run / "eval").glob("*.tmp"))
 
 
-def test_one_class_split_reports_the_rest(run, capsys):
+def test_one_class_split_reports_the_rest(run, capsys, caplog):
     (run / "eval").mkdir()
     (run / "eval" / "test_c40_roc.png").write_bytes(b"left over from an earlier evaluation")
     results = evaluate_run(run, ("c40",), device="cpu", progress=False)
@@ -73,8 +73,8 @@ def test_one_class_split_reports_the_rest(run, capsys):
     # naturals at 40, 150, 50, 70: 150 / 255 > 0.5 is a false positive
     assert frame["acc"] == pytest.approx(0.75) and frame["tnr"] == pytest.approx(0.75)
     assert frame["fpr"] == pytest.approx(0.25)
-    out = capsys.readouterr().out
-    assert "only naturals" in out and "AUC and EER are undefined" in out and "n/a" in out
+    assert "only naturals" in caplog.text and "AUC and EER are undefined" in caplog.text
+    assert "n/a" in capsys.readouterr().out
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["c40"]["frame"]["auc"] is None
     assert not (run / "eval" / "test_c40_roc.png").exists()  # no ROC curve without both classes
@@ -154,3 +154,33 @@ def test_cli_without_a_stage2_checkpoint(tmp_path, capsys):
     run = make_tiny_run(tmp_path)
     assert eval_main(["--checkpoint", str(run), "--device", "cpu"]) == 2
     assert "no stage-2 checkpoint" in capsys.readouterr().err
+
+
+def _level(tpr, tnr, acc):
+    return {"auc": 0.9, "acc": acc, "tpr": tpr, "tnr": tnr, "fpr": 1 - tnr, "eer": 0.1, "ap": 0.9, "n": 10,
+            "n_real": 4, "n_fake": 6}
+
+
+def test_paper_columns_are_natural_recall_then_fake_recall():
+    # the paper's "TPR" column is the naturals' recall (our TNR), its "FPR" column the fakes' recall (our
+    # TPR): with 4 naturals at recall 0.50 and 6 fakes at recall 1.00, ACC = 0.4 * 0.5 + 0.6 * 1.0 = 0.8
+    from rccl.evaluate import format_paper_table
+
+    results = {"raw": {"frame": _level(1.0, 0.5, 0.8), "video": _level(1.0, 0.5, 0.8)}}
+    lines = format_paper_table(results).splitlines()
+    assert "paper TPR = natural recall (our TNR), paper FPR = fake recall (our TPR)" in lines[0]
+    assert lines[2].split() == ["level", "TPR*", "FPR*", "AUC", "ACC"]
+    assert lines[3].split() == ["frame", "50.00", "100.00", "90.00", "80.00"]
+    # the fake-positive table keeps its own labels
+    assert format_table(results).splitlines()[3].split()[1:3] == ["100.00", "50.00"]
+
+
+def test_cli_errors_share_one_convention(run, capsys):
+    from rccl.cli.predict import main as predict_main
+
+    assert eval_main(["--checkpoint", str(run) + "-missing", "--device", "cpu", "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith("rccl-eval: error: run folder")
+    assert predict_main(["--checkpoint", str(run) + "-missing", "x.png", "--device", "cpu", "--no-progress"]) == 2
+    assert capsys.readouterr().err.startswith("rccl-predict: error: run folder")
+    with pytest.raises(EvaluationError):  # --traceback: the error itself, for a bug report
+        eval_main(["--checkpoint", str(run) + "-missing", "--device", "cpu", "--traceback"])

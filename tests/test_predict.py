@@ -12,8 +12,8 @@ from rccl.cli.predict import main as predict_main
 from rccl.data.faces import FaceCropper
 from rccl.data.transforms import eval_transform
 from rccl.data.video import read_frames
-from rccl.predict import Prediction, crop_style, face_crops, predict_files, sample_indices
-from tiny_run import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
+from rccl.predict import Prediction, PredictionError, crop_style, face_crops, predict_files, sample_indices
+from tiny_data import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"real face data not found at {FACES}")
@@ -121,9 +121,9 @@ def test_video_without_faces_and_unreadable_files_are_skipped(run, tmp_path):
 
 
 def test_bad_run_folder_and_frames(tmp_path, run, astronaut):
-    with pytest.raises(FileNotFoundError, match="no such folder"):
+    with pytest.raises(PredictionError, match="no such folder"):
         predict_files([astronaut], tmp_path / "no_run", device="cpu")
-    with pytest.raises(ValueError, match="frames must be at least 1"):
+    with pytest.raises(PredictionError, match="frames must be at least 1"):
         predict_files([astronaut], run, device="cpu", frames=0)
 
 

@@ -10,9 +10,10 @@ import yaml
 from rccl.model import ModelError, build_model
 from rccl.train import checkpoint as ckpt
 from rccl.train.config import load_config
-from rccl.train.loop import TrainingError
+from rccl.run import CheckpointError, RunDir, load_checkpoint
+from rccl.train.engine import TrainingError
 from rccl.train.runner import train
-from train_tiny_data import make_tiny_manifest, tiny_overrides
+from tiny_data import make_tiny_manifest, tiny_overrides
 
 
 def _cfg(**extra):
@@ -29,7 +30,7 @@ def test_rng_state_round_trips_and_checkpoint_loads_weights_only(tmp_path):
     expected = (torch.rand(3), np.random.rand(3), random.random())
     raw = torch.load(tmp_path / "checkpoints" / "stage1_001.pt", weights_only=True)
     assert raw["stage"] == 1 and raw["epoch"] == 1 and raw["config"] == cfg
-    ckpt.set_rng_state(ckpt.load_checkpoint(ckpt.last_path(tmp_path, 1))["rng"])
+    ckpt.set_rng_state(load_checkpoint(RunDir(tmp_path).last_checkpoint_path(1))["rng"])
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
 
@@ -39,16 +40,16 @@ def test_numbered_checkpoints_are_pruned_and_last_follows(tmp_path):
         ckpt.save_checkpoint(tmp_path, 1, epoch, {"x": torch.tensor(epoch)}, keep_epochs=2)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["stage1_003.pt", "stage1_004.pt", "stage1_last.pt"]
-    assert int(ckpt.load_checkpoint(ckpt.last_path(tmp_path, 1))["x"]) == 4
+    assert int(load_checkpoint(RunDir(tmp_path).last_checkpoint_path(1))["x"]) == 4
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
 
 
 def test_foreign_or_missing_checkpoints_are_named(tmp_path):
     torch.save({"something": 1}, tmp_path / "other.pt")
-    with pytest.raises(ckpt.CheckpointError, match="not an rccl checkpoint"):
-        ckpt.load_checkpoint(tmp_path / "other.pt")
-    with pytest.raises(ckpt.CheckpointError, match="no stage-2 checkpoint"):
-        ckpt.load_detector(tmp_path)
+    with pytest.raises(CheckpointError, match="not an rccl checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="no stage-2 checkpoint"):
+        RunDir(tmp_path).load_detector()
 
 
 def test_offline_pretrained_without_a_file_is_one_clear_error_unless_scratch_is_allowed(monkeypatch, capsys):
@@ -94,7 +95,7 @@ def test_a_tiny_run_writes_the_run_folder_and_load_detector_reads_it(tmp_path, k
     rows = (run / "epochs.csv").read_text().splitlines()
     assert rows[0].startswith("stage,epoch,loss") and len(rows) == (3 if kind == "rccl" else 2)
     assert any((run / "tb").iterdir())
-    model, saved = ckpt.load_detector(run, "cpu")
+    model, saved = run.load_detector("cpu")
     assert saved == cfg and not model.training
     assert model(torch.randn(3, 3, 16, 16)).shape == (3, 2)
     # a second run with the same name never overwrites the first

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from rccl.train.config import ConfigError, load_config, parse_override, save_config
-from rccl.train.demo import DEMO_SETTINGS, demo_base
+from rccl.train.demo import demo_base, is_demo_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -68,9 +68,36 @@ def test_paper_setting_and_ablations():
     assert (fusion["bank_size"], fusion["negatives"]) == (16, 32)
 
 
-def test_demo_file_matches_the_embedded_demo():
-    assert load_config(CONFIGS / "demo.yaml") == demo_base()
-    assert yaml.safe_load((CONFIGS / "demo.yaml").read_text()) == DEMO_SETTINGS
+def test_shipped_configs_resolve_by_name_and_the_demo_is_configs_demo_yaml():
+    assert load_config("demo") == load_config(CONFIGS / "demo.yaml") == demo_base()
+    assert load_config("celebdf") == load_config(CONFIGS / "celebdf.yaml")
+    assert load_config("tables/table3_instance")["data"]["pairing"] == "instance"
+    assert is_demo_config(None) and is_demo_config("demo") and is_demo_config(CONFIGS / "demo.yaml")
+    assert not is_demo_config("celebdf")
+    with pytest.raises(ConfigError, match=r"no shipped config of that name \(shipped: .*celebdf.*demo"):
+        load_config("nonesuch")
+
+
+def test_a_config_without_a_manifest_is_an_error_that_says_how_to_give_one(capsys):
+    from rccl.cli.train import main
+
+    assert main(["--config", "celebdf", "--no-eval"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rccl-train: error: --config celebdf: no data.manifest")
+    assert "data.manifest=PREP/manifest.jsonl" in err and "--config demo" in err
+
+
+def test_one_definition_of_the_augmentation_defaults():
+    from rccl.data.transforms import AUGMENT_DEFAULTS
+    from rccl.train.config import DEFAULTS
+
+    # the loaders' fallback must be the config's default (it was 1.3333333 against 4 / 3)
+    assert AUGMENT_DEFAULTS == DEFAULTS["data"]["augment"]
+    from rccl.data.dali_loader import DALI_DEFAULTS
+    from rccl.data.layouts import QUALITIES
+
+    assert DALI_DEFAULTS == {k: DEFAULTS["data"][k] for k in DALI_DEFAULTS}
+    assert tuple(DEFAULTS["eval"]["qualities"]) == QUALITIES
 
 
 def test_saved_config_reloads_identically(tmp_path):

@@ -9,7 +9,7 @@ from rccl.data.pairing import ForgeryPairSampler
 from rccl.data.transforms import IMAGENET, Normalization, eval_transform
 from rccl.model import ModelError, input_normalization
 from rccl.train.config import load_config
-from train_tiny_data import make_tiny_manifest, tiny_overrides
+from tiny_data import make_tiny_manifest, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +94,10 @@ def test_backend_choice():
 def test_cli_reports_config_errors_in_one_line(capsys, tmp_path):
     from rccl.cli.train import main
 
-    assert main(["stage1.lrr=1"]) == 1
+    assert main(["stage1.lrr=1"]) == 2
     err = capsys.readouterr().err
     assert "rccl-train: error:" in err and "unknown config key 'stage1.lrr'" in err
-    assert main(["--resume", str(tmp_path)]) == 1
+    assert main(["--resume", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
 
 

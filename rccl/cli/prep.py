@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rccl.data.layouts import LayoutError, QUALITIES
-from rccl.data.prep import BOX_MODES, PrepConfig, PrepError, run_prep
+from rccl.cli.common import add_common_arguments, error, run_command
+from rccl.data.layouts import QUALITIES
+from rccl.data.prep import BOX_MODES, PrepConfig, run_prep
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ffpp-splits", default=None,
                    help="folder with FaceForensics++'s train/val/test.json (default: ROOT/splits)")
     p.add_argument("--retry-skipped", action="store_true", help="try again the videos an earlier run skipped")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_arguments(p, device=False)
     return p
 
 
@@ -68,15 +69,16 @@ def main(argv: list[str] | None = None) -> int:
                      compression=args.compression, preset=args.preset, workers=args.workers, shard=args.shard,
                      ffpp_splits=args.ffpp_splits, retry_skipped=args.retry_skipped, boxes=args.boxes,
                      decoder=args.decoder)
-    try:
-        summary = run_prep(cfg, progress=not args.no_progress)
-    except (LayoutError, PrepError, ValueError) as e:
-        print(f"rccl-prep: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rccl-prep: interrupted; what was finished is kept, rerun to continue", file=sys.stderr)
-        return 130
-    return 0 if summary.rows > 0 else 1
+
+    def body() -> int:
+        try:
+            summary = run_prep(cfg, progress=not args.no_progress)
+        except ValueError as e:  # a value rccl.data rejects with a plain ValueError (not yet an RcclError)
+            return error("rccl-prep", str(e))
+        return 0 if summary.rows > 0 else 1
+
+    return run_command("rccl-prep", args, body,
+                       interrupted="interrupted; what was finished is kept, rerun to continue")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rccl.cli.common import add_common_arguments, error, run_command
 from rccl.data.synth import make_synthetic
 
 
@@ -30,23 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale of the blending artefacts of the fakes; 0 leaves only the identity swap "
                         "(default: %(default)s)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: up to 2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_arguments(p, device=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        out = make_synthetic(args.out, seed=args.seed, n_identities=args.identities,
-                             videos_per_identity=args.videos_per_identity,
-                             test_videos_per_identity=args.test_videos_per_identity, n_youtube=args.youtube,
-                             n_frames=args.frames, size=args.size, artifact_strength=args.artifact_strength,
-                             faces_dir=args.faces, workers=args.workers or None, progress=not args.no_progress)
-    except ValueError as e:
-        print(f"rccl-synth: error: {e}", file=sys.stderr)
-        return 2
-    print(f"rccl-synth: wrote {out}; next: rccl-prep --dataset synthetic --root {out} --out {out}-prep")
-    return 0
+
+    def body() -> int:
+        try:
+            out = make_synthetic(args.out, seed=args.seed, n_identities=args.identities,
+                                 videos_per_identity=args.videos_per_identity,
+                                 test_videos_per_identity=args.test_videos_per_identity, n_youtube=args.youtube,
+                                 n_frames=args.frames, size=args.size, artifact_strength=args.artifact_strength,
+                                 faces_dir=args.faces, workers=args.workers or None, progress=not args.no_progress)
+        except ValueError as e:  # rccl.data.synth rejects bad values with a plain ValueError (not yet an RcclError)
+            return error("rccl-synth", str(e))
+        print(f"rccl-synth: wrote {out}; next: rccl-prep --dataset synthetic --root {out} --out {out}-prep")
+        return 0
+
+    return run_command("rccl-synth", args, body)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,28 @@
-"""rccl-train: stage 1 (contrastive) and stage 2 (linear head) of real-centric consistency learning.
+"""rccl-train: stage 1 (contrastive) and stage 2 (linear head) of real-centric consistency learning,
+then the evaluation of the run (rccl-eval's, unless --no-eval or eval.after_training=false).
 
   rccl-train --amp                                   the embedded demo (synthetic data, small encoder)
-  rccl-train --config configs/celebdf.yaml data.manifest=PREP/manifest.jsonl
+  rccl-train --config demo --amp                     the same (configs/demo.yaml)
+  rccl-train --config celebdf --amp data.manifest=PREP/manifest.jsonl
   rccl-train --resume runs/celebdf --stage 2         continue a run (after a kill: from its last epoch)
   torchrun --nproc-per-node 8 -m rccl.cli.train --config ...   many GPUs
+
+--config takes a path or the name of a shipped config (demo, celebdf, ffpp, supcon, ce, ablations/...).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 
-import yaml
+from rccl.cli.common import add_common_arguments, run_command
+
+PROG = "rccl-train"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="rccl-train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="a YAML config (see configs/); without it and without data.manifest: the demo")
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="a YAML config file or a shipped config's name (default: demo)")
     p.add_argument("--amp", action="store_true", help="mixed precision (train.amp_dtype: bfloat16, or float16 "
                                                       "with a GradScaler)")
     p.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last checkpoints")
@@ -26,58 +30,78 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache", help="demo data cache (default ~/.cache/rccl)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. stage1.epochs=5")
+    add_common_arguments(p)
     return p.parse_args(argv)
 
 
 def resolve_config(args) -> tuple[dict, bool]:
-    """(config, is_demo)."""
-    from rccl.train.config import load_config
-    from rccl.train.demo import demo_base
+    """(config, is_demo). A config other than the demo must name its manifest."""
+    from rccl.run import RunDir
+    from rccl.train.config import ConfigError, load_config
+    from rccl.train.demo import demo_base, is_demo_config
 
     overrides = list(args.overrides)
     if args.amp:
         overrides.append("train.amp=true")
     if args.cache:
         overrides.append(f"demo.cache={args.cache}")
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
     if args.resume:
-        saved = Path(args.resume) / "config.yaml"
-        if not saved.is_file():
-            raise FileNotFoundError(f"--resume {args.resume}: not a run folder (no config.yaml)")
         if args.config:
-            raise ValueError("--resume uses the run's own config.yaml; give overrides, not --config")
-        return load_config(None, overrides, base=yaml.safe_load(saved.read_text(encoding="utf-8"))), False
+            raise ConfigError("--resume uses the run's own config.yaml; give overrides, not --config")
+        run = RunDir(args.resume)
+        if not run.config_path.is_file():
+            raise ConfigError(f"--resume {args.resume}: not a run folder (no config.yaml)")
+        return load_config(None, overrides, base=run.config()), False
+    if args.config is None:  # the defaults when a manifest is given, else the demo
+        cfg = load_config(None, overrides)
+        if cfg["data"]["manifest"] is not None:
+            return cfg, False
+    if is_demo_config(args.config):
+        cfg = load_config(None, overrides, base=demo_base())
+        return cfg, cfg["data"]["manifest"] is None
     cfg = load_config(args.config, overrides)
     if cfg["data"]["manifest"] is None:
-        if args.config is None:
-            cfg = load_config(None, overrides, base=demo_base())
-        return cfg, True
+        raise ConfigError(f"--config {args.config}: no data.manifest; give the manifest rccl-prep wrote, e.g. "
+                          f"`rccl-train --config {args.config} data.manifest=PREP/manifest.jsonl` (or set "
+                          f"data.manifest in the file); the synthetic demo is `rccl-train --config demo`")
     return cfg, False
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from rccl.train.config import ConfigError
-    from rccl.train.demo import prepare_demo_data
-    from rccl.train.runner import train
 
-    try:
+    def body() -> int:
+        from rccl.train.config import ConfigError
+        from rccl.train.demo import prepare_demo_data
+        from rccl.train.runner import train
+
         cfg, is_demo = resolve_config(args)
         if is_demo:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                raise ValueError("the demo runs in one process; give data.manifest=... for torchrun")
+                raise ConfigError("the demo runs in one process; give data.manifest=... for torchrun")
             cfg["data"]["manifest"] = str(prepare_demo_data(cfg).resolve())
         stages = (1, 2) if args.stage == "both" else (int(args.stage),)
-        train(cfg, stages=stages, resume_dir=args.resume, evaluate=False if args.no_eval else None)
-    except KeyboardInterrupt:
-        print("rccl-train: interrupted; the last finished epoch's checkpoint is kept (continue with --resume RUN)",
-              file=sys.stderr)
-        return 130
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
-        if os.environ.get("RCCL_TRACEBACK"):
-            raise
-        print(f"rccl-train: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        run = train(cfg, stages=stages, resume_dir=args.resume)
+        if cfg["eval"]["after_training"] and not args.no_eval and 2 in stages and int(os.environ.get("RANK", "0")) == 0:
+            from rccl.evaluate import evaluate_run
+
+            evaluate_run(run.path, cfg["eval"]["qualities"], cfg["eval"]["split"], device=_eval_device(cfg),
+                         batch_size=cfg["eval"]["batch_size"], num_workers=0, progress=bool(cfg["train"]["progress"]))
+        return 0
+
+    return run_command(PROG, args, body, interrupted="interrupted; the last finished epoch's checkpoint is kept "
+                                                     "(continue with --resume RUN)")
+
+
+def _eval_device(cfg: dict):
+    from rccl.train.engine import resolve_device
+
+    device = resolve_device(cfg["train"]["device"])
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device.type == "cuda" else device
 
 
 if __name__ == "__main__":

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
+import sysconfig
 from pathlib import Path
 from typing import Iterable
 
 import yaml
 
+from rccl.data.layouts import QUALITIES
 from rccl.errors import RcclError
 from rccl.reference import FUSIONS, MIXED_AS
+from rccl.fileio import write_text
 
 
 class ConfigError(RcclError, ValueError):
@@ -25,7 +27,7 @@ class ConfigError(RcclError, ValueError):
 DEFAULTS: dict = {
     "name": "run",
     "data": {
-        "manifest": None,          # rccl-prep's manifest.jsonl; null -> the embedded demo (rccl-train only)
+        "manifest": None,          # rccl-prep's manifest.jsonl (required, except by the demo config)
         "backend": "auto",         # torch | dali | auto (dali when installed: faster on GPU and CPU alike)
         "dali_threads": 0,         # DALI CPU threads; 0 -> this rank's share of the cores, at most 8
         "dali_prefetch": 2,        # DALI batches prepared ahead
@@ -37,7 +39,7 @@ DEFAULTS: dict = {
         "cache_images": False,     # decode every training crop once and keep it in memory (small sets)
         "augment": {
             "scale": [0.5, 1.0],   # RandomResizedCrop area range
-            "ratio": [0.75, 1.3333333],
+            "ratio": [0.75, 4 / 3],  # torchvision's RandomResizedCrop default
             "flip": 0.5,
             "color_jitter": 0.4,   # brightness, contrast, saturation strength (hue is a quarter of it)
             "color_jitter_p": 0.8,
@@ -105,7 +107,7 @@ DEFAULTS: dict = {
         "log_every": 10,
     },
     "eval": {
-        "qualities": ["raw", "c23", "c40"],
+        "qualities": list(QUALITIES),  # rccl.data.layouts.QUALITIES: the qualities rccl-prep makes
         "split": "test",
         "batch_size": 128,
         "after_training": True,
@@ -207,7 +209,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
     """DEFAULTS (or `base`, e.g. a run's saved config), then the file's chain, then each override."""
     cfg = copy.deepcopy(base if base is not None else DEFAULTS)
     if path is not None:
-        _apply_file(cfg, Path(path))
+        _apply_file(cfg, resolve_config_path(path))
     for text in overrides:
         _check_and_merge(cfg, parse_override(text), f"command-line override {text!r}")
     validate(cfg)
@@ -258,15 +260,34 @@ def validate(cfg: dict) -> None:
 
 
 def save_config(cfg: dict, path: str | os.PathLike) -> None:
-    """Write the resolved config atomically (the run folder's config.yaml)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(cfg, f, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write the resolved config (the run folder's config.yaml) through the atomic writer."""
+    write_text(path, yaml.safe_dump(cfg, sort_keys=False))
+
+
+def config_dirs() -> list[Path]:
+    """Where a config named without a path (`--config demo`) is looked up: the checkout's configs/ (the
+    source of truth), then the installed copy (pyproject's data-files: PREFIX/share/rccl/configs)."""
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    installed = Path(sysconfig.get_path("data")) / "share" / "rccl" / "configs"
+    return [d for d in (checkout, installed) if d.is_dir()]
+
+
+def shipped_configs() -> list[str]:
+    names = {p.stem for d in config_dirs() for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
+    """A config file: the path as given when it exists, else a shipped config by name (`demo`,
+    `celebdf`, `tables/table2_ours`, with or without .yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if not path.is_absolute():
+        stem = str(name_or_path).removesuffix(".yaml").removesuffix(".yml")
+        for folder in config_dirs():
+            candidate = folder / f"{stem}.yaml"
+            if candidate.is_file():
+                return candidate
+    raise ConfigError(f"--config {name_or_path}: no such file, and no shipped config of that name "
+                      f"(shipped: {', '.join(shipped_configs()) or 'none found'})")

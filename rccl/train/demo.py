@@ -2,54 +2,52 @@
 
 It makes the synthetic Celeb-DF-shaped set once (rccl.data.synth, cached), prepares its raw/c23/c40
 crops once (rccl.data.prep, cached), and trains a small encoder on small crops so that both stages and
-the evaluation fit in a few minutes on two CPU cores. configs/demo.yaml holds the same settings as
-DEMO_SETTINGS (a test keeps them equal) for users who want to start from a file.
+the evaluation fit in a few minutes on two CPU cores. Its settings are configs/demo.yaml, the only place
+they are written (`rccl-train`, `rccl-train --config demo` and `--config configs/demo.yaml` are the same).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
-from rccl.train.config import DEFAULTS, _check_and_merge
+from rccl.train.config import ConfigError, load_config, resolve_config_path
 
-DEMO_SETTINGS: dict = {
-    "name": "demo",
-    "data": {
-        "image_size": 64,
-        "backend": "torch",  # the loader the demo's timing and AUC were measured with (bench/results/training.md)
-        "workers": 0,
-        "cache_images": True,
-        # No blur: blur inside the face is one of the synthetic fakes' traces (as in real deepfakes).
-        "augment": {"scale": [0.6, 1.0], "color_jitter": 0.2, "color_jitter_p": 0.5, "blur_p": 0.0},
-    },
-    "model": {"encoder": "resnet10t", "channels_last": False},
-    "stage1": {"epochs": 6, "batch_size": 64, "lr": 0.05, "warmup_epochs": 1},
-    "stage2": {"epochs": 2, "batch_size": 64, "lr": 0.05},
-    "train": {"threads": 0},
-    "demo": {"synth": {}, "prep": {"crop_size": 80, "pairs_per_video": 8}},
-}
+DEMO_CONFIG = "demo"  # configs/demo.yaml: the demo's settings, written down once
+
+
+def demo_config_path() -> Path:
+    return resolve_config_path(DEMO_CONFIG)
+
+
+def is_demo_config(name_or_path) -> bool:
+    """True for no --config at all, `--config demo`, or a path to the shipped demo.yaml."""
+    if name_or_path is None:
+        return True
+    try:
+        return resolve_config_path(name_or_path).resolve() == demo_config_path().resolve()
+    except ConfigError:
+        return False
 
 
 def demo_base() -> dict:
-    """DEFAULTS with the demo's settings applied (the base an override list is applied to)."""
-    cfg = copy.deepcopy(DEFAULTS)
-    _check_and_merge(cfg, copy.deepcopy(DEMO_SETTINGS), "rccl.train.demo.DEMO_SETTINGS")
-    return cfg
+    """DEFAULTS with configs/demo.yaml applied (the base an override list is applied to)."""
+    return load_config(demo_config_path())
 
 
 def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rccl"
 
 
-def prepare_demo_data(cfg: dict, cache: str | os.PathLike | None = None, log=print) -> Path:
+def prepare_demo_data(cfg: dict, cache: str | os.PathLike | None = None, log=None) -> Path:
     """Make (once) and prepare (once) the synthetic set; returns the manifest's path."""
     from rccl.data.prep import PrepError, prepare
     from rccl.data.synth import make_synthetic
 
+    log = log or logging.getLogger("rccl.train.demo").info
     cache = Path(cache or cfg["demo"]["cache"] or default_cache()).expanduser()
     seed = cfg["demo"]["seed"]
     qualities = tuple(dict.fromkeys(list(cfg["data"]["train_qualities"]) + list(cfg["eval"]["qualities"])))

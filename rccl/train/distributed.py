@@ -40,11 +40,6 @@ def init_from_env(device_type: str) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Rows of x from every rank, concatenated in rank order; gradient flows back to each rank's rows."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:

@@ -1,16 +1,14 @@
-"""One training run end to end: the run folder, the training records, stage 1, stage 2, evaluation.
+"""One training run end to end: the run folder, the training records, stage 1, stage 2.
 
 `train(cfg, stages=(1, 2))` starts a run in train.out/NAME (a free name: an existing run is never
 overwritten); `train(cfg, resume_dir=RUN)` continues RUN from its last checkpoints. Under torchrun every
-rank calls it; rank 0 alone writes files.
+rank calls it; rank 0 alone writes files. Evaluation is not training's business: rccl-train's CLI runs
+rccl.evaluate on the returned run folder.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,21 +17,12 @@ import torch.distributed as dist
 from rccl.data.loaders import check_train_records
 from rccl.data.manifest import read_manifest
 from rccl.model import build_model
-from rccl.train import checkpoint as ckpt
-from rccl.train.config import save_config
+from rccl.run import RunDir
 from rccl.train.distributed import DistInfo, barrier, init_from_env
-from rccl.train.loop import EpochLog, Runtime, TrainingError, resolve_amp, resolve_device
+from rccl.train.engine import log as _log
+from rccl.train.engine import EpochLog, Runtime, TrainingError, resolve_amp, resolve_device
 from rccl.train.stage1 import run_stage1
 from rccl.train.stage2 import run_stage2
-
-
-def _free_run_dir(out: Path, name: str) -> Path:
-    """OUT/NAME, or OUT/NAME-2, -3 ... when that one already holds a run (nothing is overwritten)."""
-    candidate, n = out / name, 1
-    while candidate.exists() and any(candidate.iterdir()):
-        n += 1
-        candidate = out / f"{name}-{n}"
-    return candidate
 
 
 def _agree(value, info: DistInfo):
@@ -49,28 +38,15 @@ def training_records(cfg: dict) -> list[dict]:
     data = cfg["data"]
     manifest = data["manifest"]
     if not manifest:
-        raise TrainingError("data.manifest is not set: give data.manifest=PATH/manifest.jsonl (rccl-prep's output), "
-                            "or run rccl-train with no --config for the demo")
+        raise TrainingError("data.manifest is not set: give data.manifest=PATH/manifest.jsonl (rccl-prep's output) "
+                            "on the command line or in the config, or run the demo (rccl-train, or --config demo)")
     records = read_manifest(manifest, check_files=True)
     selected = [r for r in records if r["split"] == data["train_split"] and r["quality"] in data["train_qualities"]]
     check_train_records(selected, manifest, data["train_split"], data["train_qualities"])
     return selected
 
 
-def evaluate_after_training(run_dir: Path, cfg: dict, device: torch.device) -> dict | None:
-    """rccl.evaluate.evaluate_run on the run (it prints the Table-2-like table and writes metrics.json)."""
-    try:
-        from rccl.evaluate import evaluate_run
-    except ImportError as e:
-        print(f"note: evaluation skipped, rccl.evaluate is not importable ({e})", file=sys.stderr)
-        return None
-    kwargs = {"qualities": list(cfg["eval"]["qualities"]), "split": cfg["eval"]["split"], "device": device,
-              "batch_size": cfg["eval"]["batch_size"], "num_workers": 0, "progress": bool(cfg["train"]["progress"])}
-    accepted = inspect.signature(evaluate_run).parameters
-    return evaluate_run(run_dir, **{k: v for k, v in kwargs.items() if k in accepted})
-
-
-def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = None, evaluate: bool | None = None) -> Path:
+def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = None) -> RunDir:
     device = resolve_device(cfg["train"]["device"])
     info = init_from_env(device.type)
     if device.type == "cuda":
@@ -86,46 +62,43 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
     # read and check the data before a run folder exists: a bad manifest must leave nothing behind
     records = training_records(cfg)
     if resume_dir is not None:
-        run_dir = Path(resume_dir)
-        if not (run_dir / "config.yaml").is_file():
-            raise TrainingError(f"--resume {run_dir}: not a run folder (no config.yaml)")
+        run = RunDir(resume_dir)
+        if not run.config_path.is_file():
+            raise TrainingError(f"--resume {run.path}: not a run folder (no config.yaml)")
     else:
-        run_dir = _agree(_free_run_dir(Path(cfg["train"]["out"]), cfg["name"]) if info.is_main else None, info)
+        run = RunDir(_agree(RunDir.free(cfg["train"]["out"], cfg["name"]).path if info.is_main else None, info))
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
     barrier()
-    rt = Runtime(cfg, run_dir, device, info, resolve_amp(cfg, device, log=print if info.is_main else lambda m: None))
-    rt.log(f"run folder: {run_dir}  (device {device}, {info.world_size} process(es), "
+    rt = Runtime(cfg, run, device, info, resolve_amp(cfg, device, log=_log.info if info.is_main else (lambda m: None)))
+    rt.log(f"run folder: {run.path}  (device {device}, {info.world_size} process(es), "
            f"{'autocast ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else 'float32'})")
     n_fake = sum(int(r["label"]) for r in records)
     rt.log(f"training crops: {len(records)} ({len(records) - n_fake} natural, {n_fake} fake) from {cfg['data']['manifest']}")
 
-    resume1 = ckpt.latest(run_dir, 1) if resume_dir is not None else None
-    resume2 = ckpt.latest(run_dir, 2) if resume_dir is not None else None
+    resume1 = run.latest_checkpoint(1) if resume_dir is not None else None
+    resume2 = run.latest_checkpoint(2) if resume_dir is not None else None
     model = build_model(cfg, load_weights=resume1 is None and resume2 is None and 1 in stages)
-    log = EpochLog(run_dir, enabled=info.is_main)
+    log = EpochLog(run, enabled=info.is_main)
     try:
         if 1 in stages and resume2 is None:
             run_stage1(rt, model, records, resume1, log)
         if 2 in stages:
             if resume2 is None:
-                s1 = ckpt.latest(run_dir, 1)
+                s1 = run.latest_checkpoint(1)
                 if s1 is None and cfg["stage1"]["epochs"] > 0:
-                    raise TrainingError(f"stage 2 needs stage 1's encoder, and {run_dir} has no stage-1 checkpoint; "
+                    raise TrainingError(f"stage 2 needs stage 1's encoder, and {run.path} has no stage-1 checkpoint; "
                                         f"run stage 1 first (--stage 1 or --stage both)")
                 if s1 is not None and s1["epoch"] < cfg["stage1"]["epochs"]:
-                    raise TrainingError(f"stage 1 of {run_dir} stopped after epoch {s1['epoch']} of "
-                                        f"{cfg['stage1']['epochs']}; finish it first (--resume {run_dir} --stage both)")
+                    raise TrainingError(f"stage 1 of {run.path} stopped after epoch {s1['epoch']} of "
+                                        f"{cfg['stage1']['epochs']}; finish it first (--resume {run.path} --stage both)")
                 if s1 is not None and 1 not in stages:
                     model.load_state_dict(s1["model"])
             run_stage2(rt, model, records, resume2, log)
     finally:
         log.close()
     if info.is_main:
-        print(f"checkpoints in {ckpt.checkpoint_dir(run_dir)}; epochs.csv and tb/ in {run_dir}")
-    do_eval = cfg["eval"]["after_training"] if evaluate is None else evaluate
-    if do_eval and 2 in stages and info.is_main:
-        evaluate_after_training(run_dir, cfg, device)
+        rt.log(f"checkpoints in {run.checkpoint_dir}; epochs.csv and tb/ in {run.path}")
     barrier()
-    return run_dir
+    return run

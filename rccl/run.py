@@ -1,0 +1,190 @@
+"""The run folder: the one place that knows what a run holds and where.
+
+```
+RUN/config.yaml                          the resolved config (rccl-train)
+RUN/checkpoints/stage{1,2}_{NNN,last}.pt  checkpoints (rccl-train; stage2_last.pt is the detector)
+RUN/epochs.csv, RUN/tb/                  one row per finished epoch; TensorBoard scalars
+RUN/metrics.json                         evaluation on the run's own manifest, test split (rccl-eval)
+RUN/metrics_SPLIT.json                   ... on another split of it
+RUN/eval/SPLIT_Q_{roc,hist}.png, SPLIT_Q_scores.csv   plots and per-crop scores of those
+RUN/eval/NAME/metrics[_SPLIT].json, ...  evaluation on another manifest (dataset NAME), same layout inside
+RUN/eval/summary.md                      one row per (dataset, quality) evaluated for the run
+```
+
+Training, evaluation and prediction all reach a run through `RunDir`; none of them imports another.
+Every file is written through rccl.fileio (atomic, the mode the umask gives).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import yaml
+
+from rccl.errors import RcclError
+from rccl.fileio import write_text
+
+CHECKPOINT_FORMAT = "rccl-checkpoint-1"
+
+
+class CheckpointError(RcclError, RuntimeError):
+    """A run folder or checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """A checkpoint written by rccl-train (weights_only: tensors and plain values only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint {path}: not an rccl checkpoint (format {found!r}, "
+                              f"expected {CHECKPOINT_FORMAT})")
+    return state
+
+
+class RunDir:
+    """A run folder (it may not exist yet: `RunDir.create` makes a fresh one)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __truediv__(self, other) -> Path:
+        return self.path / other
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # -- creating ---------------------------------------------------------------------------------------
+    @staticmethod
+    def free(out: str | os.PathLike, name: str) -> "RunDir":
+        """OUT/NAME, or OUT/NAME-2, -3 ... when that one already holds a run (nothing is overwritten)."""
+        out = Path(out)
+        candidate, n = out / name, 1
+        while candidate.exists() and any(candidate.iterdir()):
+            n += 1
+            candidate = out / f"{name}-{n}"
+        return RunDir(candidate)
+
+    @staticmethod
+    def create(out: str | os.PathLike, name: str) -> "RunDir":
+        run = RunDir.free(out, name)
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    # -- layout -----------------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint_path(self, stage: int, epoch: int) -> Path:
+        return self.checkpoint_dir / f"stage{stage}_{epoch:03d}.pt"
+
+    def last_checkpoint_path(self, stage: int) -> Path:
+        return self.checkpoint_dir / f"stage{stage}_last.pt"
+
+    @property
+    def epochs_csv(self) -> Path:
+        return self.path / "epochs.csv"
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "eval" / "summary.md"
+
+    def eval_dir(self, dataset: str | None = None) -> Path:
+        """RUN/eval for the run's own manifest; RUN/eval/DATASET for another one."""
+        return self.path / "eval" if dataset is None else self.path / "eval" / dataset
+
+    def metrics_path(self, split: str = "test", dataset: str | None = None) -> Path:
+        """RUN/metrics.json (own manifest, test split: the run's results); RUN/metrics_SPLIT.json for another
+        split; RUN/eval/DATASET/metrics[_SPLIT].json for another manifest."""
+        folder = self.path if dataset is None else self.eval_dir(dataset)
+        return folder / ("metrics.json" if split == "test" else f"metrics_{split}.json")
+
+    def plot_path(self, split: str, quality: str, kind: str, dataset: str | None = None) -> Path:
+        """kind: roc | hist (PNG)."""
+        return self.eval_dir(dataset) / f"{split}_{quality}_{kind}.png"
+
+    def scores_path(self, split: str, quality: str, dataset: str | None = None) -> Path:
+        return self.eval_dir(dataset) / f"{split}_{quality}_scores.csv"
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def require(self) -> "RunDir":
+        if not self.path.is_dir():
+            raise CheckpointError(f"run folder {self.path}: no such folder (pass the RUN folder rccl-train wrote)")
+        return self
+
+    def config(self) -> dict:
+        """The run's resolved config (config.yaml) as a plain dict."""
+        self.require()
+        if not self.config_path.is_file():
+            raise CheckpointError(f"run folder {self.path}: no config.yaml (not a run folder written by rccl-train)")
+        try:
+            cfg = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise CheckpointError(f"{self.config_path}: not valid YAML ({e})") from None
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"{self.config_path}: not a config mapping")
+        return cfg
+
+    def write_config(self, cfg: dict) -> None:
+        write_text(self.config_path, yaml.safe_dump(cfg, sort_keys=False))
+
+    def manifest(self, cfg: dict | None = None) -> Path | None:
+        """The manifest the run was trained on: data.manifest of its config, a relative path taken from the
+        run folder when it exists there, else from the working directory; None when the config names none."""
+        cfg = self.config() if cfg is None else cfg
+        manifest = (cfg.get("data") or {}).get("manifest")
+        if not manifest:
+            return None
+        manifest = Path(manifest)
+        if not manifest.is_absolute():
+            manifest = (self.path / manifest) if (self.path / manifest).exists() else manifest.resolve()
+        return manifest
+
+    def latest_checkpoint(self, stage: int) -> dict | None:
+        """The stage's last checkpoint, or None when the stage has not finished an epoch."""
+        path = self.last_checkpoint_path(stage)
+        return load_checkpoint(path) if path.is_file() else None
+
+    def load_detector(self, map_location="cpu"):
+        """The run's stage-2 detector (encoder + linear head, eval mode; model(images) -> logits (B, 2),
+        class 1 = fake) and the run's resolved config (the one saved in the checkpoint)."""
+        from rccl.model import build_model  # model imports timm: keep it out of checkpoint-only uses
+
+        self.require()
+        path = self.last_checkpoint_path(2)
+        if not path.is_file():
+            hint = ("stage 1 is done: run `rccl-train --resume RUN --stage 2`"
+                    if self.last_checkpoint_path(1).is_file() else "train it first with rccl-train")
+            raise CheckpointError(f"run {self.path}: no stage-2 checkpoint ({path.name}); {hint}")
+        state = load_checkpoint(path, map_location="cpu")
+        cfg = state["config"]
+        model = build_model(cfg, load_weights=False)
+        model.load_state_dict(state["model"])
+        model.to(map_location if map_location is not None else "cpu").eval()
+        return model, cfg
+
+    def files(self) -> list[Path]:
+        """Every file of the run, recursively (for checks such as file modes)."""
+        return sorted(p for p in self.path.rglob("*") if p.is_file())
