@@ -1,11 +1,15 @@
 """The public functions of the real-centric loss. The math is in docs/method.md and rccl/reference.py.
 
     loss = real_centric_loss(z, labels, center, bank_real, bank_fake, lam, *,
-                             neighbors=2, temperature=0.1, margin=0.2, impl="auto")
+                             neighbors=2, temperature=0.1, margin=0.2,
+                             fusion="smooth", w=None, linear_neighbors=4, mixed_as="negatives", impl="auto")
     bank_real, bank_fake = update_hard_banks(z, labels, center, bank_real, bank_fake, k=16, impl="auto")
 
 impl: "reference" (pure PyTorch), "compiled" (the C++/CUDA kernel for the tensors' device; an error if
 this build lacks it), "auto" (compiled when built for that device, the reference otherwise).
+The compiled op does the paper's method: fusion "smooth" with mixed_as "negatives" (any lam). The other
+variants (fusion "linear" / "linear_smooth", mixed_as "fakes", the ablations of Tables 4 and 6) run on the
+reference under "auto" and are refused under "compiled" with an error naming the argument.
 
 Both paths get the same input checks here. The value checks (labels in {0, 1}, finite z, lam in [0, 1])
 read data back to the host; they are skipped while torch.compile traces and during CUDA-graph capture,
@@ -22,18 +26,32 @@ import os
 import torch
 
 from rccl import ops, reference
+from rccl.errors import RcclError
 
 IMPLS = ("auto", "reference", "compiled")
 FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _fail(name: str, message: str, kind=ValueError):
+class LossArgumentError(RcclError, ValueError):
+    """A bad value given to the loss functions; the message names the argument."""
+
+
+class LossTypeError(RcclError, TypeError):
+    """An argument of the wrong type or dtype; the message names the argument."""
+
+
+class CompiledUnavailable(RcclError, RuntimeError):
+    """impl='compiled' asked for what this build's kernels cannot do (no kernel for the device, or a
+    variant the op does not implement)."""
+
+
+def _fail(name: str, message: str, kind=LossArgumentError):
     raise kind(f"rccl: {name}: {message}")
 
 
 def _check_tensor(name, value):
     if not isinstance(value, torch.Tensor):
-        _fail(name, f"expected a torch.Tensor, got {type(value).__name__}", TypeError)
+        _fail(name, f"expected a torch.Tensor, got {type(value).__name__}", LossTypeError)
 
 
 def _check_float(name, value, dims, device, d=None):
@@ -41,7 +59,7 @@ def _check_float(name, value, dims, device, d=None):
     if value.dim() != dims:
         _fail(name, f"expected a {dims}-D tensor, got shape {tuple(value.shape)}")
     if not value.is_floating_point():
-        _fail(name, f"expected a floating-point tensor, got {value.dtype}", TypeError)
+        _fail(name, f"expected a floating-point tensor, got {value.dtype}", LossTypeError)
     if value.device != device:
         _fail(name, f"is on {value.device} but z is on {device}: all inputs must be on one device")
     if d is not None and value.shape[-1] != d:
@@ -60,7 +78,7 @@ def check_inputs(z, labels, center, bank_real, bank_fake, lam=None, check_values
     if z.dim() != 2:
         _fail("z", f"expected a 2-D tensor (N, D), got shape {tuple(z.shape)}")
     if z.dtype not in FEATURE_DTYPES:
-        _fail("z", f"expected float16, bfloat16, float32 or float64, got {z.dtype}", TypeError)
+        _fail("z", f"expected float16, bfloat16, float32 or float64, got {z.dtype}", LossTypeError)
     n, d = z.shape
     if d == 0:
         _fail("z", "feature size D must be at least 1")
@@ -68,7 +86,7 @@ def check_inputs(z, labels, center, bank_real, bank_fake, lam=None, check_values
     if labels.dim() != 1 or labels.shape[0] != n:
         _fail("labels", f"expected shape ({n},) to match z's N, got {tuple(labels.shape)}")
     if labels.dtype != torch.int64:
-        _fail("labels", f"expected int64 (0 = natural, 1 = fake), got {labels.dtype}", TypeError)
+        _fail("labels", f"expected int64 (0 = natural, 1 = fake), got {labels.dtype}", LossTypeError)
     if labels.device != z.device:
         _fail("labels", f"is on {labels.device} but z is on {z.device}: all inputs must be on one device")
     _check_float("center", center, 1, z.device)
@@ -97,7 +115,7 @@ def _use_compiled(impl: str, device: torch.device) -> bool:
     built = ops.has_backend(device.type)
     if impl == "compiled" and not built:
         why = f" ({ops.load_error})" if ops.load_error else ""
-        raise RuntimeError(
+        raise CompiledUnavailable(
             f"rccl: impl='compiled' but this build has no {device.type} kernel: backends() = {ops.backends()}"
             f"{why}. Rebuild with `pip install --no-build-isolation -e .` or pass impl='reference'."
         )
@@ -126,7 +144,7 @@ def _call_kernel(op, *args):
     except RuntimeError as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         if message.startswith("rccl: "):
-            raise ValueError(message) from None
+            raise LossArgumentError(message) from None
         raise
 
 
@@ -136,18 +154,65 @@ def _as_accumulation(tensor, z):
     return tensor.detach().to(reference.accumulation_dtype(z.dtype)).contiguous()
 
 
+def _check_variant_names(fusion, mixed_as):
+    if fusion not in reference.FUSIONS:
+        _fail("fusion", f"expected one of {', '.join(reference.FUSIONS)}, got {fusion!r}")
+    if mixed_as not in reference.MIXED_AS:
+        _fail("mixed_as", f"expected one of {', '.join(reference.MIXED_AS)}, got {mixed_as!r}")
+
+
+def _check_fusion_weights(fusion, linear_neighbors, w, bank_real, bank_fake, z):
+    if fusion == "smooth":
+        return
+    if isinstance(linear_neighbors, bool) or not isinstance(linear_neighbors, int) or linear_neighbors < 0:
+        _fail("linear_neighbors", f"expected an int >= 0, got {linear_neighbors!r}")
+    if w is None:
+        _fail("w", f"fusion {fusion!r} needs the fusion weights w (one per bank row and neighbour rank)")
+    _check_float("w", w, 1, z.device)
+    want = reference.linear_weight_count(bank_real.shape[0], bank_fake.shape[0], linear_neighbors)
+    if w.shape[0] != want:
+        _fail("w", f"expected {want} weights ((K_real + K_fake) x linear_neighbors = "
+                   f"({bank_real.shape[0]} + {bank_fake.shape[0]}) x {linear_neighbors}), got {w.shape[0]}")
+    if _reading_values_allowed(z) and w.numel() and not bool(((w >= 0) & (w <= 1)).all()):
+        _fail("w", f"fusion weights must lie in [0, 1], got min {w.min().item()} max {w.max().item()}")
+
+
+def compiled_cannot_do(fusion: str = "smooth", mixed_as: str = "negatives") -> str | None:
+    """None when the compiled op computes this variant, else the name of the argument it cannot do."""
+    if fusion != "smooth":
+        return "fusion"
+    if mixed_as != "negatives":
+        return "mixed_as"
+    return None
+
+
 def real_centric_loss(z, labels, center, bank_real, bank_fake, lam, *, neighbors=2, temperature=0.1, margin=0.2,
-                      impl="auto"):
+                      fusion="smooth", w=None, linear_neighbors=4, mixed_as="negatives", impl="auto"):
     """The real-centric margin supervised contrastive loss of a batch (see docs/method.md).
 
     z (N, D) L2-normalised features (float16/bfloat16/float32/float64); labels (N,) int64, 0 = natural,
     1 = fake; center (D,); bank_real, bank_fake (K, D) global hard features (K may be 0); lam (M,) mixing
     coefficients in [0, 1] (M may be 0). Returns a scalar: z's dtype for float32/float64, float32 for
     half precision. Only z receives a gradient.
+
+    fusion: how a bank feature becomes a positive, "smooth" (the paper's), "linear" or "linear_smooth"
+    (Table 4; both need w, ((K_real + K_fake) * linear_neighbors,) weights in [0, 1]); mixed_as: the mixed
+    features are "negatives" (the paper's) or "fakes" (Table 6). Only smooth + negatives is compiled.
     """
     _check_tensor("z", z)
-    compiled = _use_compiled(impl, z.device)
+    if impl not in IMPLS:
+        _fail("impl", f"expected one of {IMPLS}, got {impl!r}")
+    _check_variant_names(fusion, mixed_as)
+    refused = compiled_cannot_do(fusion, mixed_as)
+    if refused is not None and impl == "compiled":
+        value = {"fusion": fusion, "mixed_as": mixed_as}[refused]
+        raise CompiledUnavailable(
+            f"rccl: {refused}: impl='compiled' cannot do {refused}={value!r}: the compiled op computes "
+            f"fusion='smooth' with mixed_as='negatives' only. Use impl='auto' (runs this variant on the "
+            f"reference) or impl='reference'.")
+    compiled = refused is None and _use_compiled(impl, z.device)
     check_inputs(z, labels, center, bank_real, bank_fake, lam, check_values=not _kernel_checks_values(compiled, z))
+    _check_fusion_weights(fusion, linear_neighbors, w, bank_real, bank_fake, z)
     if isinstance(neighbors, bool) or not isinstance(neighbors, int) or neighbors < 0:
         _fail("neighbors", f"expected an int >= 0, got {neighbors!r}")
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
@@ -158,7 +223,11 @@ def real_centric_loss(z, labels, center, bank_real, bank_fake, lam, *, neighbors
     if compiled:
         return _call_kernel(torch.ops.rccl.real_centric_loss, z, labels, center, bank_real, bank_fake, lam,
                             int(neighbors), float(temperature), float(margin))[0]
-    return reference.real_centric_loss(z, labels, center, bank_real, bank_fake, lam, neighbors, temperature, margin)
+    if w is not None and fusion != "smooth":
+        w = _as_accumulation(w, z)
+    return reference.real_centric_loss(z, labels, center, bank_real, bank_fake, lam, neighbors, temperature, margin,
+                                       fusion=fusion, w=w if fusion != "smooth" else None,
+                                       linear_neighbors=linear_neighbors, mixed_as=mixed_as)
 
 
 def update_hard_banks(z, labels, center, bank_real, bank_fake, k=16, impl="auto"):

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rccl.data.transforms import IMAGENET, Normalization
 from rccl.errors import RcclError
 
 
@@ -58,6 +59,22 @@ class Detector(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.encoder(images))
+
+
+def input_normalization(encoder: str) -> Normalization:
+    """The per-channel mean and std the encoder expects of inputs scaled to [0, 1], from timm's pretrained
+    config of that model (legacy_xception: 0.5 / 0.5; resnets: ImageNet's), as timm.data.resolve_data_config
+    reads them. Offline: only the config is read, no weights. A name with a tag ("legacy_xception.tf_in1k")
+    uses that tag's config; a model whose config names no mean/std gets timm's default (ImageNet's)."""
+    if not isinstance(encoder, str) or not timm.is_model(encoder.split(".")[0]):
+        raise ModelError(f"model.encoder: timm has no model named {encoder!r} (see timm.list_models())")
+    cfg = timm.get_pretrained_cfg(encoder)
+    mean = tuple(float(v) for v in (getattr(cfg, "mean", None) or IMAGENET.mean))
+    std = tuple(float(v) for v in (getattr(cfg, "std", None) or IMAGENET.std))
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ModelError(f"model.encoder {encoder!r}: timm's pretrained config gives mean {mean} and std {std}; "
+                         f"the loaders feed 3-channel RGB and need three means and three positive stds")
+    return Normalization(mean, std)
 
 
 def _create_encoder(name: str, pretrained: bool, kwargs: dict) -> nn.Module:

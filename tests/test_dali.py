@@ -19,7 +19,7 @@ from rccl.data.dali_loader import DaliDataError, build_dali_train_loader  # noqa
 from rccl.data.loaders import build_train_loader  # noqa: E402
 from rccl.data.manifest import read_manifest, write_manifest  # noqa: E402
 from rccl.data.pairing import ForgeryPairSampler  # noqa: E402
-from rccl.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from rccl.model import input_normalization  # noqa: E402
 from rccl.train.config import DEFAULTS  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
@@ -86,14 +86,18 @@ def epoch_batches(loader, sampler, epoch: int = 0) -> list[dict]:
     return [{k: v.cpu().clone() for k, v in b.items()} for b in loader]
 
 
+# the loaders normalise with the configured encoder's mean and std (DEFAULTS: legacy_xception's 0.5 / 0.5)
+MEAN, STD = input_normalization(DEFAULTS["model"]["encoder"])
+
+
 def sampler_for(records, seed: int = 0, pairing: str = "semantic"):
     return ForgeryPairSampler(records, BATCH, pairing, seed)
 
 
 def crop_of(view: torch.Tensor) -> int:
     """Which solid crop a normalised view shows (nearest colour)."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    mean = torch.tensor(MEAN).view(3, 1, 1)
+    std = torch.tensor(STD).view(3, 1, 1)
     rgb = ((view * std + mean) * 255).mean(dim=(1, 2))
     colours = torch.tensor([solid_colour(i) for i in range(32)], dtype=torch.float32)
     return int((colours - rgb).abs().sum(dim=1).argmin())
@@ -114,12 +118,12 @@ def test_same_pairs_labels_and_pixels_as_the_torch_loader_without_augmentation(s
         assert d["index"].tolist() == t["index"].tolist() == [a for a, _ in p]
         assert d["label"].tolist() == t["label"].tolist() == [solid_records[a]["label"] for a, _ in p]
         assert [crop_of(v) for v in d["view2"]] == [q for _, q in p]  # view2 shows the sampler's partner
-        torch.testing.assert_close(d["view1"], t["view1"], atol=1.5 / 255 / min(IMAGENET_STD), rtol=0)
-        torch.testing.assert_close(d["view2"], t["view2"], atol=1.5 / 255 / min(IMAGENET_STD), rtol=0)
+        torch.testing.assert_close(d["view1"], t["view1"], atol=1.5 / 255 / min(STD), rtol=0)
+        torch.testing.assert_close(d["view2"], t["view2"], atol=1.5 / 255 / min(STD), rtol=0)
 
 
 def normalised_bounds():
-    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
     return ((0 - mean) / std).view(1, 3, 1, 1), ((1 - mean) / std).view(1, 3, 1, 1)
 
 
@@ -233,8 +237,8 @@ def test_gpu_loader_gives_cuda_tensors_matching_the_cpu_pipeline(solid_records):
     cpu = epoch_batches(build_dali_train_loader(config("dali", NO_AUGMENT), solid_records, sampler), sampler)
     for g, c in zip(gpu, cpu):
         assert torch.equal(g["index"], c["index"]) and torch.equal(g["label"], c["label"])
-        torch.testing.assert_close(g["view1"], c["view1"], atol=2.0 / 255 / min(IMAGENET_STD), rtol=0)
-        torch.testing.assert_close(g["view2"], c["view2"], atol=2.0 / 255 / min(IMAGENET_STD), rtol=0)
+        torch.testing.assert_close(g["view1"], c["view1"], atol=2.0 / 255 / min(STD), rtol=0)
+        torch.testing.assert_close(g["view2"], c["view2"], atol=2.0 / 255 / min(STD), rtol=0)
 
 
 @cuda

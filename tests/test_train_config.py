@@ -63,9 +63,9 @@ def test_paper_setting_and_ablations():
     paper = load_config(CONFIGS / "celebdf.yaml")
     assert (paper["model"]["encoder"], paper["stage1"]["epochs"], paper["stage1"]["batch_size"]) == ("legacy_xception", 100, 128)
     assert (paper["loss"]["temperature"], paper["loss"]["bank_size"], paper["loss"]["negatives"]) == (0.1, 16, 16)
-    assert load_config(CONFIGS / "ablations" / "pairing_instance.yaml")["data"]["pairing"] == "instance"
-    fusion = load_config(CONFIGS / "ablations" / "fusion_p64_n16.yaml")["loss"]
-    assert (fusion["bank_size"], fusion["negatives"]) == (32, 16)
+    assert load_config(CONFIGS / "tables" / "table3_instance.yaml")["data"]["pairing"] == "instance"
+    fusion = load_config(CONFIGS / "tables" / "table5_pos32_neg32.yaml")["loss"]
+    assert (fusion["bank_size"], fusion["negatives"]) == (16, 32)
 
 
 def test_demo_file_matches_the_embedded_demo():

@@ -6,7 +6,8 @@ import torch
 from rccl.data.loaders import CropError, build_eval_loader, build_train_loader, dali_available, read_crop, resolve_backend
 from rccl.data.manifest import read_manifest
 from rccl.data.pairing import ForgeryPairSampler
-from rccl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from rccl.data.transforms import IMAGENET, Normalization, eval_transform
+from rccl.model import ModelError, input_normalization
 from rccl.train.config import load_config
 from train_tiny_data import make_tiny_manifest, tiny_overrides
 
@@ -32,8 +33,9 @@ def test_train_batch_contract(tiny, cache):
     assert b["view1"].shape == b["view2"].shape == (6, 3, 16, 16) and b["view1"].dtype == torch.float32
     assert b["label"].dtype == b["index"].dtype == torch.int64 and b["label"].shape == (6,)
     assert b["label"].tolist() == [records[i]["label"] for i in b["index"].tolist()]
-    lo = min((0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
-    hi = max((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+    norm = input_normalization(cfg["model"]["encoder"])
+    lo = min((0 - m) / s for m, s in zip(norm.mean, norm.std))
+    hi = max((1 - m) / s for m, s in zip(norm.mean, norm.std))
     assert b["view1"].min() >= lo - 1e-4 and b["view1"].max() <= hi + 1e-4
     assert not torch.equal(b["view1"], b["view2"])  # independent augmentations
 
@@ -43,6 +45,34 @@ def test_eval_loader_walks_frames_in_order(tiny):
     batches = list(build_eval_loader(cfg, records, batch_size=7, workers=0))
     assert torch.cat([b["index"] for b in batches]).tolist() == list(range(len(records)))
     assert batches[0]["image"].shape == (7, 3, 16, 16)
+
+
+def test_input_normalization_comes_from_the_encoders_pretrained_config():
+    half = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert input_normalization("legacy_xception") == half  # timm's legacy_xception expects 0.5 / 0.5
+    assert input_normalization("legacy_xception.tf_in1k") == half
+    assert input_normalization("resnet10t") == IMAGENET
+    assert input_normalization("resnet50") == IMAGENET
+    with pytest.raises(ModelError, match="model.encoder: timm has no model named 'no_such_net'"):
+        input_normalization("no_such_net")
+
+
+@pytest.mark.parametrize("encoder", ["legacy_xception", "resnet10t"])
+def test_both_torch_loaders_normalise_with_the_encoders_mean_and_std(tiny, encoder):
+    cfg, records = tiny
+    still = {"scale": [1.0, 1.0], "ratio": [1.0, 1.0], "flip": 0.0, "color_jitter": 0.0, "blur_p": 0.0}
+    cfg = {**cfg, "model": {**cfg["model"], "encoder": encoder},
+           "data": {**cfg["data"], "augment": {**cfg["data"]["augment"], **still}}}
+    norm = input_normalization(encoder)
+    by_hand = eval_transform(16, norm)
+    frames = next(iter(build_eval_loader(cfg, records, batch_size=4, workers=0)))
+    expected = torch.stack([by_hand(read_crop(records[i]["abspath"])) for i in frames["index"].tolist()])
+    torch.testing.assert_close(frames["image"], expected)
+    sampler = ForgeryPairSampler(records, 4, "instance", seed=0)
+    views = next(iter(build_train_loader(cfg, records, sampler)))
+    # a crop of the whole image, no jitter: the training view is the evaluation view of its anchor
+    expected = torch.stack([by_hand(read_crop(records[i]["abspath"])) for i in views["index"].tolist()])
+    torch.testing.assert_close(views["view1"], expected, atol=1e-5, rtol=0)
 
 
 def test_unreadable_crops_are_named(tmp_path):

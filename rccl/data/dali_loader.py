@@ -10,7 +10,8 @@ are exactly those of the torch loader; only the random augmentation draws differ
 Augmentation, per view and drawn independently (the torch loader's recipe, rccl.data.transforms):
 random resized crop (resized to S with antialiasing), colour twist with probability
 color_jitter_p, Gaussian blur with probability blur_p, JPEG-quality distortion with probability jpeg_p
-(off by default), horizontal flip, ImageNet normalisation to float32 CHW. An instance pair (partner =
+(off by default), horizontal flip, normalisation to float32 CHW with the encoder's mean and std
+(rccl.model.input_normalization, as the torch loader). An instance pair (partner =
 anchor) decodes its file once for both views.
 
 The pipeline is rebuilt every epoch with a seed made of (train.seed, epoch, rank): an epoch's augmentation
@@ -26,8 +27,9 @@ import numpy as np
 import torch
 
 from rccl.data.dali_video import DaliUnavailable  # one class for "DALI cannot do this here"
-from rccl.data.transforms import AUGMENT_DEFAULTS, IMAGENET_MEAN, IMAGENET_STD, blur_kernel
+from rccl.data.transforms import AUGMENT_DEFAULTS, Normalization, blur_kernel
 from rccl.errors import RcclError
+from rccl.model import input_normalization
 
 try:
     from nvidia.dali import fn, pipeline_def, types
@@ -110,8 +112,9 @@ def _decode(encoded, device: str):
     return fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
 
 
-def _augment(image, *, size: int, aug: dict):
-    """One view: a decoded HWC uint8 image -> float32 (3, S, S) normalised, on the image's device."""
+def _augment(image, *, size: int, aug: dict, normalization: Normalization):
+    """One view: a decoded HWC uint8 image -> float32 (3, S, S) normalised with the encoder's mean and std
+    (rccl.model.input_normalization, as the torch loader), on the image's device."""
     # torchvision's RandomResizedCrop draw: area fraction, log-uniform aspect ratio, 10 attempts then the
     # centre; the region is resized to S with antialiasing.
     image = fn.random_resized_crop(image, size=[size, size], random_area=list(aug["scale"]),
@@ -136,12 +139,13 @@ def _augment(image, *, size: int, aug: dict):
             image = fn.jpeg_compression_distortion(image, quality=fn.random.uniform(range=[lo, hi + 1],
                                                                                     dtype=types.INT32))
     return fn.crop_mirror_normalize(image, dtype=types.FLOAT, output_layout="CHW",
-                                    mean=[255.0 * m for m in IMAGENET_MEAN], std=[255.0 * s for s in IMAGENET_STD],
+                                    mean=[255.0 * m for m in normalization.mean],
+                                    std=[255.0 * s for s in normalization.std],
                                     mirror=fn.random.coin_flip(probability=float(aug["flip"])))
 
 
-def two_view_pipeline(source: PairSource, *, batch_size: int, size: int, aug: dict, device_id: int | None,
-                      num_threads: int, seed: int, prefetch: int = 2):
+def two_view_pipeline(source: PairSource, *, batch_size: int, size: int, aug: dict, normalization: Normalization,
+                      device_id: int | None, num_threads: int, seed: int, prefetch: int = 2):
     """The DALI pipeline: CPU-only when device_id is None, else decoding ("mixed") and augmenting on
     GPU `device_id`, with every output (labels too) on that GPU."""
     require_dali()
@@ -157,8 +161,8 @@ def two_view_pipeline(source: PairSource, *, batch_size: int, size: int, aug: di
             image2 = image1
         else:
             image2 = _decode(enc2, device)
-        view1 = _augment(image1, size=size, aug=aug)
-        view2 = _augment(image2, size=size, aug=aug)
+        view1 = _augment(image1, size=size, aug=aug, normalization=normalization)
+        view2 = _augment(image2, size=size, aug=aug, normalization=normalization)
         if device == "gpu":
             label, index = label.gpu(), index.gpu()
         return view1, view2, label, index
@@ -185,13 +189,14 @@ class DaliTrainLoader:
     """Iterating gives one training batch per sampler batch, for the sampler's current epoch (call
     sampler.set_epoch first, as with the torch loader); `len()` is the sampler's."""
 
-    def __init__(self, records: list[dict], sampler, *, size: int, aug: dict, device_id: int | None,
-                 num_threads: int, seed: int, prefetch: int = 2):
+    def __init__(self, records: list[dict], sampler, *, size: int, aug: dict, normalization: Normalization,
+                 device_id: int | None, num_threads: int, seed: int, prefetch: int = 2):
         require_dali()
         self.records = records
         self.sampler = sampler
         self.size = size
         self.aug = aug
+        self.normalization = normalization
         self.device_id = device_id
         self.num_threads = num_threads
         self.seed = seed
@@ -207,7 +212,7 @@ class DaliTrainLoader:
     def __iter__(self):
         source = PairSource(self.records, self.sampler)
         pipe = two_view_pipeline(source, batch_size=self.sampler.batch_size, size=self.size, aug=self.aug,
-                                 device_id=self.device_id, num_threads=self.num_threads,
+                                 normalization=self.normalization, device_id=self.device_id, num_threads=self.num_threads,
                                  seed=epoch_seed(self.seed, getattr(self.sampler, "epoch", 0),
                                                  getattr(self.sampler, "rank", 0)),
                                  prefetch=self.prefetch)
@@ -282,7 +287,7 @@ def build_dali_train_loader(cfg: dict, records: list[dict], sampler) -> DaliTrai
     device_id = resolve_device_id(cfg)
     threads = int(data.get("dali_threads", DALI_DEFAULTS["dali_threads"])) or default_threads()
     return DaliTrainLoader(records, sampler, size=int(data.get("image_size", 299)), aug=augment_params(cfg),
-                           device_id=device_id, num_threads=threads,
+                           normalization=input_normalization(cfg["model"]["encoder"]), device_id=device_id, num_threads=threads,
                            seed=int(_section(cfg, "train").get("seed", 0)),
                            prefetch=int(data.get("dali_prefetch", DALI_DEFAULTS["dali_prefetch"])))
 

@@ -3,6 +3,8 @@ and an evaluation loader over frames. `build_train_loader` dispatches on cfg["da
 "torch" (this module: torchvision v2 on DataLoader workers), "dali" (rccl.data.dali_loader), "auto"
 (DALI when it is installed, on a GPU or on the CPU: it was the faster on both; else torch). Both give the training batch contract of
 docs/architecture.md: view1, view2 (B, 3, S, S) float normalised, label (B,) int64, index (B,) int64.
+Both normalise with the encoder's mean and std (rccl.model.input_normalization of cfg["model"]["encoder"]),
+as the evaluation loader does.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm import tqdm
 
-from rccl.data.transforms import eval_transform, train_transform
+from rccl.data.transforms import Normalization, eval_transform, train_transform
 from rccl.errors import RcclError
+from rccl.model import input_normalization
 
 
 class CropError(RcclError, RuntimeError):
@@ -68,9 +71,9 @@ class PairViews(_Crops):
 class Frames(_Crops):
     """Item: a record index -> {image, label, index} (the evaluation transform)."""
 
-    def __init__(self, records: list[dict], image_size: int):
+    def __init__(self, records: list[dict], image_size: int, normalization: Normalization):
         super().__init__(records)
-        self.transform = eval_transform(image_size)
+        self.transform = eval_transform(image_size, normalization)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -105,7 +108,8 @@ def build_train_loader(cfg: dict, records: list[dict], sampler):
         from rccl.data.dali_loader import build_dali_train_loader
         return build_dali_train_loader(cfg, records, sampler)
     data = cfg["data"]
-    dataset = PairViews(records, train_transform(data["image_size"], data["augment"]))
+    normalization = input_normalization(cfg["model"]["encoder"])
+    dataset = PairViews(records, train_transform(data["image_size"], data["augment"], normalization))
     if data["cache_images"]:
         dataset.preload(progress=cfg["train"]["progress"])
     workers = int(data["workers"])
@@ -117,7 +121,8 @@ def build_eval_loader(cfg: dict, records: list[dict], batch_size: int | None = N
     """Frames in manifest order, the evaluation transform, no shuffling."""
     data = cfg["data"]
     workers = data["workers"] if workers is None else workers
-    return DataLoader(Frames(records, data["image_size"]), batch_size=batch_size or cfg["eval"]["batch_size"],
+    frames = Frames(records, data["image_size"], input_normalization(cfg["model"]["encoder"]))
+    return DataLoader(frames, batch_size=batch_size or cfg["eval"]["batch_size"],
                       shuffle=False, num_workers=workers, pin_memory=torch.cuda.is_available())
 
 

@@ -1,15 +1,33 @@
 """Augmentations of the torch loader (torchvision.transforms.v2 on uint8 CHW tensors): each view of a
 pair is an independent draw of random resized crop, horizontal flip, colour jitter, Gaussian blur and
-(optionally) JPEG-quality distortion, then scaled to [0, 1] and normalised with the ImageNet mean and std (the training batch contract).
-The evaluation transform resizes the whole crop to the input size, as rccl.scoring does for rccl-eval.
+(optionally) JPEG-quality distortion, then scaled to [0, 1] and normalised with the ENCODER's mean and std
+(the training batch contract). The evaluation transform resizes the whole crop to the input size, as
+rccl.scoring does for rccl-eval.
+
+The mean and std are those the encoder was pretrained with, from timm's pretrained config:
+`rccl.model.input_normalization(cfg["model"]["encoder"])` (legacy_xception: 0.5 / 0.5; resnets: ImageNet's).
+Both loaders (torch, DALI) and prediction take them from there.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalization(NamedTuple):
+    """Per-channel (R, G, B) mean and std of inputs scaled to [0, 1]: x -> (x - mean) / std."""
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# timm's default for encoders whose pretrained config names none; NOT a default of the transforms below for
+# a known encoder: pass rccl.model.input_normalization(encoder).
+IMAGENET = Normalization(IMAGENET_MEAN, IMAGENET_STD)
 
 AUGMENT_DEFAULTS = {"scale": [0.5, 1.0], "ratio": [0.75, 4 / 3], "flip": 0.5, "color_jitter": 0.4,
                     "color_jitter_p": 0.8, "blur_p": 0.5, "blur_sigma": [0.1, 2.0],
@@ -22,8 +40,9 @@ def blur_kernel(image_size: int) -> int:
     return k if k % 2 else k + 1
 
 
-def train_transform(image_size: int, augment: dict | None = None) -> v2.Compose:
-    """One view: uint8 (3, H, W) -> float32 (3, S, S), normalised."""
+def train_transform(image_size: int, augment: dict | None = None, normalization: Normalization = IMAGENET) -> v2.Compose:
+    """One view: uint8 (3, H, W) -> float32 (3, S, S), normalised with `normalization` (the encoder's:
+    rccl.model.input_normalization)."""
     a = {**AUGMENT_DEFAULTS, **(augment or {})}
     steps = [v2.RandomResizedCrop(image_size, scale=tuple(a["scale"]), ratio=tuple(a["ratio"]), antialias=True)]
     if a["flip"] > 0:
@@ -37,11 +56,12 @@ def train_transform(image_size: int, augment: dict | None = None) -> v2.Compose:
     if a["jpeg_p"] > 0:
         # compression is what separates c23/c40 from raw: an optional robustness augmentation
         steps.append(v2.RandomApply([v2.JPEG(tuple(int(q) for q in a["jpeg_quality"]))], p=a["jpeg_p"]))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(normalization.mean, normalization.std)]
     return v2.Compose(steps)
 
 
-def eval_transform(image_size: int) -> v2.Compose:
-    """The whole crop resized to (S, S), normalised: what the detector sees at evaluation."""
+def eval_transform(image_size: int, normalization: Normalization = IMAGENET) -> v2.Compose:
+    """The whole crop resized to (S, S), normalised with `normalization` (the encoder's:
+    rccl.model.input_normalization): what the detector sees at evaluation."""
     return v2.Compose([v2.Resize((image_size, image_size), antialias=True),
-                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(normalization.mean, normalization.std)])

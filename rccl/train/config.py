@@ -15,6 +15,7 @@ from typing import Iterable
 import yaml
 
 from rccl.errors import RcclError
+from rccl.reference import FUSIONS, MIXED_AS
 
 
 class ConfigError(RcclError, ValueError):
@@ -65,7 +66,12 @@ DEFAULTS: dict = {
         "negatives": 16,           # mixed hard negatives
         "neighbors": 2,
         "margin": 0.2,
-        "alpha": 0.5,              # lam = max(u, 1 - u), u ~ Beta(alpha, alpha)
+        "beta": [0.5, 0.5],        # u ~ Beta(a, b) for the mixed negatives' lam (0.5, 0.5: U-shaped)
+        "fold": True,              # lam = max(u, 1 - u) (the fake dominates every mix); false: lam = u
+        "fusion": "smooth",        # hard positives (Table 4): smooth | linear | linear_smooth
+        "linear_neighbors": 4,     # linear fusions: batch neighbours fused with each bank row (Table 4: 4)
+        "mixed_as": "negatives",   # mixed features (Table 6): negatives (of no anchor) | fakes (labelled fake)
+        "alpha": None,             # removed: an error pointing to beta and fold (see validate)
         "impl": "auto",
     },
     "stage1": {
@@ -235,11 +241,20 @@ def validate(cfg: dict) -> None:
     if cfg["data"]["image_size"] < 8:
         raise ConfigError(f"'data.image_size' must be at least 8, got {cfg['data']['image_size']}")
     loss = cfg["loss"]
-    for key in ("bank_size", "negatives", "neighbors"):
+    for key in ("bank_size", "negatives", "neighbors", "linear_neighbors"):
         if loss[key] < 0:
             raise ConfigError(f"'loss.{key}' must be >= 0, got {loss[key]}")
-    if loss["temperature"] <= 0 or loss["alpha"] <= 0:
-        raise ConfigError("'loss.temperature' and 'loss.alpha' must be > 0")
+    if loss["temperature"] <= 0:
+        raise ConfigError(f"'loss.temperature' must be > 0, got {loss['temperature']}")
+    if loss["alpha"] is not None:
+        raise ConfigError(f"'loss.alpha' was replaced by 'loss.beta' and 'loss.fold': loss.alpha: {loss['alpha']} "
+                          f"is loss.beta: [{loss['alpha']}, {loss['alpha']}] with loss.fold: true (the default)")
+    beta = loss["beta"]
+    if (len(beta) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in beta)):
+        raise ConfigError(f"'loss.beta' must be two numbers > 0, [a, b] of Beta(a, b), got {beta!r}")
+    for key, allowed in (("fusion", FUSIONS), ("mixed_as", MIXED_AS)):
+        if loss[key] not in allowed:
+            raise ConfigError(f"'loss.{key}' must be one of {', '.join(allowed)}, got {loss[key]!r}")
 
 
 def save_config(cfg: dict, path: str | os.PathLike) -> None:
