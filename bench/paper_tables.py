@@ -328,10 +328,12 @@ def _main(args) -> int:
     preset_name, overrides = read_bench_config(args.bench_config)
     out_json = args.out if args.out.is_absolute() else Path.cwd() / args.out
     results = load_results(out_json)
+    # seed-major: every selected row gets its first seed before any row gets its second, so a bench cut
+    # short still compares all the rows
     if args.verify:
-        todo = [(t, r, c, s) for t, r, c in rows for s in seeds if has_seed(results, t, r, s)]
+        todo = [(t, r, c, s) for s in seeds for t, r, c in rows if has_seed(results, t, r, s)]
     else:
-        todo = [(t, r, c, s) for t, r, c in rows for s in seeds if args.force or not has_seed(results, t, r, s)]
+        todo = [(t, r, c, s) for s in seeds for t, r, c in rows if args.force or not has_seed(results, t, r, s)]
     if not todo:
         print("paper_tables: nothing to run (every selected row/seed is in the JSON; --force reruns)")
         _write(results, out_json)
