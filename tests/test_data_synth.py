@@ -1,5 +1,6 @@
-"""The synthetic demo set: Celeb-DF-v2 layout, deterministic by seed, real photo faces with --faces, and
-learnable but not trivial (a linear model on raw pixels must not solve it; a local texture feature does)."""
+"""The synthetic sets: Celeb-DF-v2 layout, deterministic by seed, real photo faces with --faces, and
+learnable but not trivial (a linear model on raw pixels must not solve the demo; a local texture feature
+does); the 'compression' preset's fragile fakes (colour-transferred, traces compression erases)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +13,9 @@ from PIL import Image
 from rccl.data.layouts import read_layout
 from rccl.data.manifest import read_manifest
 from rccl.data.prep import prepare
-from rccl.data.synth import make_demo, make_synthetic
+from rccl.cli.synth import main as synth_main
+from rccl.data.synth import PRESETS, SynthConfig, SynthError, make_demo, make_synthetic, preset
+from rccl.data.synth.plan import video_plan
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 TINY = dict(n_identities=3, videos_per_identity=2, n_youtube=1, n_frames=6, size=64, workers=1, progress=False)
@@ -114,3 +117,96 @@ def test_demo_is_not_linearly_separable_but_has_local_artefacts(tmp_path):
     ft, fe = (feat[train] - m) / s, (feat[~train] - m) / s
     w = np.linalg.solve(ft.T @ ft + 100 * np.eye(ft.shape[1]), ft.T @ target)
     assert _auc(fe @ w, y[~train]) > 0.8, "the fakes' artefacts are too weak for a local texture feature"
+
+
+# ------------------------------------------------------------------------------------------ compression preset
+def test_compression_preset_plan_has_a_large_test_split():
+    """The preset's plan (what the benchmark tests on): >= 100 test videos, half of the labelled ones fake,
+    every test fake made from a test natural video (no source shared across the splits)."""
+    cfg = SynthConfig(**preset("compression")["synth"])
+    plan = video_plan(cfg)
+    test = [it for it in plan if it["split"] == "test"]
+    assert len(test) >= 100
+    fakes = [it for it in test if it["kind"] == "fake"]
+    reals = {(it["identity"], it["number"]) for it in test if it["kind"] == "real"}
+    assert len(fakes) == len(reals) and {(it["identity"], it["number"]) for it in fakes} == reals
+    assert cfg.traces == "fragile" and PRESETS["demo"]["synth"].get("traces", "robust") == "robust"
+
+
+def _face_means(out: Path, video: str, box_video: str, frame: int) -> np.ndarray:
+    from rccl.data.video import read_frames
+    import json
+
+    img = read_frames(out / video, [frame])[frame].astype(float)
+    x0, y0, x1, y1 = json.loads((out / "boxes" / box_video).read_text())["exact"][frame]
+    cx, cy, h = (x0 + x1) // 2, (y0 + y1) // 2, (x1 - x0) // 4
+    return img[cy - h:cy + h, cx - h:cx + h].reshape(-1, 3).mean(0)
+
+
+def test_fragile_fakes_tiny(tmp_path):
+    """A tiny fragile set: the layout, labels and splits of the plan; the same bytes for the same seed and
+    other videos for another; fakes differ from their source only around the face, with the face's mean
+    colour transferred (within a few levels of the source's), unlike the robust fakes' colour step."""
+    tiny = {**TINY, "traces": "fragile"}
+    a = make_synthetic(tmp_path / "a", seed=5, **tiny)
+    b = make_synthetic(tmp_path / "b", seed=5, **tiny)
+    c = make_synthetic(tmp_path / "c", seed=6, **tiny)
+    r = make_synthetic(tmp_path / "r", seed=5, **TINY)
+    da, db, dc, dr = _digest(a), _digest(b), _digest(c), _digest(r)
+    assert da == db
+    videos = [k for k in da if k.endswith(".mp4")]
+    assert len(videos) == 3 * 2 * 2 + 1 and all(da[k] != dc[k] for k in videos)
+    fakes = [k for k in videos if k.startswith("Celeb-synthesis/")]
+    assert all(da[k] != dr[k] for k in fakes)  # other traces than the robust fakes'
+    assert all(da[k] == dr[k] for k in videos if k not in fakes)  # the natural videos are the same
+    layout = read_layout("synthetic", a)
+    assert layout.problems == []
+    labels = {(rec.label, rec.split) for rec in layout.records}
+    assert labels == {(0, "train"), (0, "test"), (1, "train"), (1, "test")}
+    assert sum(rec.label for rec in layout.records) == 6
+
+    from rccl.data.video import read_frames
+    import json
+
+    real = read_frames(a / "Celeb-real/id0_0000.mp4", [3])[3].astype(float)
+    fake = read_frames(a / "Celeb-synthesis/id0_id1_0000.mp4", [3])[3].astype(float)
+    x0, y0, x1, y1 = json.loads((a / "boxes/Celeb-real/id0_0000.json").read_text())["exact"][3]
+    diff = np.abs(real - fake).mean(2)
+    inside = np.zeros_like(diff, bool)
+    inside[max(0, y0 - 4):y1 + 4, max(0, x0 - 4):x1 + 4] = True
+    assert diff[inside].mean() > 3 and diff[~inside].mean() < 1.5
+    steps = []
+    for root in (a, r):
+        for video in fakes:
+            src = video.replace("Celeb-synthesis/", "Celeb-real/").split("_")
+            src_video = f"{src[0]}_{src[2]}"
+            box = Path(src_video).with_suffix(".json").as_posix()
+            steps.append(np.abs(_face_means(root, video, box, 3) - _face_means(root, src_video, box, 3)).max())
+    fragile_steps, robust_steps = steps[:len(fakes)], steps[len(fakes):]
+    assert max(fragile_steps) < np.median(robust_steps), (fragile_steps, robust_steps)
+
+
+def test_synth_rejects_unknown_traces_and_preset(tmp_path, capsys):
+    with pytest.raises(SynthError, match="traces must be one of robust, fragile"):
+        make_synthetic(tmp_path / "s", **{**TINY, "traces": "subtle"})
+    with pytest.raises(SynthError, match="unknown synthetic preset 'nope'"):
+        preset("nope")
+
+
+def test_cli_preset_and_flag_overrides(tmp_path, capsys):
+    """rccl-synth --preset compression takes the preset's values; flags given override them; a bad value is
+    a clear error with exit status 2."""
+    from rccl.cli.synth import build_parser, synth_kwargs
+
+    kw = synth_kwargs(build_parser().parse_args(["--out", "x", "--preset", "compression", "--frames", "6"]))
+    assert kw == {**PRESETS["compression"]["synth"], "n_frames": 6}
+    assert synth_kwargs(build_parser().parse_args(["--out", "x"])) == {}
+    assert synth_main(["--out", str(tmp_path / "s"), "--identities", "1", "--no-progress"]) == 2
+    assert "rccl-synth: error: n_identities must be at least 2" in capsys.readouterr().err
+    out = tmp_path / "t"
+    assert synth_main(["--out", str(out), "--preset", "compression", "--identities", "3",
+                       "--videos-per-identity", "2", "--test-videos-per-identity", "1", "--youtube", "1",
+                       "--frames", "4", "--size", "64", "--workers", "1", "--no-progress"]) == 0
+    import json
+    made = json.loads((out / "synth.json").read_text())
+    assert made["traces"] == "fragile" and made["n_frames"] == 4

@@ -4,11 +4,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rccl.cli.common import add_common_arguments, error, run_command
-from rccl.data.synth import make_synthetic
+from rccl.cli.common import add_common_arguments, run_command
+from rccl.data.synth import PRESETS, TRACES, SynthConfig, make_synthetic, preset
+
+# flag -> make_synthetic keyword; a flag not given takes the preset's value, else SynthConfig's default
+FLAGS = {"seed": "seed", "identities": "n_identities", "videos_per_identity": "videos_per_identity",
+         "test_videos_per_identity": "test_videos_per_identity", "youtube": "n_youtube", "frames": "n_frames",
+         "size": "size", "artifact_strength": "artifact_strength", "traces": "traces"}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d = SynthConfig()
     p = argparse.ArgumentParser(
         prog="rccl-synth",
         description="Make a synthetic Celeb-DF-v2-shaped tree (Celeb-real, Celeb-synthesis, YouTube-real, "
@@ -16,37 +22,47 @@ def build_parser() -> argparse.ArgumentParser:
                     "fakes with another identity's face blended in (seams, colour mismatch, blur). Then run "
                     "rccl-prep --dataset synthetic --root OUT. Deterministic by seed; a finished tree is reused.")
     p.add_argument("--out", required=True, help="folder to write the tree to")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="start from a named set: 'demo' (what rccl-train's demo uses), 'compression' (the "
+                        "paper-tables benchmark: fakes whose traces c40 erases, 106 test videos); the flags "
+                        "below override its values")
     p.add_argument("--faces", default=None, metavar="DIR",
                    help="a folder with one subfolder of photos per identity (real faces dlib can detect); "
                         "default: procedural faces")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--identities", type=int, default=8, help="number of identities (default: %(default)s)")
-    p.add_argument("--videos-per-identity", type=int, default=5,
-                   help="natural videos per identity; each also gets one fake (default: %(default)s)")
-    p.add_argument("--test-videos-per-identity", type=int, default=1, help="of those, in the test list (default: 1)")
-    p.add_argument("--youtube", type=int, default=4, help="YouTube-real videos (unknown identity) (default: 4)")
-    p.add_argument("--frames", type=int, default=32, help="frames per video (default: %(default)s)")
-    p.add_argument("--size", type=int, default=128, help="frame side in pixels (default: %(default)s)")
-    p.add_argument("--artifact-strength", type=float, default=1.0,
+    p.add_argument("--seed", type=int, default=None, help=f"(default: {d.seed})")
+    p.add_argument("--identities", type=int, default=None, help=f"number of identities (default: {d.n_identities})")
+    p.add_argument("--videos-per-identity", type=int, default=None,
+                   help=f"natural videos per identity; each also gets one fake (default: {d.videos_per_identity})")
+    p.add_argument("--test-videos-per-identity", type=int, default=None,
+                   help=f"of those, in the test list (default: {d.test_videos_per_identity})")
+    p.add_argument("--youtube", type=int, default=None,
+                   help=f"YouTube-real videos (unknown identity) (default: {d.n_youtube})")
+    p.add_argument("--frames", type=int, default=None, help=f"frames per video (default: {d.n_frames})")
+    p.add_argument("--size", type=int, default=None, help=f"frame side in pixels (default: {d.size})")
+    p.add_argument("--artifact-strength", type=float, default=None,
                    help="scale of the blending artefacts of the fakes; 0 leaves only the identity swap "
-                        "(default: %(default)s)")
+                        f"(default: {d.artifact_strength})")
+    p.add_argument("--traces", choices=TRACES, default=None,
+                   help="robust: traces that survive compression (the demo's); fragile: traces heavy "
+                        f"compression erases (default: {d.traces})")
     p.add_argument("--workers", type=int, default=0, help="processes (default: up to 2)")
     add_common_arguments(p, device=False)
     return p
+
+
+def synth_kwargs(args: argparse.Namespace) -> dict:
+    """make_synthetic's keywords: the preset's values (if any), then every flag given."""
+    kw = dict(preset(args.preset)["synth"]) if args.preset else {}
+    kw.update({key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None})
+    return kw
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        try:
-            out = make_synthetic(args.out, seed=args.seed, n_identities=args.identities,
-                                 videos_per_identity=args.videos_per_identity,
-                                 test_videos_per_identity=args.test_videos_per_identity, n_youtube=args.youtube,
-                                 n_frames=args.frames, size=args.size, artifact_strength=args.artifact_strength,
-                                 faces_dir=args.faces, workers=args.workers or None, progress=not args.no_progress)
-        except ValueError as e:  # rccl.data.synth rejects bad values with a plain ValueError (not yet an RcclError)
-            return error("rccl-synth", str(e))
+        out = make_synthetic(args.out, faces_dir=args.faces, workers=args.workers or None,
+                             progress=not args.no_progress, **synth_kwargs(args))
         print(f"rccl-synth: wrote {out}; next: rccl-prep --dataset synthetic --root {out} --out {out}-prep")
         return 0
 

@@ -1,0 +1,380 @@
+"""Regenerate the rows of the paper's Tables 2-6 at demo scale, trained on raw and tested on raw/c23/c40.
+
+    python -m bench.paper_tables                          every row, seeds 0,1,2 (rows/seeds already in
+                                                          the JSON are kept; --force reruns them)
+    python -m bench.paper_tables --only 2:Ours --only "2:Sup. Con" --seeds 0,1,2
+    python -m bench.paper_tables --only 2:Xception --seeds 0 --verify   rerun, compare with the JSON
+    python -m bench.paper_tables --list                   the rows and their configs
+
+Each row is its shipped config (configs/tables/table*_*.yaml, on the paper's base configs/celebdf.yaml)
+with the demo-scale overrides of bench/paper_tables.yaml (encoder, input size, budget), on the rccl-synth
+preset that file names (`compression`: fakes whose traces c40 erases; made and prepared once, cached).
+Every run is a subprocess of the public CLI (`python -m rccl.cli.train --config ROW KEY=VALUE...`), its
+log in RUNS/NAME.log; its frame- and video-level metrics are read from RUN/metrics.json. After each run
+the JSON (bench/results/paper_tables.json) and the markdown beside it are rewritten, so an interrupted
+bench keeps what it measured and a later call adds to it.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from rccl.errors import RcclError
+from rccl.fileio import write_json, write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_CONFIG = ROOT / "bench" / "paper_tables.yaml"
+OUT_JSON = ROOT / "bench" / "results" / "paper_tables.json"
+QUALITIES = ("raw", "c23", "c40")
+REPRO_TOLERANCE = 0.02  # |AUC difference| a rerun of a row with the same seed may show (thread scheduling)
+
+# (table, the paper's row name, config file). Tables 3-6 in the paper report TPR/FPR/ACC only.
+ROWS = [
+    ("2", "Xception", "configs/tables/table2_xception.yaml"),
+    ("2", "Sup. Con", "configs/tables/table2_supcon.yaml"),
+    ("2", "Ours", "configs/tables/table2_ours.yaml"),
+    ("3", "Instance-level", "configs/tables/table3_instance.yaml"),
+    ("3", "Temporal-level", "configs/tables/table3_temporal.yaml"),
+    ("3", "Forgery semantical", "configs/tables/table3_semantic.yaml"),
+    ("3", "Class-level", "configs/tables/table3_class.yaml"),
+    ("4", "Linear", "configs/tables/table4_linear.yaml"),
+    ("4", "Linear + smooth", "configs/tables/table4_linear_smooth.yaml"),
+    ("4", "Smooth", "configs/tables/table4_smooth.yaml"),
+    ("5", "Sup. Con", "configs/tables/table5_supcon.yaml"),
+    ("5", "+ 32 pos.", "configs/tables/table5_pos32.yaml"),
+    ("5", "+ 32 pos., 16 neg.", "configs/tables/table5_pos32_neg16.yaml"),
+    ("5", "+ 32 pos., 32 neg.", "configs/tables/table5_pos32_neg32.yaml"),
+    ("6", "Sup. Con", "configs/tables/table6_supcon.yaml"),
+    ("6", "As fakes", "configs/tables/table6_as_fakes.yaml"),
+    ("6", "As negatives", "configs/tables/table6_as_negatives.yaml"),
+]
+
+# The paper's numbers (Celeb-DF-v2, Xception at 299 px, trained on raw), in percent: AUC where the paper
+# gives it (Table 2 only), ACC for every row. Read from the paper's Tables 2-6.
+PAPER = {
+    ("2", "Xception"): {"auc": (99.45, 99.03, 78.99), "acc": (97.12, 95.68, 44.10)},
+    ("2", "Sup. Con"): {"auc": (99.79, 99.56, 73.03), "acc": (97.82, 96.99, 47.87)},
+    ("2", "Ours"): {"auc": (99.86, 99.66, 78.44), "acc": (97.67, 97.09, 51.27)},
+    ("3", "Instance-level"): {"acc": (97.8, 97.0, 47.9)},
+    ("3", "Temporal-level"): {"acc": (98.4, 97.5, 44.6)},
+    ("3", "Forgery semantical"): {"acc": (97.9, 97.2, 50.5)},
+    ("3", "Class-level"): {"acc": (96.3, 94.8, 57.6)},
+    ("4", "Linear"): {"acc": (97.2, 96.5, 51.7)},
+    ("4", "Linear + smooth"): {"acc": (96.9, 96.0, 55.3)},
+    ("4", "Smooth"): {"acc": (97.4, 96.5, 50.7)},
+    ("5", "Sup. Con"): {"acc": (97.8, 97.0, 47.9)},
+    ("5", "+ 32 pos."): {"acc": (97.6, 96.8, 49.2)},
+    ("5", "+ 32 pos., 16 neg."): {"acc": (97.4, 96.5, 50.7)},
+    ("5", "+ 32 pos., 32 neg."): {"acc": (97.1, 96.5, 52.9)},
+    ("6", "Sup. Con"): {"acc": (97.8, 97.0, 47.9)},
+    ("6", "As fakes"): {"acc": (96.7, 95.3, 46.8)},
+    ("6", "As negatives"): {"acc": (97.4, 96.5, 50.7)},
+}
+
+
+class BenchError(RcclError, ValueError):
+    """A request the bench cannot run (unknown row, missing config, unreadable results file)."""
+
+
+# ------------------------------------------------------------------------------------------ arguments
+def parse_only(values: list[str] | None) -> list[tuple[str, str, str]]:
+    """--only TABLE:ROW (repeatable, or comma-separated where a row name has no comma) -> ROWS entries.
+    A bare TABLE selects all its rows."""
+    if not values:
+        return list(ROWS)
+    picked = []
+    for value in values:
+        parts = [value] if _is_row(value) else [p.strip() for p in value.split(",") if p.strip()]
+        for part in parts:
+            table, sep, row = part.partition(":")
+            match = [r for r in ROWS if r[0] == table.strip() and (not sep or r[1] == row.strip())]
+            if not match:
+                known = "; ".join(f"{t}:{n}" for t, n, _ in ROWS)
+                raise BenchError(f"--only {part!r}: no such row (TABLE:ROW, the paper's names: {known})")
+            picked += [r for r in match if r not in picked]
+    return picked
+
+
+def _is_row(text: str) -> bool:
+    table, _, row = text.partition(":")
+    return any(t == table.strip() and n == row.strip() for t, n, _ in ROWS)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise BenchError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BenchError(f"--seeds {text!r}: give distinct seeds, e.g. 0,1,2")
+    return seeds
+
+
+# ------------------------------------------------------------------------------------------ setup
+def read_bench_config(path: Path) -> tuple[str, list[str]]:
+    """(synth preset name, KEY=VALUE overrides) from bench/paper_tables.yaml."""
+    if not path.is_file():
+        raise BenchError(f"bench config {path}: no such file")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data.get("synth"), str) or not isinstance(data.get("overrides"), dict):
+        raise BenchError(f"bench config {path}: needs 'synth: PRESET' and an 'overrides:' mapping")
+    return data["synth"], list(flatten_overrides(data["overrides"]))
+
+
+def flatten_overrides(tree: dict, prefix: str = ""):
+    """{"stage1": {"epochs": 5}} -> "stage1.epochs=5" (values as YAML flow text, which the CLI reads back)."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from flatten_overrides(value, f"{prefix}{key}.")
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+            yield f"{prefix}{key}={text.removesuffix('...').strip()}"
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rccl"
+
+
+def prepare_data(preset_name: str, cache: Path, log) -> Path:
+    """The preset made and prepared once (cached in a folder named by the preset's settings)."""
+    from rccl.data.synth import make_prepared, preset
+
+    key = hashlib.sha1(json.dumps(preset(preset_name), sort_keys=True, default=list).encode()).hexdigest()[:8]
+    folder = cache / f"paper-tables-{preset_name}-{key}"
+    t0 = time.perf_counter()
+    manifest = make_prepared(folder, preset_name, progress=False, log=None)
+    log(f"paper_tables: data {manifest} ({time.perf_counter() - t0:.0f} s)")
+    return Path(manifest)
+
+
+# ------------------------------------------------------------------------------------------ one run
+def run_name(table: str, config: str, seed: int) -> str:
+    return f"{Path(config).stem}-s{seed}"
+
+
+def train_command(config: str, overrides: list[str], manifest: Path, runs: Path, name: str, seed: int) -> list[str]:
+    return [sys.executable, "-m", "rccl.cli.train", "--config", config, *overrides,
+            f"data.manifest={manifest}", f"train.out={runs}", f"name={name}", f"train.seed={seed}"]
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """{quality: {"auc": .., "acc": .., ..., "video_auc": ..}} from RUN/metrics.json (frame level, plus the
+    video-level AUC)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise BenchError(f"{path}: the run wrote no metrics (see {run_dir}.log)")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    out = {}
+    for q in QUALITIES:
+        if q not in data:
+            raise BenchError(f"{path}: no {q!r} results (the run must evaluate raw, c23 and c40)")
+        frame = data[q]["frame"]
+        out[q] = {k: frame[k] for k in ("auc", "acc", "tpr", "tnr", "fpr", "eer", "ap") if k in frame}
+        if "video" in data[q] and "auc" in data[q]["video"]:
+            out[q]["video_auc"] = data[q]["video"]["auc"]
+    return out
+
+
+def run_one(table: str, row: str, config: str, seed: int, overrides: list[str], manifest: Path,
+            runs: Path, nice: int) -> tuple[dict, float]:
+    name = run_name(table, config, seed)
+    runs.mkdir(parents=True, exist_ok=True)
+    run_dir = runs / name
+    if run_dir.exists():  # a stale or interrupted run of the same name: rccl-train wants a fresh folder
+        import shutil
+        shutil.rmtree(run_dir)
+    cmd = train_command(config, overrides, manifest, runs, name, seed)
+    if nice:
+        cmd = ["nice", "-n", str(nice), *cmd]
+    t0 = time.perf_counter()
+    with open(runs / f"{name}.log", "w", encoding="utf-8") as log:  # a live log (tail -f), not a result file
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - t0
+    if rc != 0:
+        tail = (runs / f"{name}.log").read_text(encoding="utf-8").strip().splitlines()[-3:]
+        raise BenchError(f"table {table} {row!r} seed {seed}: rccl-train exited {rc}: {' | '.join(tail)}")
+    return read_metrics(run_dir), seconds
+
+
+# ------------------------------------------------------------------------------------------ results file
+def load_results(path: Path) -> dict:
+    if not path.is_file():
+        return {"seeds": [], "rows": []}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BenchError(f"{path}: not valid JSON ({e}); move it away or pass another --out") from None
+    if not isinstance(data.get("rows"), list):
+        raise BenchError(f"{path}: not a paper_tables results file (no 'rows' list)")
+    return data
+
+
+def find_row(results: dict, table: str, row: str) -> dict | None:
+    return next((r for r in results["rows"] if r["table"] == table and r["row"] == row), None)
+
+
+def has_seed(results: dict, table: str, row: str, seed: int) -> bool:
+    entry = find_row(results, table, row)
+    return entry is not None and seed in entry.get("seeds", [])
+
+
+def merge_result(results: dict, table: str, row: str, config: str, seed: int, metrics: dict,
+                 seconds: float) -> None:
+    """Put one run's metrics into `results` (replacing that row's earlier result for the seed). Each row
+    keeps its own `seeds` list; every metric list is aligned with it."""
+    entry = find_row(results, table, row)
+    if entry is None:
+        entry = {"table": table, "row": row, "config": config, "seeds": [], "seconds": [], "metrics": {}}
+        results["rows"].append(entry)
+        order = {(t, n): i for i, (t, n, _) in enumerate(ROWS)}
+        results["rows"].sort(key=lambda r: order.get((r["table"], r["row"]), len(order)))
+    entry["config"] = config
+    if seed in entry["seeds"]:
+        i = entry["seeds"].index(seed)
+        for lst in [entry["seconds"]] + [v for q in entry["metrics"].values() for v in q.values()]:
+            del lst[i]
+        entry["seeds"].remove(seed)
+    entry["seeds"].append(seed)
+    entry["seconds"].append(round(seconds, 1))
+    for q, values in metrics.items():
+        slot = entry["metrics"].setdefault(q, {})
+        for key, value in values.items():
+            slot.setdefault(key, []).append(value)
+    results["seeds"] = sorted({s for r in results["rows"] for s in r["seeds"]})
+
+
+# ------------------------------------------------------------------------------------------ markdown
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    m = 100 * statistics.fmean(values)
+    if len(values) < 2:
+        return f"{m:.2f}"
+    return f"{m:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def render_markdown(results: dict, command: str) -> str:
+    lines = ["# Paper Tables 2-6 at demo scale (bench/paper_tables.py)", "",
+             "Trained on raw, tested on raw / c23 / c40 of the `compression` synthetic set (bench/paper_tables.yaml);",
+             "frame-level AUC and ACC in percent, mean ± sample standard deviation over the seeds (n). The paper's",
+             "numbers (Celeb-DF-v2, Xception at 299 px) beside them: AUC is given in its Table 2 only, ACC in all.",
+             "Generated by `" + command + "`; rows not listed were not run.", ""]
+    for table in dict.fromkeys(t for t, _, _ in ROWS):
+        rows = [r for r in results["rows"] if r["table"] == table]
+        if not rows:
+            continue
+        lines += [f"## Table {table}", "",
+                  "| row | n | AUC raw | AUC c23 | AUC c40 | ACC raw | ACC c23 | ACC c40 | raw→c40 AUC drop "
+                  "| paper AUC raw/c23/c40 | paper ACC raw/c23/c40 |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+        for r in rows:
+            m = r["metrics"]
+            drops = [a - b for a, b in zip(m["raw"]["auc"], m["c40"]["auc"])]
+            paper = PAPER.get((table, r["row"]), {})
+            p_auc = "/".join(f"{v:.2f}" for v in paper["auc"]) if "auc" in paper else "-"
+            p_acc = "/".join(f"{v:.2f}" for v in paper["acc"]) if "acc" in paper else "-"
+            cells = [_mean_sd(m[q]["auc"]) for q in QUALITIES] + [_mean_sd(m[q]["acc"]) for q in QUALITIES]
+            lines.append(f"| {r['row']} | {len(r['seeds'])} | " + " | ".join(cells)
+                         + f" | {_mean_sd(drops)} | {p_auc} | {p_acc} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="paper_tables", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", action="append", metavar="TABLE:ROW",
+                   help="rows to run (repeatable or comma list; a bare TABLE = all its rows); default: all")
+    p.add_argument("--seeds", default="0,1,2", help="comma list (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=OUT_JSON, help="results JSON; the .md is written beside it")
+    p.add_argument("--force", action="store_true", help="rerun rows/seeds already in the JSON")
+    p.add_argument("--verify", action="store_true",
+                   help=f"rerun the selected rows/seeds already in the JSON and compare (|AUC diff| <= "
+                        f"{REPRO_TOLERANCE}); the JSON is not changed")
+    p.add_argument("--bench-config", type=Path, default=BENCH_CONFIG)
+    p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "paper_tables", help="run folders and logs")
+    p.add_argument("--nice", type=int, default=10, help="niceness of each training run (0: none)")
+    p.add_argument("--list", action="store_true", help="print the rows and their configs, run nothing")
+    args = p.parse_args(argv)
+    try:
+        return _main(args)
+    except RcclError as e:
+        print(f"paper_tables: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
+    rows, seeds = parse_only(args.only), parse_seeds(args.seeds)
+    if args.list:
+        for table, row, config in rows:
+            print(f"{table}:{row}\t{config}")
+        return 0
+    missing = [c for _, _, c in rows if not (ROOT / c).is_file()]
+    if missing:
+        raise BenchError(f"row configs not found: {', '.join(missing)} (they ship with the method configs)")
+    preset_name, overrides = read_bench_config(args.bench_config)
+    out_json = args.out if args.out.is_absolute() else Path.cwd() / args.out
+    results = load_results(out_json)
+    # seed-major: every selected row gets its first seed before any row gets its second, so a bench cut
+    # short still compares all the rows
+    if args.verify:
+        todo = [(t, r, c, s) for s in seeds for t, r, c in rows if has_seed(results, t, r, s)]
+    else:
+        todo = [(t, r, c, s) for s in seeds for t, r, c in rows if args.force or not has_seed(results, t, r, s)]
+    if not todo:
+        print("paper_tables: nothing to run (every selected row/seed is in the JSON; --force reruns)")
+        _write(results, out_json)
+        return 0
+    manifest = prepare_data(preset_name, (args.cache or default_cache()).expanduser(), print)
+    command = "python -m bench.paper_tables " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench.paper_tables"
+    durations, failures, worst = [], 0, 0.0
+    for i, (table, row, config, seed) in enumerate(todo, 1):
+        try:
+            metrics, seconds = run_one(table, row, config, seed, overrides, manifest, args.runs, args.nice)
+        except BenchError as e:
+            failures += 1
+            print(f"[{i}/{len(todo)}] {e}", flush=True)
+            continue
+        durations.append(seconds)
+        eta = statistics.fmean(durations) * (len(todo) - i)
+        summary = ", ".join(f"{q} {metrics[q]['auc']:.3f}" for q in QUALITIES)
+        line = (f"[{i}/{len(todo)}] table {table} {row!r} seed {seed}: {seconds:.0f} s, frame AUC {summary}; "
+                f"ETA {eta / 60:.0f} min")
+        if args.verify:
+            entry = find_row(results, table, row)
+            k = entry["seeds"].index(seed)
+            diff = max(abs(metrics[q]["auc"] - entry["metrics"][q]["auc"][k]) for q in QUALITIES)
+            worst = max(worst, diff)
+            line += f"; max |AUC - recorded| {diff:.4f}"
+        else:
+            merge_result(results, table, row, config, seed, metrics, seconds)
+            _write(results, out_json, command)
+        print(line, flush=True)
+    if args.verify:
+        ok = worst <= REPRO_TOLERANCE
+        print(f"paper_tables: verify: worst |AUC difference| {worst:.4f} ({'within' if ok else 'OVER'} "
+              f"{REPRO_TOLERANCE})")
+        return 0 if ok and not failures else 1
+    return 1 if failures else 0
+
+
+def _write(results: dict, out_json: Path, command: str = "python -m bench.paper_tables") -> None:
+    write_json(out_json, results)
+    write_text(out_json.with_suffix(".md"), render_markdown(results, command) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
