@@ -61,6 +61,32 @@ def test_matches_reference_float64(n, case, neighbors):
     torch.testing.assert_close(grad, grad_ref, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("n", [1, 2, 47])
+def test_forward_with_grad_and_backward_op_agree(n, case):
+    """Autograd on the CPU takes the gradient from _real_centric_loss_with_grad (the forward computes it);
+    the plain forward + _real_centric_loss_backward (the path CUDA takes) must give the same outputs and
+    gradient, the latter linear in the incoming gradient."""
+    inputs = case_inputs(n, case, seed=n + 7, requires_grad=False)
+    args = [inputs[name] for name in OP_ARGS]
+    *fused, grad_z = torch.ops.rccl._real_centric_loss_with_grad(*args, 2, 0.1, 0.2)
+    plain = torch.ops.rccl.real_centric_loss(*args, 2, 0.1, 0.2)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    grad = torch.ops.rccl._real_centric_loss_backward(torch.tensor(2.5, dtype=torch.float64), args[0], args[1],
+                                                      plain[1], plain[2], plain[3], 0.1, 0.2)
+    torch.testing.assert_close(grad, 2.5 * grad_z, rtol=1e-12, atol=1e-14)
+
+
+def test_no_gradient_needed_takes_the_plain_forward():
+    inputs = case_inputs(20, "mixed", seed=2, requires_grad=False)
+    loss = real_centric_loss(**inputs, impl="compiled")
+    assert loss.grad_fn is None
+    with torch.no_grad():
+        z = inputs["z"].clone().requires_grad_()
+        assert real_centric_loss(**dict(inputs, z=z), impl="compiled").grad_fn is None
+
+
 @pytest.mark.parametrize("case", ["mixed", "ties", "more_lam_than_fakes"])
 @pytest.mark.parametrize("n", [47, 256])
 def test_matches_reference_float32(n, case):

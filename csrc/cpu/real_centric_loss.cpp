@@ -194,64 +194,22 @@ at::Tensor accumulation_copy(const at::Tensor& z) {
   return z_acc;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> real_centric_loss_cpu(
-    const at::Tensor& z_in, const at::Tensor& labels_in, const at::Tensor& center_in, const at::Tensor& bank_real_in,
-    const at::Tensor& bank_fake_in, const at::Tensor& lam_in, int64_t neighbors, double temperature, double margin) {
-  const auto in = checks::loss_inputs(z_in, labels_in, center_in, bank_real_in, bank_fake_in, lam_in, neighbors,
-                                      temperature, margin, c10::DeviceType::CPU);
-  const int64_t n = in.z.size(0), d = in.z.size(1);
-  const int64_t k_real = in.bank_real.size(0), k_fake = in.bank_fake.size(0), m = in.lam.size(0);
-  const int64_t rows = k_real + k_fake + m;
-  const auto acc = accumulation_type(in.z.scalar_type());
-  const auto options = in.z.options().dtype(acc);
-  auto loss = at::empty({}, options);
-  auto extra = at::empty({rows, d}, options);
-  auto extra_labels = at::empty({rows}, options.dtype(at::kLong));
-  auto lse = at::empty({n}, options);
-  const int64_t* y = in.labels.data_ptr<int64_t>();
-  checks::label_values(y, n);
-  int64_t* elp = extra_labels.data_ptr<int64_t>();
-  std::fill(elp, elp + rows, kAbsent);
-
-  AT_DISPATCH_FLOATING_TYPES(acc, "rccl::real_centric_loss (CPU)", [&] {
-    scalar_t* ep = extra.data_ptr<scalar_t>();
-    std::fill(ep, ep + rows * d, scalar_t(0));  // absent rows are zero
-    if (n == 0) {  // no anchors, no class present: nothing to mine (lam unused), loss 0
-      *loss.data_ptr<scalar_t>() = 0;
-      return;
-    }
-    const scalar_t* lam = in.lam.data_ptr<scalar_t>();
-    checks::mixing_values(lam, m);
-    const at::Tensor z_acc = accumulation_copy<scalar_t>(in.z);
-    ContrastLayout<scalar_t> layout;
-    layout.sort_batch(z_acc.data_ptr<scalar_t>(), y, n, d);
-    synthesize(layout, in.bank_real.data_ptr<scalar_t>(), k_real, in.bank_fake.data_ptr<scalar_t>(), k_fake,
-               in.center.data_ptr<scalar_t>(), lam, m, neighbors, ep, elp);
-    layout.add_contrast(ep, elp, rows);
-    const scalar_t inv_t = static_cast<scalar_t>(1.0 / temperature);
-    const scalar_t margin_over_t = static_cast<scalar_t>(margin / temperature);
-    std::vector<scalar_t> lse_sorted(n);
-    row_logsumexps(layout, inv_t, margin_over_t, lse_sorted.data());
-    scalar_t* lse_out = lse.data_ptr<scalar_t>();
-    for (int64_t r = 0; r < n; ++r) lse_out[layout.perm[r]] = lse_sorted[r];
-    *loss.data_ptr<scalar_t>() = static_cast<scalar_t>(mean_anchor_loss(layout, lse_sorted.data(), inv_t, margin_over_t));
-  });
-  return {loss, extra, extra_labels, lse};
-}
-
-// dL/dz in class-sorted row order into grad (N, D).
+// dL/dz in class-sorted row order into grad (N, D). With compute_lse (the forward with the gradient), the
+// logsumexps are computed from the same logit rows and written to lse_sorted; otherwise they are read
+// from it (the backward, from the forward's output).
 template <typename scalar_t>
-void contrastive_backward(const ContrastLayout<scalar_t>& layout, const scalar_t* lse_sorted, double grad_loss,
-                          double temperature, double margin, scalar_t* grad) {
+void contrastive_backward(const ContrastLayout<scalar_t>& layout, scalar_t* lse_sorted, bool compute_lse,
+                          double grad_loss, double temperature, double margin, scalar_t* grad) {
   const int64_t n = layout.n, d = layout.d, columns = layout.columns();
+  const scalar_t inv_t = static_cast<scalar_t>(1.0 / temperature);
+  const scalar_t margin_over_t = static_cast<scalar_t>(margin / temperature);
   int64_t anchors_with_positives = 0;
   for (int64_t r = 0; r < n; ++r) anchors_with_positives += layout.positives(r) > 0;
   if (anchors_with_positives == 0) {
+    if (compute_lse) row_logsumexps(layout, inv_t, margin_over_t, lse_sorted);
     std::fill(grad, grad + n * d, scalar_t(0));
     return;
   }
-  const scalar_t inv_t = static_cast<scalar_t>(1.0 / temperature);
-  const scalar_t margin_over_t = static_cast<scalar_t>(margin / temperature);
   const scalar_t weight = static_cast<scalar_t>(grad_loss / anchors_with_positives);
 
   // G(i, a) = dL/dlogit(i, a), the whole N x columns matrix (the backward's one big buffer: 68 MB at
@@ -267,13 +225,22 @@ void contrastive_backward(const ContrastLayout<scalar_t>& layout, const scalar_t
       gemm_nt(layout.anchors + r0 * d, rows, layout.contrast, columns, d, inv_t, gp + r0 * columns);
       for (int64_t r = r0; r < r0 + rows; ++r) {
         const int64_t positives = layout.positives(r);
+        const int64_t pb = layout.positives_begin(r), pe = layout.positives_end(r), self = layout.self_column(r);
         scalar_t* row = gp + r * columns;
+        if (compute_lse)  // leaves the row with the margin taken off and -inf at the anchor's own column
+          lse_sorted[r] = row_logsumexp(row, columns, pb, pe, self, margin_over_t);
         if (positives <= 0) {  // not in the loss
           std::fill(row, row + columns, scalar_t(0));
           continue;
         }
-        row_logit_gradient(row, columns, layout.positives_begin(r), layout.positives_end(r), layout.self_column(r),
-                           margin_over_t, lse_sorted[r], scalar_t(1) / positives, weight);
+        if (compute_lse) {
+          row_scaled_exp(row, columns, lse_sorted[r], weight);
+          row_add(row + pb, pe - pb, -weight / positives);
+          row[self] = 0;
+        } else {
+          row_logit_gradient(row, columns, pb, pe, self, margin_over_t, lse_sorted[r], scalar_t(1) / positives,
+                             weight);
+        }
       }
     }
   });
@@ -309,6 +276,81 @@ void contrastive_backward(const ContrastLayout<scalar_t>& layout, const scalar_t
   gemm_nn(gp, n, layout.contrast, d, columns, inv_t, grad);
 }
 
+// The forward's four outputs and, with_grad, dloss/dz (for an incoming gradient of 1, in z's dtype; else
+// undefined): then the logits of each row are turned into dL/dlogit right after their logsumexp, and the
+// backward never recomputes them.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+    const at::Tensor& z_in, const at::Tensor& labels_in, const at::Tensor& center_in, const at::Tensor& bank_real_in,
+    const at::Tensor& bank_fake_in, const at::Tensor& lam_in, int64_t neighbors, double temperature, double margin,
+    bool with_grad) {
+  const auto in = checks::loss_inputs(z_in, labels_in, center_in, bank_real_in, bank_fake_in, lam_in, neighbors,
+                                      temperature, margin, c10::DeviceType::CPU);
+  const int64_t n = in.z.size(0), d = in.z.size(1);
+  const int64_t k_real = in.bank_real.size(0), k_fake = in.bank_fake.size(0), m = in.lam.size(0);
+  const int64_t rows = k_real + k_fake + m;
+  const auto acc = accumulation_type(in.z.scalar_type());
+  const auto options = in.z.options().dtype(acc);
+  auto loss = at::empty({}, options);
+  auto extra = at::empty({rows, d}, options);
+  auto extra_labels = at::empty({rows}, options.dtype(at::kLong));
+  auto lse = at::empty({n}, options);
+  at::Tensor grad;
+  if (with_grad) grad = at::empty({n, d}, options);
+  const int64_t* y = in.labels.data_ptr<int64_t>();
+  checks::label_values(y, n);
+  int64_t* elp = extra_labels.data_ptr<int64_t>();
+  std::fill(elp, elp + rows, kAbsent);
+
+  AT_DISPATCH_FLOATING_TYPES(acc, "rccl::real_centric_loss (CPU)", [&] {
+    scalar_t* ep = extra.data_ptr<scalar_t>();
+    std::fill(ep, ep + rows * d, scalar_t(0));  // absent rows are zero
+    if (n == 0) {  // no anchors, no class present: nothing to mine (lam unused), loss 0
+      *loss.data_ptr<scalar_t>() = 0;
+      return;
+    }
+    const scalar_t* lam = in.lam.data_ptr<scalar_t>();
+    checks::mixing_values(lam, m);
+    const at::Tensor z_acc = accumulation_copy<scalar_t>(in.z);
+    ContrastLayout<scalar_t> layout;
+    layout.sort_batch(z_acc.data_ptr<scalar_t>(), y, n, d);
+    synthesize(layout, in.bank_real.data_ptr<scalar_t>(), k_real, in.bank_fake.data_ptr<scalar_t>(), k_fake,
+               in.center.data_ptr<scalar_t>(), lam, m, neighbors, ep, elp);
+    layout.add_contrast(ep, elp, rows);
+    const scalar_t inv_t = static_cast<scalar_t>(1.0 / temperature);
+    const scalar_t margin_over_t = static_cast<scalar_t>(margin / temperature);
+    std::vector<scalar_t> lse_sorted(n);
+    if (with_grad) {
+      at::Tensor sorted_storage;
+      scalar_t* grad_sorted = scratch<scalar_t>(kSortedGrad, n * d, sorted_storage);
+      contrastive_backward(layout, lse_sorted.data(), true, 1.0, temperature, margin, grad_sorted);
+      scalar_t* out = grad.data_ptr<scalar_t>();
+      for (int64_t r = 0; r < n; ++r)
+        std::copy(grad_sorted + r * d, grad_sorted + (r + 1) * d, out + layout.perm[r] * d);
+    } else {
+      row_logsumexps(layout, inv_t, margin_over_t, lse_sorted.data());
+    }
+    scalar_t* lse_out = lse.data_ptr<scalar_t>();
+    for (int64_t r = 0; r < n; ++r) lse_out[layout.perm[r]] = lse_sorted[r];
+    *loss.data_ptr<scalar_t>() = static_cast<scalar_t>(mean_anchor_loss(layout, lse_sorted.data(), inv_t, margin_over_t));
+  });
+  if (with_grad && grad.scalar_type() != in.z.scalar_type()) grad = grad.to(in.z.scalar_type());
+  return {loss, extra, extra_labels, lse, grad};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> real_centric_loss_cpu(
+    const at::Tensor& z, const at::Tensor& labels, const at::Tensor& center, const at::Tensor& bank_real,
+    const at::Tensor& bank_fake, const at::Tensor& lam, int64_t neighbors, double temperature, double margin) {
+  auto [loss, extra, extra_labels, lse, grad] =
+      forward(z, labels, center, bank_real, bank_fake, lam, neighbors, temperature, margin, false);
+  return {loss, extra, extra_labels, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> real_centric_loss_with_grad_cpu(
+    const at::Tensor& z, const at::Tensor& labels, const at::Tensor& center, const at::Tensor& bank_real,
+    const at::Tensor& bank_fake, const at::Tensor& lam, int64_t neighbors, double temperature, double margin) {
+  return forward(z, labels, center, bank_real, bank_fake, lam, neighbors, temperature, margin, true);
+}
+
 at::Tensor real_centric_loss_backward_cpu(const at::Tensor& grad_loss_in, const at::Tensor& z_in,
                                           const at::Tensor& labels_in, const at::Tensor& extra_in,
                                           const at::Tensor& extra_labels_in, const at::Tensor& lse_in,
@@ -333,7 +375,7 @@ at::Tensor real_centric_loss_backward_cpu(const at::Tensor& grad_loss_in, const 
     for (int64_t r = 0; r < n; ++r) lse_sorted[r] = lse[layout.perm[r]];
     at::Tensor sorted_storage;
     scalar_t* grad_sorted = scratch<scalar_t>(kSortedGrad, n * d, sorted_storage);
-    contrastive_backward(layout, lse_sorted.data(), static_cast<double>(*in.grad_loss.data_ptr<scalar_t>()),
+    contrastive_backward(layout, lse_sorted.data(), false, static_cast<double>(*in.grad_loss.data_ptr<scalar_t>()),
                          temperature, margin, grad_sorted);
     scalar_t* out = grad.data_ptr<scalar_t>();
     for (int64_t r = 0; r < n; ++r)
@@ -347,6 +389,7 @@ at::Tensor real_centric_loss_backward_cpu(const at::Tensor& grad_loss_in, const 
 TORCH_LIBRARY_IMPL(rccl, CPU, m) {
   m.impl("real_centric_loss", &real_centric_loss_cpu);
   m.impl("_real_centric_loss_backward", &real_centric_loss_backward_cpu);
+  m.impl("_real_centric_loss_with_grad", &real_centric_loss_with_grad_cpu);
 }
 
 }  // namespace cpu

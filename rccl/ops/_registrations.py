@@ -19,6 +19,12 @@ def _real_centric_loss_fake(z, labels, center, bank_real, bank_fake, lam, neighb
     )
 
 
+@torch.library.register_fake("rccl::_real_centric_loss_with_grad")
+def _real_centric_loss_with_grad_fake(z, labels, center, bank_real, bank_fake, lam, neighbors, temperature, margin):
+    outputs = _real_centric_loss_fake(z, labels, center, bank_real, bank_fake, lam, neighbors, temperature, margin)
+    return (*outputs, torch.empty_like(z, memory_format=torch.contiguous_format))
+
+
 @torch.library.register_fake("rccl::_real_centric_loss_backward")
 def _real_centric_loss_backward_fake(grad_loss, z, labels, extra, extra_labels, lse, temperature, margin):
     return torch.empty_like(z, memory_format=torch.contiguous_format)
