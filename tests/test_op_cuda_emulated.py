@@ -1,6 +1,6 @@
 """The CUDA kernels' own source (csrc/cuda/*.cu), run on the CPU through a CUDA emulation
 (tests/cuda_emulation: g++, a std::thread per CUDA thread, two blocks at once in a shuffled order, each
-with its own poisoned shared memory, std::barrier for __syncthreads, an exchange for warp shuffles),
+with its own poisoned shared memory, a blocking barrier for __syncthreads, an exchange for warp shuffles),
 against the reference. This checks the kernels' indexing, tiling, reductions, tie-breaks and math on
 machines without a GPU (CI); tests/test_op_cuda.py checks them on a real GPU. Races and out-of-bounds
 accesses are tests/test_op_cuda_sanitize.py's (the same emulation under ThreadSanitizer and ASan + UBSan).
@@ -26,14 +26,15 @@ pytestmark = pytest.mark.slow  # one g++ build of the kernels (~45 s on 2 cores)
 
 
 def _compiler_problem() -> str | None:
-    """Why g++ cannot build the emulation here (C++20 <barrier>, _Float16), or None."""
-    probe = "#include <barrier>\nint main() { std::barrier<> b(1); _Float16 h = 1; return (int)(float)h - 1; }\n"
+    """Why g++ cannot build the emulation here (C++20 std::atomic_ref, _Float16), or None."""
+    probe = ("#include <atomic>\nint main() { int i = 0; std::atomic_ref<int>(i).fetch_add(1); _Float16 h = 1;"
+             " return (int)(float)h - i; }\n")
     try:
         result = subprocess.run(["g++", "-std=c++20", "-x", "c++", "-", "-o", "/dev/null", "-pthread"], input=probe,
                                 capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"g++ not usable: {error}"
-    return None if result.returncode == 0 else f"g++ lacks C++20 <barrier> or _Float16: {result.stderr[-300:]}"
+    return None if result.returncode == 0 else f"g++ lacks C++20 std::atomic_ref or _Float16: {result.stderr[-300:]}"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@
 //   in a shuffled order (seeded: set_schedule), so two blocks really overlap and their order varies;
 // - each block has its own shared memory, allocated at its start and poisoned (0xff bytes: NaN floats,
 //   -1 integers), one allocation per __shared__ variable, so AddressSanitizer sees an overrun of one;
-// - __syncthreads is a std::barrier over the block. A thread that leaves the kernel drops out of it, so a
+// - __syncthreads is a (blocking) barrier over the block. A thread that leaves the kernel drops out of it, so a
 //   barrier that only part of the block reaches does not hang; the launch then reports it as an error;
 // - warp shuffles and ballots go through a per-warp exchange with a per-warp barrier; every lane of the
 //   mask must take part in the same collective (a lane that returned early is reported);
@@ -27,8 +27,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <barrier>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -72,11 +72,44 @@ constexpr size_t kDefaultSharedBytes = 48 * 1024, kMaxOptInSharedBytes = 227 * 1
   std::abort();
 }
 
+// A blocking barrier (mutex + condition variable). std::barrier spins and yields before it sleeps: with
+// hundreds of emulated threads on a 2-core machine that kept the load in the hundreds. A thread that
+// leaves drops out (arrive_and_drop), as an exited CUDA thread no longer holds back __syncthreads.
+class Barrier {
+ public:
+  explicit Barrier(unsigned int expected) : expected_(expected) {}
+  void arrive_and_wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const uint64_t phase = phase_;
+    if (++arrived_ == expected_) {
+      next_phase();
+    } else {
+      wake_.wait(lock, [&] { return phase_ != phase; });
+    }
+  }
+  void arrive_and_drop() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    --expected_;
+    if (arrived_ > 0 && arrived_ == expected_) next_phase();
+  }
+
+ private:
+  void next_phase() {
+    arrived_ = 0;
+    ++phase_;
+    wake_.notify_all();
+  }
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  unsigned int expected_, arrived_ = 0;
+  uint64_t phase_ = 0;
+};
+
 struct BlockState {
   dim3 idx;
   unsigned int threads;
-  std::barrier<> barrier;
-  std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
+  Barrier barrier;
+  std::vector<std::unique_ptr<Barrier>> warp_barriers;
   std::vector<uint64_t> exchange;      // one 8-byte slot per thread
   std::vector<uint64_t> exchange_seq;  // which collective of its warp each thread's slot belongs to
   std::vector<uint64_t> warp_ops;      // warp collectives done, per thread
@@ -89,7 +122,7 @@ struct BlockState {
   BlockState(dim3 i, unsigned int n, size_t dynamic_bytes)
       : idx(i), threads(n), barrier(n), exchange(n), exchange_seq(n), warp_ops(n), syncs(n) {
     for (unsigned int w = 0; w < (n + 31) / 32; ++w)
-      warp_barriers.emplace_back(std::make_unique<std::barrier<>>(std::min(32u, n - w * 32)));
+      warp_barriers.emplace_back(std::make_unique<Barrier>(std::min(32u, n - w * 32)));
     if (dynamic_bytes) {
       dynamic_shared.reset(new unsigned char[dynamic_bytes]);
       std::memset(dynamic_shared.get(), 0xff, dynamic_bytes);
@@ -360,7 +393,7 @@ class BlockRunner {
   const std::function<void()>& body_;
   unsigned int threads_;
   size_t dynamic_bytes_;
-  std::barrier<> start_, done_;
+  Barrier start_, done_;
   BlockState* current_ = nullptr;
   bool stop_ = false;
   std::vector<std::thread> crew_;
