@@ -214,8 +214,8 @@ class Stage:
     params: Iterable[torch.nn.Parameter]
     sampler: object                   # ForgeryPairSampler: set_epoch, len, state_dict, stats
     loader: Iterable[dict]            # training batches {"view1", "view2", "label", "index"}
-    # step(train_net, batch) -> (loss, sums): the loss to back-propagate and device tensors to add up over
-    # the epoch (e.g. correct / seen); the engine runs backward and the optimiser step
+    # step(train_net, batch) -> (loss, sums): the loss to back-propagate and device tensors (or plain
+    # numbers) to add up over the epoch (e.g. correct / seen); the engine runs backward and the step
     step: Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]
     set_modes: Callable[[], None]     # train/eval modes at each epoch start
     describe: str                     # one line: what is trained, for the log
@@ -318,8 +318,8 @@ def run_stage(rt: Runtime, model: nn.Module, stage: Stage, resume: dict | None, 
             stop_if_not_finite(loss, n, epoch, step, last_saved, rt.device)
             optimizer_step(loss, optimizer, scaler, scheduler)
             sums["loss"] += loss.detach().double()
-            for key, value in extra.items():
-                sums[key] = sums.get(key, 0) + value.detach().double()
+            for key, value in extra.items():  # device tensors stay on the device; plain numbers stay on the host
+                sums[key] = sums.get(key, 0) + (value.detach().double() if torch.is_tensor(value) else value)
             steps += 1
             views += 2 * batch["view1"].shape[0] * rt.dist.world_size
             if kill_at == (n, epoch + 1, step + 1):

@@ -46,7 +46,7 @@ def build_stage2(rt: Runtime, model, records: list[dict]) -> Stage:
             features = encoder(images)
         logits = train_head(features.float())
         loss = F.cross_entropy(logits, labels)
-        return loss, {"correct": (logits.argmax(1) == labels).sum(), "seen": torch.tensor(labels.numel())}
+        return loss, {"correct": (logits.argmax(1) == labels).sum(), "seen": labels.numel()}
 
     def row(sums: dict) -> dict:
         return {"accuracy": round(mean_over_ranks(sums["correct"] / max(1.0, sums["seen"]), rt.device), 4)}
