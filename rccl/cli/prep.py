@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rccl.data.layouts import LayoutError, QUALITIES
-from rccl.data.prep import BOX_MODES, PrepConfig, PrepError, run_prep
+from rccl.data.faces import DEFAULT_DETECTOR, DETECTOR_NAMES
+from rccl.data.layouts import DATASETS, QUALITIES
+from rccl.data.prep import BOX_MODES, PrepConfig, run_prep
+from rccl.errors import RcclError
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -25,8 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "the raw video, and write square face crops for each quality plus OUT/manifest.jsonl. Makes "
                     "the c23/c40 copies with libx264 where the dataset ships raw only (Celeb-DF-v2, synthetic). "
                     "Resumable: a rerun does only what is missing.")
-    p.add_argument("--dataset", required=True, choices=("celebdf", "ffpp", "synthetic"),
-                   help="tree layout: celebdf (Celeb-DF-v2), ffpp (FaceForensics++), synthetic (rccl-synth)")
+    p.add_argument("--dataset", required=True, choices=DATASETS,
+                   help="tree layout: celebdf (Celeb-DF-v2), celebdf1 (Celeb-DF v1), ffpp (FaceForensics++), dfd "
+                        "(FF++'s DeepFakeDetection), dfdc (DFDC parts or its sample folder), folder (ROOT/real/** "
+                        "and ROOT/fake/**), synthetic (rccl-synth); see docs/data.md")
     p.add_argument("--root", required=True, help="the dataset's root folder, as distributed")
     p.add_argument("--out", required=True, help="output folder: crops/, manifest.jsonl, ...")
     p.add_argument("--qualities", default=",".join(QUALITIES), help="comma-separated (default: %(default)s)")
@@ -38,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-size", type=int, default=320, help="side of the square crops (default: %(default)s)")
     p.add_argument("--enlarge", type=float, default=1.3,
                    help="face box enlargement about its centre (default: %(default)s)")
+    p.add_argument("--detector", choices=DETECTOR_NAMES, default=DEFAULT_DETECTOR,
+                   help="face detector (measured in docs/data.md): dlib (HOG), mtcnn, dlib+mtcnn (HOG, MTCNN where "
+                        "HOG finds none), dlib-cnn (needs face_recognition_models) (default: %(default)s)")
     p.add_argument("--detect-size", type=int, default=640,
-                   help="longer side of the frame as the detector sees it (default: %(default)s)")
+                   help="longer side of the frame as dlib's HOG sees it (default: %(default)s)")
     p.add_argument("--crop-format", choices=("png", "jpg"), default="png",
                    help="png: lossless (default); jpg: smaller, decodes on the GPU with DALI (see docs/data.md)")
     p.add_argument("--jpeg-quality", type=int, default=98, help="JPEG quality with --crop-format jpg (default: 98)")
@@ -67,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                      detect_size=args.detect_size, crop_format=args.crop_format, jpeg_quality=args.jpeg_quality,
                      compression=args.compression, preset=args.preset, workers=args.workers, shard=args.shard,
                      ffpp_splits=args.ffpp_splits, retry_skipped=args.retry_skipped, boxes=args.boxes,
-                     decoder=args.decoder)
+                     decoder=args.decoder, detector=args.detector)
     try:
         summary = run_prep(cfg, progress=not args.no_progress)
-    except (LayoutError, PrepError, ValueError) as e:
+    except (RcclError, ValueError) as e:
         print(f"rccl-prep: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

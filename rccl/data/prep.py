@@ -31,17 +31,19 @@ import numpy as np
 from PIL import Image
 
 from rccl.data.compress import QUALITY_QUANTISER, compress_video
-from rccl.data.faces import FaceCropper, fill_missing_boxes
+from rccl.data.faces import DEFAULT_DETECTOR, DETECTOR_NAMES, FaceCropper, fill_missing_boxes, find_subject
 from rccl.data.layouts import QUALITIES, Layout, VideoRecord, read_layout
 from rccl.data.manifest import write_manifest
-from rccl.data.video import VideoError, pair_indices, probe, read_frames
+from rccl.data.video import VideoError, VideoInfo, pair_indices, probe, read_frames
 from rccl.errors import RcclError
 
 CROP_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 # settings that change what lands on disk: a rerun into the same OUT must use the same ones
 _SETTINGS_KEYS = ("dataset", "pairs_per_video", "crop_size", "enlarge", "detect_size", "crop_format",
-                  "jpeg_quality", "compression", "preset", "boxes", "decoder")
+                  "jpeg_quality", "compression", "preset", "boxes", "decoder", "detector")
 BOX_MODES = ("auto", "detect", "truth")
+# what an OUT made before a setting existed was made with, where that differs from today's default
+_BEFORE_THE_SETTING = {"detector": "dlib"}
 
 
 class PrepError(RcclError, RuntimeError):
@@ -74,6 +76,9 @@ class PrepConfig:
     # "pyav" (CPU), "dali" (NVDEC on the GPU, rccl.data.dali_video) or "auto" (DALI when a GPU and DALI
     # are there). Part of the settings: the two may convert YUV to RGB a hair differently.
     decoder: str = "pyav"
+    # face detector (rccl.data.faces.DETECTOR_NAMES); the manifest's `detector` column says which one
+    # found each box (the cascade's two stages by name)
+    detector: str = DEFAULT_DETECTOR
 
     def settings(self) -> dict:
         return {k: getattr(self, k) for k in _SETTINGS_KEYS}
@@ -101,7 +106,7 @@ class PrepSummary:
     crops_written: int = 0
     rows: int = 0
     rows_by_quality: dict[str, int] = field(default_factory=dict)
-    boxes_by_source: dict[str, int] = field(default_factory=dict)   # raw-quality rows: dlib / nearest / truth
+    boxes_by_source: dict[str, int] = field(default_factory=dict)   # first-quality rows: detector / nearest / truth
     videos_in_manifest: int = 0
     videos_total: int = 0
     seconds: float = 0.0
@@ -113,7 +118,8 @@ class PrepSummary:
                  f"  crops written: {self.crops_written}; manifest rows: {self.rows} "
                  f"({', '.join(f'{q} {n}' for q, n in sorted(self.rows_by_quality.items())) or 'none'})",
                  f"  face boxes: {', '.join(f'{s} {n}' for s, n in sorted(self.boxes_by_source.items())) or 'none'}"
-                 f" (dlib: found on that frame; nearest: carried from the nearest frame with a face)",
+                 f" (a detector's name: found on that frame by it; nearest: carried from the nearest frame of the"
+                 f" same face track; truth: a synthetic tree's true box)",
                  f"  manifest covers {self.videos_in_manifest} of {self.videos_total} videos of the dataset",
                  f"  time: {self.seconds:.1f} s"]
         for video, reasons in sorted(self.skipped.items())[:20]:
@@ -184,7 +190,7 @@ def save_image_atomic(path: Path, array: np.ndarray, fmt: str, jpeg_quality: int
 # --------------------------------------------------------------------------------------------- one video
 def _quality_source(cfg: PrepConfig, rec: VideoRecord, quality: str) -> Path:
     """The file to read `quality` from: FF++ ships its own; elsewhere raw is the tree's, the rest are ours."""
-    if rec.dataset == "ffpp":
+    if rec.ships_qualities:
         return rec.quality_path(cfg.root, quality)
     if quality == "raw":
         return Path(cfg.root) / rec.video
@@ -193,7 +199,7 @@ def _quality_source(cfg: PrepConfig, rec: VideoRecord, quality: str) -> Path:
 
 def _ensure_copy(cfg: PrepConfig, rec: VideoRecord, quality: str, threads: int) -> Path:
     path = _quality_source(cfg, rec, quality)
-    if rec.dataset != "ffpp" and quality != "raw" and not path.is_file():
+    if not rec.ships_qualities and quality != "raw" and not path.is_file():
         compress_video(Path(cfg.root) / rec.video, path, quantiser=QUALITY_QUANTISER[quality],
                        mode=cfg.compression, preset=cfg.preset, threads=threads)
     return path
@@ -235,18 +241,19 @@ def _boxes_for(cfg: PrepConfig, rec: VideoRecord, cropper: FaceCropper, frames: 
     if mode == "truth" and truth is None:
         raise VideoError(f"no true boxes for this video (expected {Path(cfg.root) / 'boxes'}/"
                          f"{Path(rec.video).with_suffix('.json')})")
-    found = []
-    for i in indices:
-        found.append(cropper.detect(frames[i]) if i in frames and mode == "detect" else None)
-    sources = ["dlib" if b is not None else None for b in found]
+    present = [i for i in indices if i in frames] if mode == "detect" else []
+    tracked = dict(zip(present, find_subject([frames[i] for i in present], cropper.detector)))
+    found = [(tracked[i].box, tracked[i].detector) if tracked.get(i) is not None else None for i in indices]
+    sources = [f[1] if f is not None else None for f in found]
     if truth is not None:
         for k, i in enumerate(indices):
             if found[k] is None and i < len(truth):
-                found[k], sources[k] = tuple(truth[i]), "truth"
+                found[k], sources[k] = (tuple(truth[i]), "truth"), "truth"
     filled, have = fill_missing_boxes(found, positions=indices)
     sources = [s if s is not None else "nearest" for s in sources]
     result = {"frames": indices, "n_frames": n_frames, "detected_on": det_quality,
-              "boxes": [list(b) if b is not None else None for b in filled], "box_source": sources}
+              "boxes": [list(b[0]) if b is not None else None for b in filled], "box_source": sources,
+              "detector": [b[1] if b is not None else None for b in filled]}
     _atomic_write_text(cache, json.dumps(result))
     return result
 
@@ -275,14 +282,24 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
             res.cached.append(q)
         else:
             todo.append(q)
+    if rec.is_image:  # an image is one frame of its own quality: no compressed copies are made of it
+        for q in [q for q in todo if q != "raw"]:
+            todo.remove(q)
+            res.skipped[q] = f"an image has no {q} copy (only raw is prepared from images)"
     if not todo:
         return res
-    cropper = FaceCropper(enlarge=cfg.enlarge, crop_size=cfg.crop_size, detect_size=cfg.detect_size)
+    cropper = FaceCropper(enlarge=cfg.enlarge, crop_size=cfg.crop_size, detect_size=cfg.detect_size,
+                          detector=cfg.detector)
     read = frame_reader(cfg.decoder)
     try:
         det_quality, det_path = _detection_source(cfg, rec)
-        info = probe(det_path)
-        pairs = pair_indices(info.n_frames, cfg.pairs_per_video)
+        if rec.is_image:
+            read = _image_reader
+            info = VideoInfo(1, 0, 0, 0.0, "image")
+            pairs = [(0,)]  # one crop; its "pair" has one member
+        else:
+            info = probe(det_path)
+            pairs = pair_indices(info.n_frames, cfg.pairs_per_video)
         if not pairs:
             raise VideoError(f"{det_path}: only {info.n_frames} frame(s), need at least 2 for a pair")
         indices = [i for p in pairs for i in p]
@@ -295,7 +312,7 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
                 raise VideoError(f"{det_path}: no frame could be decoded")
         boxes = _boxes_for(cfg, rec, cropper, det_frames, indices, info.n_frames, det_quality, mode)
         if all(b is None for b in boxes["boxes"]):
-            raise VideoError(f"no face found by dlib in any of the {len(indices)} sampled frames "
+            raise VideoError(f"no face found by {cfg.detector} in any of the {len(indices)} sampled frames "
                              f"(decoded {len(det_frames)} of them)")
     except VideoError as e:
         reason = str(e)
@@ -307,6 +324,7 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
 
     box_of = dict(zip(boxes["frames"], boxes["boxes"]))
     source_of = dict(zip(boxes["frames"], boxes["box_source"]))
+    detector_of = dict(zip(boxes["frames"], boxes.get("detector") or [None] * len(boxes["frames"])))
     pair_of = {i: k for k, p in enumerate(pairs) for i in p}
     for q in todo:
         try:
@@ -320,7 +338,7 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
                         res.warnings.append(f"{rec.video} [{q}]: {n_q} frames, the {det_quality} version has "
                                             f"{info.n_frames}; boxes are reused by frame index")
                 frames = read(path, indices, threads=threads)
-            complete = [p for p in pairs if p[0] in frames and p[1] in frames]
+            complete = [p for p in pairs if all(i in frames for i in p)]
             if not complete:
                 raise VideoError(f"{path}: none of the {len(pairs)} frame pairs decoded (truncated or corrupt)")
             if len(complete) < len(pairs):
@@ -333,7 +351,7 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
                     box = cropper.enlarge_box(box_of[i], w, h)
                     rel = crop_relpath(q, rec.video, i, cfg.crop_format)
                     save_image_atomic(out / rel, cropper.crop(frames[i], box), cfg.crop_format, cfg.jpeg_quality)
-                    rows.append(_row(cfg, rec, q, rel, i, pair_of[i], box, source_of[i]))
+                    rows.append(_row(cfg, rec, q, rel, i, pair_of[i], box, source_of[i], detector_of[i]))
             _atomic_write_text(_part_path(out, q, rec.video), "".join(json.dumps(r) + "\n" for r in rows))
             res.done[q] = len(rows)
         except VideoError as e:
@@ -343,9 +361,20 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
     return res
 
 
+def _image_reader(path, indices, threads: int = 0) -> dict[int, np.ndarray]:
+    """An image as frame 0 (EXIF rotation applied), with read_frames' contract."""
+    from PIL import ImageOps
+
+    try:
+        with Image.open(path) as im:
+            return {0: np.asarray(ImageOps.exif_transpose(im).convert("RGB"))}
+    except (OSError, ValueError) as e:
+        raise VideoError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
 def _detection_source(cfg: PrepConfig, rec: VideoRecord) -> tuple[str, Path]:
     """Detect on raw (sharpest); FF++ trees without raw fall back to c23, then c40."""
-    if rec.dataset != "ffpp":
+    if not rec.ships_qualities:
         return "raw", Path(cfg.root) / rec.video
     for q in QUALITIES:
         p = rec.quality_path(cfg.root, q)
@@ -354,17 +383,18 @@ def _detection_source(cfg: PrepConfig, rec: VideoRecord) -> tuple[str, Path]:
     raise VideoError(f"no file for {rec.video} at any quality ({', '.join(QUALITIES)})")
 
 
-def _row(cfg, rec: VideoRecord, quality, rel, frame, pair, box, box_source) -> dict:
+def _row(cfg, rec: VideoRecord, quality, rel, frame, pair, box, box_source, detector) -> dict:
     if quality == "raw":
         compression = "raw"
-    elif rec.dataset == "ffpp":
+    elif rec.ships_qualities:
         compression = "as distributed"
     else:
         compression = f"{cfg.compression}{QUALITY_QUANTISER[quality]}"
     return {"path": rel, "dataset": rec.dataset, "split": rec.split, "quality": quality, "video": rec.video,
             "label": rec.label, "frame": frame, "pair": pair, "source": rec.source, "target": rec.target,
             "identity": rec.identity, "box": [int(v) for v in box],
-            "method": rec.method, "detected": box_source == "dlib", "box_source": box_source,
+            "method": rec.method, "detected": box_source not in ("nearest", "truth"), "box_source": box_source,
+            "detector": detector or "",
             "crop_size": cfg.crop_size, "compression": compression}
 
 
@@ -385,7 +415,7 @@ def _check_settings(cfg: PrepConfig) -> None:
     want = cfg.settings()
     if path.is_file():
         # a setting added after OUT was made counts as its default (OUT was made that way)
-        defaults = {k: f.default for k, f in PrepConfig.__dataclass_fields__.items()}
+        defaults = {k: f.default for k, f in PrepConfig.__dataclass_fields__.items()} | _BEFORE_THE_SETTING
         have = {k: defaults.get(k) for k in want} | json.loads(path.read_text(encoding="utf-8"))
         diff = {k: (have.get(k), want[k]) for k in want if have.get(k) != want[k]}
         if diff:
@@ -403,6 +433,8 @@ def _validate(cfg: PrepConfig) -> None:
         raise PrepError(f"video decoder must be pyav, dali or auto, got {cfg.decoder!r}")
     if cfg.crop_format not in CROP_FORMATS:
         raise PrepError(f"crop format must be png or jpg, got {cfg.crop_format!r}")
+    if cfg.detector not in DETECTOR_NAMES:
+        raise PrepError(f"face detector must be one of {', '.join(DETECTOR_NAMES)}, got {cfg.detector!r}")
     if cfg.compression not in ("qp", "crf"):
         raise PrepError(f"compression must be qp or crf, got {cfg.compression!r}")
     i, n = cfg.shard
@@ -423,7 +455,8 @@ def run_prep(cfg: PrepConfig, *, progress: bool = True, log=print) -> PrepSummar
     resolve_box_mode(cfg)
     frame_reader(cfg.decoder)  # a decoder that cannot work here fails now, not once per video
     out = Path(cfg.out)
-    kw = {"splits_dir": cfg.ffpp_splits, "qualities": cfg.qualities} if cfg.dataset == "ffpp" else {}
+    kw = {"splits_dir": cfg.ffpp_splits, "qualities": cfg.qualities} if cfg.dataset == "ffpp" else \
+        {"qualities": cfg.qualities} if cfg.dataset == "dfd" else {}
     layout: Layout = read_layout(cfg.dataset, cfg.root, **kw)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(cfg)
@@ -501,7 +534,8 @@ def _assemble_manifest(out: Path, records: list[VideoRecord], summary: PrepSumma
 def prepare(dataset: str, root: str | os.PathLike, out: str | os.PathLike, *, qualities=QUALITIES,
             workers: int = 0, pairs_per_video: int = 16, crop_size: int = 320, enlarge: float = 1.3,
             detect_size: int = 640, crop_format: str = "png", jpeg_quality: int = 98, compression: str = "qp",
-            preset: str = "medium", boxes: str = "auto", decoder: str = "pyav", shard: tuple[int, int] = (0, 1),
+            preset: str = "medium", boxes: str = "auto", decoder: str = "pyav", detector: str = DEFAULT_DETECTOR,
+            shard: tuple[int, int] = (0, 1),
             ffpp_splits=None, retry_skipped: bool = False, progress: bool = True, log=print) -> Path:
     """Python entry point of rccl-prep: prepares `root` into `out` and returns the manifest's path."""
     if isinstance(qualities, str):
@@ -509,7 +543,7 @@ def prepare(dataset: str, root: str | os.PathLike, out: str | os.PathLike, *, qu
     cfg = PrepConfig(dataset=dataset, root=str(root), out=str(out), qualities=tuple(qualities),
                      pairs_per_video=pairs_per_video, crop_size=crop_size, enlarge=enlarge, detect_size=detect_size,
                      crop_format=crop_format, jpeg_quality=jpeg_quality, compression=compression, preset=preset,
-                     boxes=boxes, decoder=decoder,
+                     boxes=boxes, decoder=decoder, detector=detector,
                      workers=workers, shard=tuple(shard), ffpp_splits=str(ffpp_splits) if ffpp_splits else None,
                      retry_skipped=retry_skipped)
     return run_prep(cfg, progress=progress, log=log).manifest
