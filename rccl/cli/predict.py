@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rccl.data.faces import DETECTOR_NAMES
+from rccl.errors import RcclError
 from rccl.model import ModelError
 from rccl.predict import predict_files
 from rccl.train.checkpoint import CheckpointError
@@ -21,6 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="images or videos")
     p.add_argument("--frames", type=int, default=32, help="frames sampled per video (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--detector", choices=DETECTOR_NAMES, default=None,
+                   help="face detector (default: the one the run's training crops were found with, from its "
+                        "prep.json; see docs/data.md)")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write one PNG per file into DIR: the sampled frames with the face box, the score over time")
     p.add_argument("--batch-size", type=int, default=32, help="crops per forward pass (default: %(default)s)")
     return p
 
@@ -33,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     reasons: dict[str, str] = {}
     try:
         results = predict_files(args.files, args.run, device=args.device, frames=args.frames,
-                                batch_size=args.batch_size, on_skip=reasons.__setitem__)
-    except (FileNotFoundError, ValueError, CheckpointError, ModelError) as e:
+                                batch_size=args.batch_size, on_skip=reasons.__setitem__,
+                                face_detector=args.detector, report_dir=args.report,
+                                on_faces=lambda path, found, sampled: print(
+                                    f"rccl-predict: {path}: face in {found} of {sampled} sampled frame(s)",
+                                    file=sys.stderr))
+    except (FileNotFoundError, ValueError, CheckpointError, ModelError, RcclError) as e:
         print(f"rccl-predict: error: {e}", file=sys.stderr)
         return 2
     for r in results:
