@@ -27,10 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "the raw video, and write square face crops for each quality plus OUT/manifest.jsonl. Makes "
                     "the c23/c40 copies with libx264 where the dataset ships raw only (Celeb-DF-v2, synthetic). "
                     "Resumable: a rerun does only what is missing.")
-    p.add_argument("--dataset", required=True, choices=DATASETS,
+    p.add_argument("--dataset", required=True, choices=DATASETS + ("deepfakebench",),
                    help="tree layout: celebdf (Celeb-DF-v2), celebdf1 (Celeb-DF v1), ffpp (FaceForensics++), dfd "
                         "(FF++'s DeepFakeDetection), dfdc (DFDC parts or its sample folder), folder (ROOT/real/** "
-                        "and ROOT/fake/**), synthetic (rccl-synth); see docs/data.md")
+                        "and ROOT/fake/**), synthetic (rccl-synth), deepfakebench (ROOT: DeepfakeBench's dataset JSON, "
+                        "imported without re-cropping); see docs/data.md")
     p.add_argument("--root", required=True, help="the dataset's root folder, as distributed")
     p.add_argument("--out", required=True, help="output folder: crops/, manifest.jsonl, ...")
     p.add_argument("--qualities", default=",".join(QUALITIES), help="comma-separated (default: %(default)s)")
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video decoding: pyav (CPU, default), dali (NVDEC on the GPU), auto (dali when possible)")
     p.add_argument("--ffpp-splits", default=None,
                    help="folder with FaceForensics++'s train/val/test.json (default: ROOT/splits)")
+    p.add_argument("--frames-root", default=None,
+                   help="deepfakebench: the folder its relative frame paths start from (default: the JSON's folder)")
     p.add_argument("--retry-skipped", action="store_true", help="try again the videos an earlier run skipped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -68,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.dataset == "deepfakebench":
+        from rccl.data.deepfakebench import import_deepfakebench
+
+        try:
+            print(f"rccl-prep: {import_deepfakebench(args.root, args.out, frames_root=args.frames_root)}")
+        except (RcclError, ValueError) as e:
+            print(f"rccl-prep: error: {e}", file=sys.stderr)
+            return 2
+        return 0
     cfg = PrepConfig(dataset=args.dataset, root=args.root, out=args.out,
                      qualities=tuple(q.strip() for q in args.qualities.split(",") if q.strip()),
                      pairs_per_video=args.pairs_per_video, crop_size=args.crop_size, enlarge=args.enlarge,

@@ -36,6 +36,7 @@ from rccl.data.layouts import QUALITIES, Layout, VideoRecord, read_layout
 from rccl.data.manifest import write_manifest
 from rccl.data.video import VideoError, VideoInfo, pair_indices, probe, read_frames
 from rccl.errors import RcclError
+from rccl.fileio import atomic_write, write_text
 
 CROP_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 # settings that change what lands on disk: a rerun into the same OUT must use the same ones
@@ -156,35 +157,17 @@ def _skip_path(out: Path, quality: str, video: str) -> Path:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+    write_text(path, text)
 
 
 def save_image_atomic(path: Path, array: np.ndarray, fmt: str, jpeg_quality: int = 98) -> None:
-    """Write an image to a hidden temporary file and rename it into place: never a half-written crop."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        img = Image.fromarray(array)
+    """Write a crop through rccl.fileio.atomic_write: never a half-written crop."""
+    img = Image.fromarray(array)
+    with atomic_write(path, "wb") as f:
         if fmt == "png":
-            img.save(tmp, format="PNG", compress_level=1)  # lossless either way; level 1 is ~3x faster than 6
+            img.save(f, format="PNG", compress_level=1)  # lossless either way; level 1 is ~3x faster than 6
         else:
-            img.save(tmp, format="JPEG", quality=jpeg_quality, subsampling=0)  # 4:4:4: keep the chroma
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+            img.save(f, format="JPEG", quality=jpeg_quality, subsampling=0)  # 4:4:4: keep the chroma
 
 
 # --------------------------------------------------------------------------------------------- one video
