@@ -101,26 +101,16 @@ def test_shards_add_up(tree, tmp_path):
 
 
 def test_interrupted_write_leaves_no_half_file(tree, tmp_path, monkeypatch):
-    """A crash in the middle of writing a crop (here: an interrupt after half the bytes) leaves neither
-    a half crop nor the video's rows; the rerun finishes and matches a clean run."""
+    """An interrupt halfway through writing the 7th crop (prep's test-only hook) leaves neither a half crop
+    nor the video's rows; the rerun finishes and matches a clean run."""
     out = tmp_path / "out"
-    real_save = Image.Image.save
-    calls = {"n": 0}
-
-    def dying_save(self, fp, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            with open(fp, "wb") as f:
-                f.write(b"\x89PNG\r\n")  # a few bytes, then the process "dies"
-            raise KeyboardInterrupt
-        return real_save(self, fp, *a, **k)
-
-    monkeypatch.setattr(Image.Image, "save", dying_save)
+    monkeypatch.setenv("RCCL_TEST_DIE_AT_CROP", "7:interrupt")
+    monkeypatch.setattr(prep_mod, "_crops_started", 0)
     with pytest.raises(KeyboardInterrupt):
         prepare("synthetic", tree, out, qualities=("raw",), workers=1, **PREP)
-    monkeypatch.setattr(Image.Image, "save", real_save)
+    monkeypatch.delenv("RCCL_TEST_DIE_AT_CROP")
     crops = [p for p in (out / "crops").rglob("*") if p.is_file()]
-    assert len(crops) == 6 and all(not p.name.startswith(".") for p in crops)
+    assert len(crops) == 6 and all(not p.name.startswith(".") for p in crops)  # the temporary file is gone
     for p in crops:
         Image.open(p).load()  # every crop on disk is whole
     # the first video (4 crops) was finished; the second died at its 3rd crop: no rows for it
@@ -133,17 +123,19 @@ def test_interrupted_write_leaves_no_half_file(tree, tmp_path, monkeypatch):
 
 
 def test_sigkill_then_resume(tree, tmp_path):
+    """SIGKILL halfway through the 7th crop's write (the hook, not a sleep): whole crops only, and a
+    rerun completes the manifest."""
     out = tmp_path / "out"
     code = (f"from rccl.data.prep import prepare; prepare('synthetic', {str(tree)!r}, {str(out)!r}, workers=1, "
             f"pairs_per_video=4, crop_size=32, preset='ultrafast', progress=False, log=None)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None and not list((out / "parts").rglob("*.jsonl")):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    for p in (out / "crops").rglob("*.png") if (out / "crops").exists() else []:
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "RCCL_TEST_DIE_AT_CROP": "7:kill"}, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    visible = [p for p in (out / "crops").rglob("*.png") if not p.name.startswith(".")]
+    assert len(visible) == 6  # the first video's raw pass (8 crops) died at its 7th
+    for p in visible:
         Image.open(p).load()
+    assert not list((out / "parts").rglob("*.jsonl"))
     rows = read_manifest(prepare("synthetic", tree, out, workers=1, **{**PREP, "pairs_per_video": 4}),
                          check_files=True)
     assert len(rows) == N_VIDEOS * 3 * 8

@@ -17,8 +17,10 @@ video; every run rewrites the manifest from all the parts present.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import signal
 import time
 import traceback
 from collections import Counter
@@ -160,14 +162,38 @@ def _atomic_write_text(path: Path, text: str) -> None:
     write_text(path, text)
 
 
+# Test-only hook (the resume tests): "N:kill" or "N:interrupt" makes this process die by SIGKILL, or
+# raise KeyboardInterrupt, halfway through writing its N-th crop (half the bytes in the temporary file).
+_DIE_AT_CROP_ENV = "RCCL_TEST_DIE_AT_CROP"
+_crops_started = 0
+
+
+def _maybe_die(f) -> None:
+    global _crops_started
+    hook = os.environ.get(_DIE_AT_CROP_ENV)
+    if not hook:
+        return
+    _crops_started += 1
+    n, how = hook.split(":")
+    if _crops_started == int(n):
+        f.flush()
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise KeyboardInterrupt
+
+
 def save_image_atomic(path: Path, array: np.ndarray, fmt: str, jpeg_quality: int = 98) -> None:
     """Write a crop through rccl.fileio.atomic_write: never a half-written crop."""
-    img = Image.fromarray(array)
+    img, buf = Image.fromarray(array), io.BytesIO()
+    if fmt == "png":
+        img.save(buf, format="PNG", compress_level=1)  # lossless either way; level 1 is ~3x faster than 6
+    else:
+        img.save(buf, format="JPEG", quality=jpeg_quality, subsampling=0)  # 4:4:4: keep the chroma
+    data = buf.getvalue()
     with atomic_write(path, "wb") as f:
-        if fmt == "png":
-            img.save(f, format="PNG", compress_level=1)  # lossless either way; level 1 is ~3x faster than 6
-        else:
-            img.save(f, format="JPEG", quality=jpeg_quality, subsampling=0)  # 4:4:4: keep the chroma
+        f.write(data[: len(data) // 2])
+        _maybe_die(f)
+        f.write(data[len(data) // 2:])
 
 
 # --------------------------------------------------------------------------------------------- one video
