@@ -152,9 +152,13 @@ def test_track_follows_one_person_when_a_second_is_larger_later():
     other = [None, _d(20, 20, 30), _d(22, 20, 90), _d(25, 22, 120)]        # a corner face that grows large
     dets = [[s] + ([o] if o else []) for s, o in zip(subject, other)]
     assert [t.box for t in track_subject(dets, sizes)] == [s.box for s in subject]
-    # the subject leaves the frame: those frames are lost, not given to the other person
-    lost = [dets[0], dets[1], [other[2]], [other[3]]]
-    assert [t is not None for t in track_subject(lost, sizes)] == [True, True, False, False]
+    # the subject is hidden in one frame: that frame is lost, not given to the other person
+    hidden = [dets[0], dets[1], [other[2]], dets[3]]
+    assert [t.box if t else None for t in track_subject(hidden, sizes)] == [subject[0].box, subject[1].box, None,
+                                                                             subject[3].box]
+    # gone for two frames with faces (a cut to another shot): the subject is picked again there
+    cut = [dets[0], dets[1], [other[2]], [other[3]]]
+    assert [t.box for t in track_subject(cut, sizes)] == [subject[0].box, subject[1].box, other[2].box, other[3].box]
     assert track_subject([[], []], sizes[:2]) == [None, None]
 
 

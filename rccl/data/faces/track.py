@@ -4,7 +4,9 @@ Taking the largest face of each frame jumps between people when two share the fr
 subject is chosen once, over the first frames with detections, as the face that is both large and near
 the frame's centre; from there each later (and earlier) sampled frame takes the detection that overlaps
 the subject's last box most (IoU >= MIN_IOU). A frame where none does is "lost" and is filled by
-fill_missing_boxes with the nearest frame's box of the same track.
+fill_missing_boxes with the nearest frame's box of the same track. When the subject stays lost in
+REACQUIRE consecutive sampled frames that do have faces, the video has cut to another shot (or the
+subject has left): the subject is picked again from there on, as at the start.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from rccl.data.faces.detection import Box, Detection
 
 SUBJECT_FRAMES = 4  # the subject is chosen over this many first frames that have a detection
 MIN_IOU = 0.1       # sampled frames lie ~0.3 s apart: a moving head still overlaps its last box
+REACQUIRE = 2       # lost in this many consecutive frames with faces: a new shot, pick the subject again
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -59,15 +62,26 @@ def track_subject(detections: Sequence[Sequence[Detection]], sizes: Sequence[tup
     if start is None:
         return out
     k0, box0 = start
-    for order in (range(k0, len(detections)), range(k0 - 1, -1, -1)):
-        last = box0
-        for k in order:
-            if not detections[k]:
-                continue
+    last, misses, k = box0, [], k0
+    while k < len(detections):  # forward, re-picking the subject after a cut
+        if detections[k]:
             match = max(detections[k], key=lambda e: iou(e.box, last))
             if iou(match.box, last) >= MIN_IOU:
-                out[k] = match
-                last = match.box
+                out[k], last, misses = match, match.box, []
+            else:
+                misses.append(k)
+                if len(misses) >= REACQUIRE:
+                    first = misses[0]
+                    k_new, last = pick_subject(detections[first:], sizes[first:])
+                    k, misses = first + k_new, []
+                    continue
+        k += 1
+    last = box0
+    for k in range(k0 - 1, -1, -1):  # backward over the few frames before the subject was picked
+        if detections[k]:
+            match = max(detections[k], key=lambda e: iou(e.box, last))
+            if iou(match.box, last) >= MIN_IOU:
+                out[k], last = match, match.box
     return out
 
 
