@@ -54,7 +54,7 @@ def write_report(out_dir: str | os.PathLike, path: str | os.PathLike, frames: Se
         if boxes[k] is not None:
             x0, y0, x1, y1 = boxes[k]
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=1.5))
-        ax.set_title(f"frame {k}: " + (f"p(fake) {scores[k]:.2f}" if scores[k] is not None else "no face"),
+        ax.set_title(f"sample {k}: " + (f"p(fake) {scores[k]:.2f}" if scores[k] is not None else "no face"),
                      fontsize=8, color="black" if scores[k] is not None else "red")
         ax.axis("off")
     ax = fig.add_subplot(grid[rows, :])

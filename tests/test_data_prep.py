@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 from rccl.data import prep as prep_mod
+from rccl.data.prep import outdir as prep_outdir
 from rccl.data.compress import h264_settings
 from rccl.data.manifest import REQUIRED_COLUMNS, read_manifest
 from rccl.data.prep import PrepConfig, PrepError, prepare, run_prep
@@ -105,7 +105,7 @@ def test_interrupted_write_leaves_no_half_file(tree, tmp_path, monkeypatch):
     nor the video's rows; the rerun finishes and matches a clean run."""
     out = tmp_path / "out"
     monkeypatch.setenv("RCCL_TEST_DIE_AT_CROP", "7:interrupt")
-    monkeypatch.setattr(prep_mod, "_crops_started", 0)
+    monkeypatch.setattr(prep_outdir, "_crops_started", 0)
     with pytest.raises(KeyboardInterrupt):
         prepare("synthetic", tree, out, qualities=("raw",), workers=1, **PREP)
     monkeypatch.delenv("RCCL_TEST_DIE_AT_CROP")
