@@ -8,7 +8,10 @@ Prints, and appends as a JSON line to --json (optional):
     one-process run (on a shared machine the wall clock depends on the others' load; CPU time much less).
 The target of the issue: >= 30 videos/minute of 10 s 640x360 clips on 2 cores, raw pass with detection.
 
-    python bench/prep_speed.py [--copies 12] [--workers 2] [--pairs 16] [--json bench/results/prep_speed.jsonl]
+Also the raw pass per 1080p DFDC sample of ../shared/data/real (one process, CPU seconds per video).
+
+    python -m bench.prep_speed [--detector dlib+mtcnn] [--copies 12] [--workers 2] [--pairs 16]
+                               [--json bench/results/prep_speed.jsonl]
 """
 from __future__ import annotations
 
@@ -23,17 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import sys
-
 import av
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from rccl.data.faces import FaceCropper, frontal_face_detector
+from rccl.data.faces import DEFAULT_DETECTOR, DETECTOR_NAMES, FaceCropper
 from rccl.data.prep import prepare, save_image_atomic
+from rccl.fileio import write_text
 from rccl.data.video import pair_indices, probe, read_frames
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "video" / "short_hamilton_clip.mp4"
+DFDC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "dfdc"
 
 
 def read_frames_seek(path, indices):
@@ -72,6 +75,7 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=16)
     ap.add_argument("--detect-size", type=int, default=640)
+    ap.add_argument("--detector", choices=DETECTOR_NAMES, default=DEFAULT_DETECTOR)
     ap.add_argument("--json", default=None, help="append the results as one JSON line to this file")
     args = ap.parse_args()
     clip = Path(args.clip)
@@ -79,12 +83,13 @@ def main():
         raise SystemExit(f"prep_speed: clip {clip} not found (../shared/data/faces is absent?)")
     info = probe(clip)
     idx = [i for p in pair_indices(info.n_frames, args.pairs) for i in p]
-    frontal_face_detector()  # built once per process, not part of the per-video cost
+    torch.set_num_threads(1)  # as in a prep worker
+    fc = FaceCropper(crop_size=320, detect_size=args.detect_size, detector=args.detector)
+    fc.detector.detect_many([np.zeros((360, 640, 3), np.uint8)])  # built once per process, not per video
 
     t_seq, frames = timed(lambda: read_frames(clip, idx, threads=1))
     t_seek, frames_seek = timed(lambda: read_frames_seek(clip, idx))
     same = all(np.array_equal(frames[i], frames_seek[i]) for i in idx if i in frames_seek)
-    fc = FaceCropper(crop_size=320, detect_size=args.detect_size)
     t_det, boxes = timed(lambda: [fc.detect(frames[i]) for i in idx], repeat=1)
     found = sum(b is not None for b in boxes)
     box = next(b for b in boxes if b is not None)
@@ -106,7 +111,7 @@ def main():
         (root / "Celeb-synthesis").mkdir()
         (root / "List_of_testing_videos.txt").write_text("")
         kw = dict(qualities=("raw",), pairs_per_video=args.pairs, detect_size=args.detect_size, progress=False,
-                  log=None)
+                  log=None, detector=args.detector)
         # CPU seconds per video, one process (shared machines: CPU time is what load does not inflate much)
         c = time.process_time()
         prepare("celebdf", root, tmp / "out1", workers=1, shard=(0, max(1, args.copies // 3)), **kw)
@@ -114,6 +119,15 @@ def main():
         t = time.perf_counter()
         prepare("celebdf", root, tmp / "out", workers=args.workers, **kw)
         t_e2e = time.perf_counter() - t
+        dfdc = {}
+        if DFDC.is_dir():  # the 1080p samples, one process, each video on its own
+            c = time.process_time()
+            summary_rows = prepare("dfdc", DFDC, tmp / "dfdc", workers=1, **kw)
+            dfdc_cpu = (time.process_time() - c) / 3
+            rows = [json.loads(line) for line in open(summary_rows)]
+            dfdc = {"dfdc_1080p_cpu_s_per_video": round(dfdc_cpu, 2),
+                    "dfdc_1080p_videos_per_minute_2_cores": round(2 * 60 / dfdc_cpu, 1),
+                    "dfdc_boxes_found": f"{sum(r['detected'] for r in rows)}/{len(rows)}"}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -137,12 +151,13 @@ def main():
         "frames_per_s_per_core": round(args.copies * n / t_e2e / args.workers, 1),
         "cpu_s_per_video": round(cpu_per_video, 3),
         "videos_per_minute_2_cores_from_cpu_time": round(2 * 60 / cpu_per_video, 1),
+        "detector": args.detector, **dfdc,
     }
     for k, v in res.items():
         print(f"{k:>24}: {v}")
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(res) + "\n")
+    if args.json:  # appended: the file keeps every run
+        old = Path(args.json).read_text(encoding="utf-8") if Path(args.json).is_file() else ""
+        write_text(args.json, old + json.dumps(res) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from rccl.data.faces import FaceCropper
+from rccl.data.faces import FaceCropper, find_subject
 from rccl.data.video import VideoError, probe, read_frames
 from rccl.errors import RcclError
+from rccl.report import write_report
 from rccl.run import RunDir
 from rccl.scoring import input_size, score_crops
 
@@ -119,6 +120,8 @@ def crop_style(manifest: str | os.PathLike | None) -> CropStyle:
         except (OSError, json.JSONDecodeError) as e:
             raise PredictionError(f"{prep}: cannot be read as rccl-prep's settings ({e}); fix or remove it") from None
     kwargs = {k: settings[k] for k in ("enlarge", "crop_size", "detect_size") if settings.get(k) is not None}
+    if prep is not None and prep.is_file():  # the run's crops were found with this detector (older OUTs: dlib)
+        kwargs["detector"] = settings.get("detector") or "dlib"
     jpeg = int(settings.get("jpeg_quality") or 98) if settings.get("crop_format") == "jpg" else None
     return CropStyle(FaceCropper(**kwargs), jpeg)
 
@@ -133,13 +136,20 @@ def _stored(crop: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
     return np.asarray(Image.open(buffer).convert("RGB"))
 
 
-def face_crops(frames: Sequence[np.ndarray], style: CropStyle | FaceCropper) -> list[np.ndarray]:
-    """The largest face of each frame where one is found, enlarged, cropped and stored as rccl-prep does."""
+def face_boxes(frames: Sequence[np.ndarray], style: CropStyle | FaceCropper) -> list[tuple | None]:
+    """Per frame the subject's tight face box, or None where it is not found: one person per file, followed
+    through the frames by box overlap (rccl.data.faces.track), found with the style's detector."""
+    cropper = style if isinstance(style, FaceCropper) else style.cropper
+    return [d.box if d is not None else None for d in find_subject(list(frames), cropper.detector)]
+
+
+def face_crops(frames: Sequence[np.ndarray], style: CropStyle | FaceCropper,
+               boxes: Sequence[tuple | None] | None = None) -> list[np.ndarray]:
+    """The subject's face in each frame where it is found, enlarged, cropped and stored as rccl-prep does."""
     if isinstance(style, FaceCropper):
         style = CropStyle(style, None)
     crops = []
-    for frame in frames:
-        box = style.cropper.detect(frame)
+    for frame, box in zip(frames, boxes if boxes is not None else face_boxes(frames, style)):
         if box is not None:
             h, w = frame.shape[:2]
             crops.append(_stored(style.cropper.crop(frame, style.cropper.enlarge_box(box, w, h)), style.jpeg_quality))
@@ -150,9 +160,13 @@ def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike
                   device: str | torch.device | None = None, frames: int = 32, batch_size: int = 32,
                   cropper: FaceCropper | None = None,
                   on_skip: Callable[[str, str], None] | None = _report_skip,
-                  progress: bool = True) -> list[Prediction]:
-    """One Prediction per path, in order. The detector is the run's stage-2 model (load_detector); faces
-    are cut as the run's training crops were (crop_style), unless a `cropper` is given."""
+                  progress: bool = True, face_detector: str | None = None,
+                  report_dir: str | os.PathLike | None = None,
+                  on_faces: Callable[[str, int, int], None] | None = None) -> list[Prediction]:
+    """One Prediction per path, in order. The detector is the run's stage-2 model (RunDir.load_detector);
+    faces are cut as the run's training crops were (crop_style), unless a `cropper` is given.
+    face_detector: a name of rccl.data.faces.DETECTOR_NAMES instead of the one the run's crops were made with;
+    report_dir: write a picture per file there (rccl.report); on_faces(path, frames with a face, frames sampled)."""
     if frames < 1:
         raise PredictionError(f"frames must be at least 1, got {frames}")
     run = RunDir(run_dir)
@@ -163,13 +177,19 @@ def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike
     model.to(device).eval()
     size = input_size(cfg, f"{run.config_path}")
     style = CropStyle(cropper, None) if cropper is not None else crop_style(run.manifest(cfg))
+    if face_detector is not None:
+        c = style.cropper
+        style = style._replace(cropper=FaceCropper(enlarge=c.enlarge, crop_size=c.crop_size, detect_size=c.detect_size,
+                                                   upsample=c.upsample, detector=face_detector))
 
     results = []
     for path in tqdm(list(paths), desc="predicting", unit="file", disable=not progress or len(paths) < 2, leave=False):
         path = str(path)
+        candidates, boxes = [], []
         try:
             candidates = load_frames(path, frames)
-            crops = face_crops(candidates, style)
+            boxes = face_boxes(candidates, style)
+            crops = face_crops(candidates, style, boxes)
             if not crops:
                 raise Skipped("no face found" + (f" in any of {len(candidates)} sampled frames"
                                                   if len(candidates) > 1 else ""))
@@ -177,7 +197,16 @@ def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike
             if on_skip is not None:
                 on_skip(path, str(e))
             results.append(Prediction(path, None, 0))
+            if report_dir is not None and candidates:
+                write_report(report_dir, path, candidates, boxes or [None] * len(candidates),
+                             [None] * len(candidates), None, str(e))
             continue
         scores = score_crops(model, crops, size, device, batch_size=batch_size)
         results.append(Prediction(path, float(scores.mean()), len(crops)))
+        if on_faces is not None:
+            on_faces(path, len(crops), len(candidates))
+        if report_dir is not None:
+            per_frame = iter(scores.tolist())
+            write_report(report_dir, path, candidates, boxes, [next(per_frame) if b is not None else None for b in boxes],
+                         float(scores.mean()))
     return results

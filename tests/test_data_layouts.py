@@ -68,7 +68,9 @@ def test_celebdf_wrong_tree_is_a_loud_error(tmp_path):
     (tmp_path / "Celeb-synthesis").mkdir()
     with pytest.raises(LayoutError, match="List_of_testing_videos.txt"):
         read_celebdf(tmp_path)
-    with pytest.raises(ValueError, match="unknown dataset"):
+    with pytest.raises(LayoutError, match="unknown dataset 'celebdf3': expected one of celebdf, celebdf1"):
+        read_layout("celebdf3", tmp_path)
+    with pytest.raises(LayoutError, match="not a DFDC tree"):  # a real layout, the wrong tree
         read_layout("dfdc", tmp_path)
 
 

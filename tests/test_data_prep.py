@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 from rccl.data import prep as prep_mod
+from rccl.data.prep import outdir as prep_outdir
 from rccl.data.compress import h264_settings
 from rccl.data.manifest import REQUIRED_COLUMNS, read_manifest
 from rccl.data.prep import PrepConfig, PrepError, prepare, run_prep
@@ -101,26 +101,16 @@ def test_shards_add_up(tree, tmp_path):
 
 
 def test_interrupted_write_leaves_no_half_file(tree, tmp_path, monkeypatch):
-    """A crash in the middle of writing a crop (here: an interrupt after half the bytes) leaves neither
-    a half crop nor the video's rows; the rerun finishes and matches a clean run."""
+    """An interrupt halfway through writing the 7th crop (prep's test-only hook) leaves neither a half crop
+    nor the video's rows; the rerun finishes and matches a clean run."""
     out = tmp_path / "out"
-    real_save = Image.Image.save
-    calls = {"n": 0}
-
-    def dying_save(self, fp, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            with open(fp, "wb") as f:
-                f.write(b"\x89PNG\r\n")  # a few bytes, then the process "dies"
-            raise KeyboardInterrupt
-        return real_save(self, fp, *a, **k)
-
-    monkeypatch.setattr(Image.Image, "save", dying_save)
+    monkeypatch.setenv("RCCL_TEST_DIE_AT_CROP", "7:interrupt")
+    monkeypatch.setattr(prep_outdir, "_crops_started", 0)
     with pytest.raises(KeyboardInterrupt):
         prepare("synthetic", tree, out, qualities=("raw",), workers=1, **PREP)
-    monkeypatch.setattr(Image.Image, "save", real_save)
+    monkeypatch.delenv("RCCL_TEST_DIE_AT_CROP")
     crops = [p for p in (out / "crops").rglob("*") if p.is_file()]
-    assert len(crops) == 6 and all(not p.name.startswith(".") for p in crops)
+    assert len(crops) == 6 and all(not p.name.startswith(".") for p in crops)  # the temporary file is gone
     for p in crops:
         Image.open(p).load()  # every crop on disk is whole
     # the first video (4 crops) was finished; the second died at its 3rd crop: no rows for it
@@ -133,17 +123,19 @@ def test_interrupted_write_leaves_no_half_file(tree, tmp_path, monkeypatch):
 
 
 def test_sigkill_then_resume(tree, tmp_path):
+    """SIGKILL halfway through the 7th crop's write (the hook, not a sleep): whole crops only, and a
+    rerun completes the manifest."""
     out = tmp_path / "out"
     code = (f"from rccl.data.prep import prepare; prepare('synthetic', {str(tree)!r}, {str(out)!r}, workers=1, "
             f"pairs_per_video=4, crop_size=32, preset='ultrafast', progress=False, log=None)")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1])
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None and not list((out / "parts").rglob("*.jsonl")):
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    for p in (out / "crops").rglob("*.png") if (out / "crops").exists() else []:
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "RCCL_TEST_DIE_AT_CROP": "7:kill"}, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    visible = [p for p in (out / "crops").rglob("*.png") if not p.name.startswith(".")]
+    assert len(visible) == 6  # the first video's raw pass (8 crops) died at its 7th
+    for p in visible:
         Image.open(p).load()
+    assert not list((out / "parts").rglob("*.jsonl"))
     rows = read_manifest(prepare("synthetic", tree, out, workers=1, **{**PREP, "pairs_per_video": 4}),
                          check_files=True)
     assert len(rows) == N_VIDEOS * 3 * 8
@@ -191,7 +183,7 @@ CLIP = FACES / "video" / "short_hamilton_clip.mp4"
 @pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip not found at {CLIP} (../shared/data/faces is absent)")
 def test_ffpp_detects_on_c23_when_raw_is_absent(tmp_path):
     """FF++ as often downloaded (c23 and c40 only): boxes come from c23 and serve c40; the real clip's face
-    is found by dlib."""
+    is found by the default detector (dlib's HOG, MTCNN where HOG finds none), each box naming which."""
     root = tmp_path / "ffpp"
     _link_ffpp_tree(root, CLIP)
     rows = read_manifest(prepare("ffpp", root, tmp_path / "out", qualities=("c23", "c40"), workers=1,
@@ -201,8 +193,10 @@ def test_ffpp_detects_on_c23_when_raw_is_absent(tmp_path):
     fake = [r for r in rows if r["label"] == 1]
     assert {(r["video"], r["source"], r["target"], r["method"], r["split"]) for r in fake} == {
         ("manipulated_sequences/Deepfakes/raw/videos/000_003.mp4", "000", "003", "Deepfakes", "train")}
-    # the clip's first and last frames show no frontal face: they take the nearest detected box
-    assert {r["box_source"] for r in rows} == {"dlib", "nearest"}
+    # the clip's turned faces are MTCNN's; where the subject is lost, the nearest box of its track
+    assert {r["box_source"] for r in rows} <= {"dlib", "mtcnn", "nearest"} and "dlib" in {r["box_source"] for r in rows}
+    assert all(r["detector"] == r["box_source"] for r in rows if r["detected"])
+    assert all(r["detector"] in ("dlib", "mtcnn") for r in rows)
     assert sum(r["detected"] for r in rows) >= len(rows) // 4
     boxes = json.loads((tmp_path / "out" / "boxes" / "original_sequences/youtube/raw/videos/000.mp4.json").read_text())
     assert boxes["detected_on"] == "c23"

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from rccl.cli.common import add_common_arguments, error, run_command
+from rccl.data.faces import DETECTOR_NAMES
 from rccl.predict import predict_files
 
 PROG = "rccl-predict"
+log = logging.getLogger("rccl.predict")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the run folder written by rccl-train")
     p.add_argument("files", nargs="+", metavar="FILE", help="images or videos")
     p.add_argument("--frames", type=int, default=32, help="frames sampled per video (default: %(default)s)")
+    p.add_argument("--detector", choices=DETECTOR_NAMES, default=None,
+                   help="face detector (default: the one the run's training crops were found with, from its "
+                        "prep.json; see docs/data.md)")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write one PNG per file into DIR: the sampled frames with the face box, the score over time")
     p.add_argument("--batch-size", type=int, default=32, help="crops per forward pass (default: %(default)s)")
     add_common_arguments(p)
     return p
@@ -35,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         reasons: dict[str, str] = {}
         results = predict_files(args.files, args.run, device=args.device, frames=args.frames,
                                 batch_size=args.batch_size, on_skip=reasons.__setitem__,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, face_detector=args.detector, report_dir=args.report,
+                                on_faces=lambda path, found, sampled: log.info(
+                                    "%s: face in %d of %d sampled frame(s)", path, found, sampled))
         for r in results:
             if r.fake_probability is None:
                 print(f"{r.path}\tn/a\tskipped: {reasons.get(r.path, 'not scored')}\t0")

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from rccl.cli.common import add_common_arguments, error, run_command
-from rccl.data.layouts import QUALITIES
+from rccl.data.faces import DEFAULT_DETECTOR, DETECTOR_NAMES
+from rccl.data.layouts import DATASETS, QUALITIES
 from rccl.data.prep import BOX_MODES, PrepConfig, run_prep
 
 
@@ -26,8 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "the raw video, and write square face crops for each quality plus OUT/manifest.jsonl. Makes "
                     "the c23/c40 copies with libx264 where the dataset ships raw only (Celeb-DF-v2, synthetic). "
                     "Resumable: a rerun does only what is missing.")
-    p.add_argument("--dataset", required=True, choices=("celebdf", "ffpp", "synthetic"),
-                   help="tree layout: celebdf (Celeb-DF-v2), ffpp (FaceForensics++), synthetic (rccl-synth)")
+    p.add_argument("--dataset", required=True, choices=DATASETS + ("deepfakebench",),
+                   help="tree layout: celebdf (Celeb-DF-v2), celebdf1 (Celeb-DF v1), ffpp (FaceForensics++), dfd "
+                        "(FF++'s DeepFakeDetection), dfdc (DFDC parts or its sample folder), folder (ROOT/real/** "
+                        "and ROOT/fake/**), synthetic (rccl-synth), deepfakebench (ROOT: DeepfakeBench's dataset JSON, "
+                        "imported without re-cropping); see docs/data.md")
     p.add_argument("--root", required=True, help="the dataset's root folder, as distributed")
     p.add_argument("--out", required=True, help="output folder: crops/, manifest.jsonl, ...")
     p.add_argument("--qualities", default=",".join(QUALITIES), help="comma-separated (default: %(default)s)")
@@ -39,8 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-size", type=int, default=320, help="side of the square crops (default: %(default)s)")
     p.add_argument("--enlarge", type=float, default=1.3,
                    help="face box enlargement about its centre (default: %(default)s)")
+    p.add_argument("--detector", choices=DETECTOR_NAMES, default=DEFAULT_DETECTOR,
+                   help="face detector (measured in docs/data.md): dlib (HOG), mtcnn, dlib+mtcnn (HOG, MTCNN where "
+                        "HOG finds none), dlib-cnn (needs face_recognition_models) (default: %(default)s)")
     p.add_argument("--detect-size", type=int, default=640,
-                   help="longer side of the frame as the detector sees it (default: %(default)s)")
+                   help="longer side of the frame as dlib's HOG sees it (default: %(default)s)")
     p.add_argument("--crop-format", choices=("png", "jpg"), default="png",
                    help="png: lossless (default); jpg: smaller, decodes on the GPU with DALI (see docs/data.md)")
     p.add_argument("--jpeg-quality", type=int, default=98, help="JPEG quality with --crop-format jpg (default: 98)")
@@ -55,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video decoding: pyav (CPU, default), dali (NVDEC on the GPU), auto (dali when possible)")
     p.add_argument("--ffpp-splits", default=None,
                    help="folder with FaceForensics++'s train/val/test.json (default: ROOT/splits)")
+    p.add_argument("--frames-root", default=None,
+                   help="deepfakebench: the folder its relative frame paths start from (default: the JSON's folder)")
     p.add_argument("--retry-skipped", action="store_true", help="try again the videos an earlier run skipped")
     add_common_arguments(p, device=False)
     return p
@@ -62,24 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = PrepConfig(dataset=args.dataset, root=args.root, out=args.out,
-                     qualities=tuple(q.strip() for q in args.qualities.split(",") if q.strip()),
-                     pairs_per_video=args.pairs_per_video, crop_size=args.crop_size, enlarge=args.enlarge,
-                     detect_size=args.detect_size, crop_format=args.crop_format, jpeg_quality=args.jpeg_quality,
-                     compression=args.compression, preset=args.preset, workers=args.workers, shard=args.shard,
-                     ffpp_splits=args.ffpp_splits, retry_skipped=args.retry_skipped, boxes=args.boxes,
-                     decoder=args.decoder)
 
     def body() -> int:
+        if args.dataset == "deepfakebench":
+            from rccl.data.deepfakebench import import_deepfakebench
+
+            print(f"rccl-prep: {import_deepfakebench(args.root, args.out, frames_root=args.frames_root)}")
+            return 0
+        cfg = PrepConfig(dataset=args.dataset, root=args.root, out=args.out,
+                         qualities=tuple(q.strip() for q in args.qualities.split(",") if q.strip()),
+                         pairs_per_video=args.pairs_per_video, crop_size=args.crop_size, enlarge=args.enlarge,
+                         detect_size=args.detect_size, crop_format=args.crop_format,
+                         jpeg_quality=args.jpeg_quality, compression=args.compression, preset=args.preset,
+                         workers=args.workers, shard=args.shard, ffpp_splits=args.ffpp_splits,
+                         retry_skipped=args.retry_skipped, boxes=args.boxes, decoder=args.decoder,
+                         detector=args.detector)
         try:
             summary = run_prep(cfg, progress=not args.no_progress)
-        except ValueError as e:  # a value rccl.data rejects with a plain ValueError (not yet an RcclError)
+        except ValueError as e:  # a value rccl.data rejects with a plain ValueError (not an RcclError)
             return error("rccl-prep", str(e))
         return 0 if summary.rows > 0 else 1
 
     return run_command("rccl-prep", args, body,
                        interrupted="interrupted; what was finished is kept, rerun to continue")
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,19 @@ FaceForensics++:
     manipulated_sequences/<Method>/{raw,c23,c40}/videos/AAA_BBB.mp4   frames of AAA, face of BBB
     splits/{train,val,test}.json        the official lists of [AAA, BBB] pairs (or pass splits_dir)
 
+Celeb-DF v1 (celebdf1): the same three folders and test list as v2 (v1's release has them too).
+FF++'s DeepFakeDetection (dfd):
+    original_sequences/actors/{raw,c23,c40}/videos/AA__scene.mp4                 natural, actor AA
+    manipulated_sequences/DeepFakeDetection/{raw,c23,c40}/videos/AA_BB__scene__HASH.mp4
+                                        fake: AA's video AA__scene with BB's face; no official split: test
+DFDC (dfdc):
+    dfdc_train_part_N/metadata.json + videos   {"x.mp4": {"label": "REAL"|"FAKE", "split": ..., "original": "y.mp4"}}
+    or ROOT/metadata.json + videos (Kaggle's train_sample_videos/), or ROOT itself one level above that;
+    the test set: ROOT/labels.csv (filename,label with 1 fake) + videos: split "test"
+A plain folder (folder):
+    ROOT/real/** and ROOT/fake/**       videos and images (an image is one frame), split "test" unless
+                                        ROOT/splits.json ({"train": [relative paths], "val": [...], ...}) says
+
 A tree that does not have this shape raises LayoutError saying what was expected and what was found.
 Single bad entries (a stray file, a misnamed video, a test list naming a missing file) do not stop the
 run: they come back in Layout.problems, each with the path and the reason, and prep reports them.
@@ -26,6 +39,9 @@ from pathlib import Path
 from rccl.errors import RcclError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DATASETS = ("celebdf", "celebdf1", "ffpp", "dfd", "dfdc", "folder", "synthetic")
+SHIPS_QUALITIES = ("ffpp", "dfd")  # trees that ship their own c23/c40 files (FF++'s layout)
 QUALITIES = ("raw", "c23", "c40")
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter")
 
@@ -36,7 +52,7 @@ class LayoutError(RcclError, ValueError):
 
 @dataclass(frozen=True)
 class VideoRecord:
-    dataset: str        # "celebdf" | "ffpp" | "synthetic"
+    dataset: str        # one of DATASETS
     video: str          # path relative to the dataset root (FF++: of the raw version; see quality_path)
     split: str          # "train" | "val" | "test"
     label: int          # 0 natural, 1 fake
@@ -45,10 +61,19 @@ class VideoRecord:
     identity: str = ""  # naturals: the identity ("id0", FF++ "071"); "" where unknown
     method: str = ""    # the manipulation ("Celeb-synthesis", FF++ "Deepfakes", ...); "" for naturals
 
+    @property
+    def is_image(self) -> bool:
+        """A still image (folder layout): one frame, no compressed copies."""
+        return Path(self.video).suffix.lower() in IMAGE_SUFFIXES
+
+    @property
+    def ships_qualities(self) -> bool:
+        return self.dataset in SHIPS_QUALITIES
+
     def quality_path(self, root: str | os.PathLike, quality: str) -> Path:
         """Where this video's `quality` version lies under the dataset root, for trees that ship their
         own compressed versions (FF++). Celeb-DF ships raw only: rccl-prep makes the others."""
-        if self.dataset == "ffpp":
+        if self.ships_qualities:
             parts = Path(self.video).parts
             return Path(root).joinpath(*parts[:-3], quality, *parts[-2:])
         return Path(root) / self.video
@@ -266,11 +291,190 @@ def _read_ffpp_splits(folder: Path) -> dict:
 
 
 def read_layout(dataset: str, root: str | os.PathLike, **kw) -> Layout:
-    """The records of a dataset tree: dataset is "celebdf", "ffpp" or "synthetic" (a Celeb-DF-v2 tree)."""
-    if dataset == "celebdf":
-        return read_celebdf(root)
-    if dataset == "synthetic":
-        return read_celebdf(root, dataset="synthetic")
+    """The records of a dataset tree; dataset is one of DATASETS ("synthetic": a Celeb-DF-v2 tree)."""
+    if dataset in ("celebdf", "celebdf1", "synthetic"):
+        return read_celebdf(root, dataset=dataset)
     if dataset == "ffpp":
         return read_ffpp(root, **kw)
-    raise ValueError(f"unknown dataset {dataset!r}: expected celebdf, ffpp or synthetic")
+    if dataset == "dfd":
+        return read_dfd(root, qualities=kw.get("qualities", QUALITIES))
+    if dataset == "dfdc":
+        return read_dfdc(root)
+    if dataset == "folder":
+        return read_folder(root)
+    raise LayoutError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+
+
+# ----------------------------------------------------------------------------------------- DeepFakeDetection
+_DFD_REAL = re.compile(r"^(\d{2})__([\w-]+)$")
+_DFD_FAKE = re.compile(r"^(\d{2})_(\d{2})__([\w-]+?)__([A-Za-z0-9]+)$")
+DFD_REAL = "original_sequences/actors"
+DFD_FAKE = "manipulated_sequences/DeepFakeDetection"
+
+
+def read_dfd(root: str | os.PathLike, *, qualities=QUALITIES) -> Layout:
+    """FF++'s DeepFakeDetection: no official split, every video is "test" (it is used to test)."""
+    root = Path(root)
+    if not (root / DFD_REAL).is_dir() or not (root / DFD_FAKE).is_dir():
+        raise LayoutError(f"{root} is not a DeepFakeDetection tree: expected {DFD_REAL}/<quality>/videos/ and "
+                          f"{DFD_FAKE}/<quality>/videos/ (quality one of {', '.join(QUALITIES)}). "
+                          f"Found: {_listing(root)}; {_listing(root / 'original_sequences')}; "
+                          f"{_listing(root / 'manipulated_sequences')}")
+    layout = Layout("dfd", root)
+    records: dict[str, VideoRecord] = {}
+    for group, fake in ((DFD_REAL, False), (DFD_FAKE, True)):
+        for q in qualities:
+            folder = root / group / q / "videos"
+            if not folder.is_dir():
+                continue
+            for p, rel in _video_files(folder, layout.problems, root):
+                key = f"{group}/raw/videos/{p.name}"
+                if key in records:
+                    continue
+                m = (_DFD_FAKE if fake else _DFD_REAL).match(p.stem)
+                if not m:
+                    want = "AA_BB__scene__HASH.mp4" if fake else "AA__scene.mp4"
+                    layout.problems.append(Problem(rel, f"name does not match {group}/.../{want} (ignored)"))
+                    continue
+                if fake:
+                    records[key] = VideoRecord("dfd", key, "test", 1, source=f"{m.group(1)}__{m.group(3)}",
+                                               target=m.group(2), method="DeepFakeDetection")
+                else:
+                    records[key] = VideoRecord("dfd", key, "test", 0, identity=m.group(1))
+    if not records:
+        raise LayoutError(f"{root}: no DeepFakeDetection video for qualities {', '.join(qualities)}. "
+                          f"Found: {_listing(root / DFD_REAL)}; {_listing(root / DFD_FAKE)}")
+    layout.records = [records[k] for k in sorted(records)]
+    return layout
+
+
+# ----------------------------------------------------------------------------------------- DFDC
+DFDC_METADATA = "metadata.json"
+DFDC_TEST_LABELS = "labels.csv"
+
+
+def read_dfdc(root: str | os.PathLike) -> Layout:
+    """DFDC: every folder (ROOT itself or its subfolders, e.g. dfdc_train_part_N/ or train_sample_videos/)
+    holding a metadata.json, plus ROOT/labels.csv of the test set."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LayoutError(f"DFDC root {root}: not a folder")
+    folders = [root] if (root / DFDC_METADATA).is_file() else []
+    folders += [d for d in sorted(root.iterdir()) if d.is_dir() and (d / DFDC_METADATA).is_file()]
+    has_test = (root / DFDC_TEST_LABELS).is_file()
+    if not folders and not has_test:
+        raise LayoutError(f"{root} is not a DFDC tree: expected {DFDC_METADATA} in ROOT or in its folders "
+                          f"(dfdc_train_part_N/{DFDC_METADATA}, train_sample_videos/{DFDC_METADATA}) or the test "
+                          f"set's {DFDC_TEST_LABELS}. Found: {_listing(root)}")
+    layout = Layout("dfdc", root)
+    records: list[VideoRecord] = []
+    for folder in folders:
+        records += _dfdc_part(root, folder, layout.problems)
+    if has_test:
+        records += _dfdc_test(root, layout.problems)
+    if not records:
+        raise LayoutError(f"{root}: the DFDC label files name no video that is present. Found: {_listing(root)}")
+    layout.records = sorted(records, key=lambda r: r.video)
+    return layout
+
+
+def _dfdc_part(root: Path, folder: Path, problems: list[Problem]) -> list[VideoRecord]:
+    meta_path = folder / DFDC_METADATA
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise LayoutError(f"{meta_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(meta, dict):
+        raise LayoutError(f"{meta_path}: expected an object {{video: {{label, split, original}}}}, "
+                          f"found {type(meta).__name__}")
+    out = []
+    for name, entry in sorted(meta.items()):
+        rel = (folder / name).relative_to(root).as_posix()
+        label = entry.get("label") if isinstance(entry, dict) else None
+        if label not in ("REAL", "FAKE"):
+            problems.append(Problem(rel, f"{DFDC_METADATA}: label must be REAL or FAKE, found {label!r} (ignored)"))
+            continue
+        if not (folder / name).is_file():
+            problems.append(Problem(rel, f"named in {meta_path.relative_to(root).as_posix()} but no such file"))
+            continue
+        split = entry.get("split") if entry.get("split") in ("train", "val", "test") else "train"
+        if label == "FAKE":
+            original = entry.get("original") or ""
+            if not original:
+                problems.append(Problem(rel, f"{DFDC_METADATA}: a FAKE without 'original'; source left empty"))
+            out.append(VideoRecord("dfdc", rel, split, 1, source=Path(original).stem, method="DFDC"))
+        else:
+            out.append(VideoRecord("dfdc", rel, split, 0))
+    listed = set(meta)
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in VIDEO_SUFFIXES and p.name not in listed:
+            problems.append(Problem(p.relative_to(root).as_posix(), f"not in {DFDC_METADATA} (no label; ignored)"))
+    return out
+
+
+def _dfdc_test(root: Path, problems: list[Problem]) -> list[VideoRecord]:
+    path = root / DFDC_TEST_LABELS
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or [c.strip() for c in lines[0].split(",")][:2] != ["filename", "label"]:
+        raise LayoutError(f"{path}: expected a header 'filename,label' (DFDC's test labels), "
+                          f"found {lines[0] if lines else 'an empty file'!r}")
+    out = []
+    for lineno, line in enumerate(lines[1:], 2):
+        parts = [c.strip() for c in line.split(",")]
+        if not line.strip():
+            continue
+        if len(parts) < 2 or parts[1] not in ("0", "1", "0.0", "1.0"):
+            problems.append(Problem(f"{DFDC_TEST_LABELS}:{lineno}", f"expected 'filename,0|1', found {line!r}"))
+            continue
+        if not (root / parts[0]).is_file():
+            problems.append(Problem(parts[0], f"named in {DFDC_TEST_LABELS} but no such file"))
+            continue
+        out.append(VideoRecord("dfdc", parts[0], "test", int(float(parts[1])), method="DFDC" if float(parts[1]) else ""))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- a plain folder
+FOLDER_SPLITS = "splits.json"
+
+
+def read_folder(root: str | os.PathLike) -> Layout:
+    """ROOT/real/** (label 0) and ROOT/fake/** (label 1), videos and images, at any depth."""
+    root = Path(root)
+    missing = [d for d in ("real", "fake") if not (root / d).is_dir()]
+    if missing:
+        raise LayoutError(f"{root} is not a real/fake folder: expected folders real/ and fake/ (videos or images "
+                          f"at any depth below them); missing {', '.join(missing)}. Found: {_listing(root)}")
+    split_of = _read_folder_splits(root)
+    layout = Layout("folder", root)
+    for label, top in ((0, "real"), (1, "fake")):
+        for p in sorted((root / top).rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if p.is_dir() or any(part.startswith(".") for part in p.relative_to(root).parts):
+                continue
+            if p.suffix.lower() not in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
+                layout.problems.append(Problem(rel, f"neither a video nor an image (suffix {p.suffix or 'none'!r}; "
+                                                    f"ignored)"))
+                continue
+            layout.records.append(VideoRecord("folder", rel, split_of.pop(rel, "test"), label,
+                                              method=p.parent.relative_to(root / top).as_posix() if label and
+                                              p.parent != root / top else ("fake" if label else "")))
+    for rel in sorted(split_of):
+        layout.problems.append(Problem(rel, f"named in {FOLDER_SPLITS} but not a video or image under real/ or fake/"))
+    if not layout.records:
+        raise LayoutError(f"{root}: real/ and fake/ hold no video or image ({', '.join(VIDEO_SUFFIXES + IMAGE_SUFFIXES)})")
+    return layout
+
+
+def _read_folder_splits(root: Path) -> dict[str, str]:
+    path = root / FOLDER_SPLITS
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise LayoutError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict) or set(data) - set(FFPP_SPLITS) or \
+            not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in data.values()):
+        raise LayoutError(f"{path}: expected {{\"train\": [paths relative to {root}], \"val\": [...], \"test\": [...]}}, "
+                          f"found {str(data)[:80]}")
+    return {rel: split for split, rels in data.items() for rel in rels}

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 from rccl.errors import RcclError
+from rccl.fileio import atomic_write
 
 REQUIRED_COLUMNS = (
     "path",      # crop file, relative to the manifest's folder
@@ -60,23 +60,12 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = False) -> list
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    """Write rows atomically (a temporary file renamed over `path`): a kill leaves the old file or the new
-    one, never half of one. "abspath" is not written; everything else is."""
+    """Write rows through rccl.fileio.atomic_write: a kill leaves the old file or the new one, never half
+    of one. "abspath" is not written; everything else is."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                missing = [c for c in REQUIRED_COLUMNS if c not in row]
-                if missing:
-                    raise ManifestError(f"manifest {path}: a row lacks column(s) {', '.join(missing)}: {row}")
-                f.write(json.dumps({k: v for k, v in row.items() if k != "abspath"}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a manifest is shared data
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w") as f:
+        for row in rows:
+            missing = [c for c in REQUIRED_COLUMNS if c not in row]
+            if missing:
+                raise ManifestError(f"manifest {path}: a row lacks column(s) {', '.join(missing)}: {row}")
+            f.write(json.dumps({k: v for k, v in row.items() if k != "abspath"}) + "\n")

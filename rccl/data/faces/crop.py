@@ -1,8 +1,8 @@
-"""Face boxes with dlib's frontal detector, and square face crops.
+"""Square face crops around a detected box, and the filling of frames where the face was lost.
 
-dlib's HOG detector ships inside dlib (no model file to download). It finds faces of about 80 pixels and
-up, and its cost grows with the image area, so each frame is brought to `detect_size` pixels on its
-longer side (down for large frames, up for tiny ones) and converted to grayscale before detection.
+FaceCropper.detect gives the largest face of one frame with the detector it was given (dlib's HOG by
+default: rccl-synth's photo faces use it); videos go through rccl.data.faces.track instead, which keeps
+one person per video.
 """
 from __future__ import annotations
 
@@ -11,20 +11,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the frame's pixels, x1/y1 exclusive
-
-
-_DETECTOR = None
-
-
-def frontal_face_detector():
-    """dlib's HOG face detector, built once per process: building it takes ~1-3 s (it unpacks its model),
-    and it cannot be pickled into worker processes."""
-    global _DETECTOR
-    if _DETECTOR is None:
-        import dlib
-        _DETECTOR = dlib.get_frontal_face_detector()
-    return _DETECTOR
+from rccl.data.faces.detection import Box, FaceDetector, get_detector
+from rccl.data.faces.dlib_hog import DLIB_DETECT_SIZE
 
 
 class FaceCropper:
@@ -33,10 +21,13 @@ class FaceCropper:
     enlarge: the box's side is multiplied by this about its centre (the paper's conservative margin),
              then clipped to the frame.
     crop_size: side of the square crop written to disk (320 leaves room for a 299 training crop).
-    detect_size: longer side of the frame as the detector sees it.
+    detect_size, upsample: dlib HOG's frame size (longer side) and upsampling, when detector is "dlib"
+             (the cascade's HOG stage too).
+    detector: a name of rccl.data.faces.DETECTOR_NAMES or a FaceDetector.
     """
 
-    def __init__(self, *, enlarge: float = 1.3, crop_size: int = 320, detect_size: int = 640, upsample: int = 0):
+    def __init__(self, *, enlarge: float = 1.3, crop_size: int = 320, detect_size: int = DLIB_DETECT_SIZE,
+                 upsample: int = 0, detector: str | FaceDetector = "dlib"):
         if enlarge < 1.0:
             raise ValueError(f"enlarge must be >= 1.0 (a margin around the face), got {enlarge}")
         if crop_size < 8:
@@ -45,28 +36,27 @@ class FaceCropper:
         self.crop_size = int(crop_size)
         self.detect_size = int(detect_size)
         self.upsample = int(upsample)
+        self._detector = detector
 
     @property
-    def detector(self):
-        return frontal_face_detector()
+    def detector(self) -> FaceDetector:
+        """The FaceDetector, built on first use (its model loads in seconds; a cropper is cheap to pickle)."""
+        if isinstance(self._detector, str):
+            hog = {"detect_size": self.detect_size, "upsample": self.upsample}
+            self._detector = get_detector(self._detector, **(hog if self._detector in ("dlib", "dlib+mtcnn") else {}))
+        return self._detector
+
+    @property
+    def detector_name(self) -> str:
+        return self._detector if isinstance(self._detector, str) else self._detector.name
 
     def detect(self, frame: np.ndarray) -> Box | None:
         """The largest face's tight box in frame pixels (not enlarged), or None when there is no face."""
-        h, w = frame.shape[:2]
-        scale = self.detect_size / max(h, w)
-        gray = Image.fromarray(frame).convert("L")
-        if abs(scale - 1.0) > 1e-3:
-            gray = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-        rects = self.detector(np.asarray(gray), self.upsample)
-        if len(rects) == 0:
+        found = self.detector.detect(frame)
+        if not found:
             return None
-        r = max(rects, key=lambda r: r.width() * r.height())
-        box = (r.left() / scale, r.top() / scale, (r.right() + 1) / scale, (r.bottom() + 1) / scale)
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            return None
-        return (x0, y0, x1, y1)
+        best = max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+        return best.box
 
     def enlarge_box(self, box: Sequence[float], width: int, height: int) -> Box:
         """`box` grown by `enlarge` about its centre (as a square of the larger side), clipped to the frame."""

