@@ -22,6 +22,7 @@ from tqdm import tqdm
 from rccl.data.faces import FaceCropper, find_subject
 from rccl.data.video import VideoError, probe, read_frames
 from rccl.errors import RcclError
+from rccl.model import input_normalization
 from rccl.report import write_report
 from rccl.run import RunDir
 from rccl.scoring import input_size, score_crops
@@ -176,6 +177,7 @@ def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike
     model, cfg = run.load_detector(map_location=device)
     model.to(device).eval()
     size = input_size(cfg, f"{run.config_path}")
+    normalization = input_normalization(cfg["model"]["encoder"])
     style = CropStyle(cropper, None) if cropper is not None else crop_style(run.manifest(cfg))
     if face_detector is not None:
         c = style.cropper
@@ -201,7 +203,7 @@ def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike
                 write_report(report_dir, path, candidates, boxes or [None] * len(candidates),
                              [None] * len(candidates), None, str(e))
             continue
-        scores = score_crops(model, crops, size, device, batch_size=batch_size)
+        scores = score_crops(model, crops, size, device, normalization=normalization, batch_size=batch_size)
         results.append(Prediction(path, float(scores.mean()), len(crops)))
         if on_faces is not None:
             on_faces(path, len(crops), len(candidates))

@@ -3,7 +3,7 @@
 Shared by rccl.evaluate (crops of the manifest, through the training room's evaluation loader) and
 rccl.predict (crops cut from a user's file), and both use rccl.data.transforms.eval_transform, so that a
 crop is seen exactly as the detector saw crops in training: the whole crop resized to the input size,
-scaled to [0, 1] and normalised with the ImageNet mean and std.
+scaled to [0, 1] and normalised with the encoder's mean and std (rccl.model.input_normalization).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rccl.data.transforms import eval_transform
+from rccl.data.transforms import Normalization, eval_transform
 from rccl.errors import RcclError
 
 
@@ -50,12 +50,12 @@ def score_batches(model: torch.nn.Module, batches: Iterable[dict], device: torch
 
 
 def score_crops(model: torch.nn.Module, crops: Sequence[np.ndarray], image_size: int,
-                device: torch.device | str, *, batch_size: int = 64) -> np.ndarray:
-    """Fake probability of each in-memory crop (HxWx3 uint8 RGB arrays)."""
+                device: torch.device | str, *, normalization: Normalization,
+                batch_size: int = 64) -> np.ndarray:
+    """Fake probability of each in-memory crop (HxWx3 uint8 RGB arrays), normalised as the encoder's
+    training inputs were (the evaluation loader passes the same Normalization to eval_transform)."""
     model.eval()
-    # THE call site of prediction's normalisation: it must match the evaluation loader's (rccl.data.loaders
-    # builds the same eval_transform); switch both together if the mean/std come from the encoder's config
-    transform = eval_transform(image_size)
+    transform = eval_transform(image_size, normalization)
     out = []
     for start in range(0, len(crops), batch_size):
         chunk = crops[start:start + batch_size]

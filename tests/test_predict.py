@@ -12,7 +12,9 @@ from rccl.cli.predict import main as predict_main
 from rccl.data.faces import FaceCropper, track_subject
 from rccl.data.transforms import eval_transform
 from rccl.data.video import read_frames
+from rccl.model import input_normalization
 from rccl.predict import Prediction, PredictionError, crop_style, face_crops, predict_files, sample_indices
+from rccl.run import RunDir
 from tiny_data import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
@@ -146,7 +148,9 @@ def test_real_checkpoint_scores_the_face_crop(tmp_path, astronaut, capsys):
     run = make_tiny_run(tmp_path)
     model = save_stage2_checkpoint(run)
     [p] = predict_files([astronaut], run, device="cpu", progress=False)
-    image = eval_transform(IMAGE_SIZE)(torch.from_numpy(_face_crop(astronaut)).permute(2, 0, 1))
+    cfg = RunDir(run).config()
+    normalization = input_normalization(cfg["model"]["encoder"])  # the encoder's own mean/std, as in training
+    image = eval_transform(IMAGE_SIZE, normalization)(torch.from_numpy(np.array(_face_crop(astronaut))).permute(2, 0, 1))
     with torch.no_grad():
         expected = torch.softmax(model(image[None]), dim=1)[0, 1].item()
     assert p.n_faces == 1 and p.fake_probability == pytest.approx(expected, abs=1e-6)
