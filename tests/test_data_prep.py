@@ -223,3 +223,16 @@ def _link_ffpp_tree(root: Path, clip: Path) -> None:
     (root / "splits" / "train.json").write_text(json.dumps([["000", "003"]]))
     (root / "splits" / "val.json").write_text("[]")
     (root / "splits" / "test.json").write_text("[]")
+
+
+def test_true_boxes_build_no_detector(tree, tmp_path, monkeypatch):
+    """A procedural synthetic tree takes its true boxes: no face detector is built (the demo runs where
+    facenet-pytorch, MTCNN's package, is not installed)."""
+    import rccl.data.faces.crop as faces_crop
+
+    def refuse(*a, **k):
+        raise AssertionError("a face detector was built for true boxes")
+
+    monkeypatch.setattr(faces_crop, "get_detector", refuse)
+    rows = read_manifest(prepare("synthetic", tree, tmp_path / "out", qualities=("raw",), workers=1, **PREP))
+    assert rows and all(r["box_source"] == "truth" for r in rows)
