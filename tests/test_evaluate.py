@@ -9,7 +9,9 @@ from PIL import Image
 from rccl.cli.evaluate import main as eval_main
 from rccl.evaluate import EvaluationError, evaluate_run, format_table
 from rccl.data.transforms import eval_transform
+from rccl.model import input_normalization
 from rccl.metrics import METRIC_KEYS
+from rccl.run import RunDir
 from tiny_data import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
 
 
@@ -141,8 +143,8 @@ def test_real_checkpoint_through_the_run_folder_contract(tmp_path, capsys):
             assert all(0.0 <= saved[q][level][k] <= 1.0 for k in METRIC_KEYS)
         with open(run / "eval" / f"test_{q}_scores.csv") as f:
             rows = list(csv.DictReader(f))
-        transform = eval_transform(IMAGE_SIZE)
-        images = torch.stack([transform(torch.from_numpy(np.asarray(Image.open(tmp_path / "data" / r["path"])))
+        transform = eval_transform(IMAGE_SIZE, input_normalization(RunDir(run).config()["model"]["encoder"]))
+        images = torch.stack([transform(torch.from_numpy(np.array(Image.open(tmp_path / "data" / r["path"])))
                                         .permute(2, 0, 1)) for r in rows])
         with torch.no_grad():
             expected = torch.softmax(model(images), dim=1)[:, 1].numpy()

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from rccl.data.dali_video import DaliUnavailable  # one class for "DALI cannot do this here"
-from rccl.data.transforms import AUGMENT_DEFAULTS, Normalization, blur_kernel
+from rccl.data.transforms import Normalization, blur_kernel
+from rccl.defaults import DEFAULTS
 from rccl.errors import RcclError
 from rccl.model import input_normalization
 
@@ -41,8 +42,6 @@ else:
 
 OUTPUTS = ("view1", "view2", "label", "index")
 
-# Keys this loader adds to the torch loader's config (rccl.train.config.DEFAULTS must hold them).
-DALI_DEFAULTS = {"dali_threads": 0, "dali_prefetch": 2}
 
 
 class DaliDataError(RcclError, RuntimeError):
@@ -265,7 +264,7 @@ def default_threads() -> int:
 
 def augment_params(cfg: dict) -> dict:
     """The torch loader's augmentation settings plus the JPEG-quality distortion, checked."""
-    aug = {**AUGMENT_DEFAULTS, **(_section(cfg, "data").get("augment") or {})}
+    aug = {**DEFAULTS["data"]["augment"], **(_section(cfg, "data").get("augment") or {})}
     lo, hi = (int(q) for q in aug["jpeg_quality"])
     if not 1 <= lo <= hi <= 100:
         raise ValueError(f"data.augment.jpeg_quality must be [low, high] within 1..100, got {aug['jpeg_quality']}")
@@ -285,9 +284,9 @@ def build_dali_train_loader(cfg: dict, records: list[dict], sampler) -> DaliTrai
         raise DaliDataError(f"{len(missing)} crop file(s) named by the manifest do not exist: "
                             f"{', '.join(missing[:3])}{more} (re-run rccl-prep or fix data.manifest)")
     device_id = resolve_device_id(cfg)
-    threads = int(data.get("dali_threads", DALI_DEFAULTS["dali_threads"])) or default_threads()
+    threads = int(data.get("dali_threads", DEFAULTS["data"]["dali_threads"])) or default_threads()
     return DaliTrainLoader(records, sampler, size=int(data.get("image_size", 299)), aug=augment_params(cfg),
                            normalization=input_normalization(cfg["model"]["encoder"]), device_id=device_id, num_threads=threads,
                            seed=int(_section(cfg, "train").get("seed", 0)),
-                           prefetch=int(data.get("dali_prefetch", DALI_DEFAULTS["dali_prefetch"])))
+                           prefetch=int(data.get("dali_prefetch", DEFAULTS["data"]["dali_prefetch"])))
 

@@ -15,6 +15,8 @@ from typing import NamedTuple
 import torch
 from torchvision.transforms import v2
 
+from rccl.defaults import DEFAULTS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -29,9 +31,6 @@ class Normalization(NamedTuple):
 # a known encoder: pass rccl.model.input_normalization(encoder).
 IMAGENET = Normalization(IMAGENET_MEAN, IMAGENET_STD)
 
-AUGMENT_DEFAULTS = {"scale": [0.5, 1.0], "ratio": [0.75, 4 / 3], "flip": 0.5, "color_jitter": 0.4,
-                    "color_jitter_p": 0.8, "blur_p": 0.5, "blur_sigma": [0.1, 2.0],
-                    "jpeg_p": 0.0, "jpeg_quality": [30, 95]}
 
 
 def blur_kernel(image_size: int) -> int:
@@ -43,7 +42,7 @@ def blur_kernel(image_size: int) -> int:
 def train_transform(image_size: int, augment: dict | None = None, normalization: Normalization = IMAGENET) -> v2.Compose:
     """One view: uint8 (3, H, W) -> float32 (3, S, S), normalised with `normalization` (the encoder's:
     rccl.model.input_normalization)."""
-    a = {**AUGMENT_DEFAULTS, **(augment or {})}
+    a = {**DEFAULTS["data"]["augment"], **(augment or {})}
     steps = [v2.RandomResizedCrop(image_size, scale=tuple(a["scale"]), ratio=tuple(a["ratio"]), antialias=True)]
     if a["flip"] > 0:
         steps.append(v2.RandomHorizontalFlip(p=a["flip"]))

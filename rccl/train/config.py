@@ -14,7 +14,7 @@ from typing import Iterable
 
 import yaml
 
-from rccl.data.layouts import QUALITIES
+from rccl.defaults import DEFAULTS  # noqa: F401  (re-exported: the config room's one table of keys)
 from rccl.errors import RcclError
 from rccl.reference import FUSIONS, MIXED_AS
 from rccl.fileio import write_text
@@ -23,102 +23,6 @@ from rccl.fileio import write_text
 class ConfigError(RcclError, ValueError):
     """A config that cannot be used; the message names the key and where it came from."""
 
-
-DEFAULTS: dict = {
-    "name": "run",
-    "data": {
-        "manifest": None,          # rccl-prep's manifest.jsonl (required, except by the demo config)
-        "backend": "auto",         # torch | dali | auto (dali when installed: faster on GPU and CPU alike)
-        "dali_threads": 0,         # DALI CPU threads; 0 -> this rank's share of the cores, at most 8
-        "dali_prefetch": 2,        # DALI batches prepared ahead
-        "image_size": 299,         # the side of the square input the encoder sees
-        "train_split": "train",
-        "train_qualities": ["raw"],  # the paper trains on the original (raw) version only
-        "pairing": "semantic",     # preset (instance | temporal | semantic | class) or {strategy: weight}
-        "workers": 4,
-        "cache_images": False,     # decode every training crop once and keep it in memory (small sets)
-        "augment": {
-            "scale": [0.5, 1.0],   # RandomResizedCrop area range
-            "ratio": [0.75, 4 / 3],  # torchvision's RandomResizedCrop default
-            "flip": 0.5,
-            "color_jitter": 0.4,   # brightness, contrast, saturation strength (hue is a quarter of it)
-            "color_jitter_p": 0.8,
-            "blur_p": 0.5,
-            "blur_sigma": [0.1, 2.0],
-            "jpeg_p": 0.0,         # JPEG-quality distortion probability (both loaders)
-            "jpeg_quality": [30, 95],
-        },
-    },
-    "model": {
-        "encoder": "legacy_xception",
-        "encoder_kwargs": {},      # passed to timm.create_model (free-form)
-        "pretrained": False,       # true: timm's own download of ImageNet weights
-        "weights": None,           # a local file of encoder weights (a timm state_dict)
-        "allow_scratch": True,     # false: refuse to train from random weights when none can be loaded
-        "proj_hidden": None,       # projector hidden width; null -> the encoder's feature width
-        "proj_dim": 128,
-        "proj_bn": True,           # batch norm on the projector's hidden layer (false: Linear-ReLU-Linear)
-        "channels_last": True,
-        "compile": False,
-    },
-    "loss": {
-        "kind": "rccl",            # rccl | supcon | ce
-        "temperature": 0.1,
-        "bank_size": 16,           # hard features kept per class (16 + 16 = the paper's 32 positives)
-        "negatives": 16,           # mixed hard negatives
-        "neighbors": 2,
-        "margin": 0.2,
-        "beta": [0.5, 0.5],        # u ~ Beta(a, b) for the mixed negatives' lam (0.5, 0.5: U-shaped)
-        "fold": True,              # lam = max(u, 1 - u) (the fake dominates every mix); false: lam = u
-        "fusion": "smooth",        # hard positives (Table 4): smooth | linear | linear_smooth
-        "linear_neighbors": 4,     # linear fusions: batch neighbours fused with each bank row (Table 4: 4)
-        "mixed_as": "negatives",   # mixed features (Table 6): negatives (of no anchor) | fakes (labelled fake)
-        "alpha": None,             # removed: an error pointing to beta and fold (see validate)
-        "impl": "auto",
-    },
-    "stage1": {
-        "epochs": 100,
-        "batch_size": 128,         # the global batch of anchors (each gives two views)
-        "lr": 0.01,
-        "momentum": 0.9,
-        "weight_decay": 1e-4,
-        "warmup_epochs": 0,
-        "scheduler": "cosine",     # cosine | constant
-    },
-    "stage2": {
-        "epochs": 10,
-        "batch_size": 128,
-        "lr": 0.01,
-        "momentum": 0.9,
-        "weight_decay": 0.0,
-        "warmup_epochs": 0,
-        "scheduler": "cosine",
-    },
-    "train": {
-        "seed": 0,
-        "out": "runs",             # the run folder is OUT/NAME
-        "amp": False,
-        "amp_dtype": "bfloat16",   # bfloat16 | float16 (float16 uses a GradScaler)
-        "amp_cpu": "auto",         # auto: bfloat16 autocast only on CPUs with native bfloat16; force; off
-        "device": "auto",          # auto | cpu | cuda
-        "threads": 0,              # torch CPU threads; 0 = torch's default
-        "keep_epochs": 3,          # numbered checkpoints kept per stage (0 = all); *_last.pt always
-        "progress": True,
-        "log_every": 10,
-    },
-    "eval": {
-        "qualities": list(QUALITIES),  # rccl.data.layouts.QUALITIES: the qualities rccl-prep makes
-        "split": "test",
-        "batch_size": 128,
-        "after_training": True,
-    },
-    "demo": {
-        "cache": None,             # null -> ~/.cache/rccl
-        "seed": 0,
-        "synth": {},               # keyword arguments of rccl.data.synth.make_synthetic (free-form)
-        "prep": {},                # keyword arguments of rccl.data.prep.prepare (free-form)
-    },
-}
 
 # Keys whose value is a mapping with free keys (checked by their consumer, not here).
 FREE_FORM = {"model.encoder_kwargs", "demo.synth", "demo.prep", "data.pairing"}
