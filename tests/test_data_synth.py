@@ -16,6 +16,7 @@ from rccl.data.prep import prepare
 from rccl.cli.synth import main as synth_main
 from rccl.data.synth import PRESETS, SynthConfig, SynthError, make_demo, make_synthetic, preset
 from rccl.data.synth.plan import video_plan
+from rccl.data.synth.probe import probe_aucs
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 TINY = dict(n_identities=3, videos_per_identity=2, n_youtube=1, n_frames=6, size=64, workers=1, progress=False)
@@ -78,14 +79,6 @@ def test_photo_faces_are_found_by_dlib(tmp_path):
     assert (out / "identities.json").is_file()
 
 
-def _auc(score, label):
-    order = np.argsort(score)
-    rank = np.empty(len(score))
-    rank[order] = np.arange(len(score))
-    pos = label == 1
-    return (rank[pos].mean() - (pos.sum() - 1) / 2) / (~pos).sum()
-
-
 @pytest.mark.slow
 def test_demo_is_not_linearly_separable_but_has_local_artefacts(tmp_path):
     """On the demo set exactly as training gets it (raw crops): ridge regression on flattened pixels, with
@@ -97,26 +90,9 @@ def test_demo_is_not_linearly_separable_but_has_local_artefacts(tmp_path):
     train = np.array([r["split"] == "train" for r in rows])
     assert 0.3 < y.mean() < 0.7 and train.mean() > 0.6 and (~train).sum() > 100
 
-    flat = x.reshape(len(x), -1)
-    mu = flat[train].mean(0)
-    xt, xe = flat[train] - mu, flat[~train] - mu
-    target = y[train] * 2.0 - 1
-    gram = xt @ xt.T
-    probe_aucs = []
-    for lam in (1e-2, 1, 100, 1e4):
-        w = xt.T @ np.linalg.solve(gram + lam * np.eye(len(gram)), target)
-        probe_aucs.append(_auc(xe @ w, y[~train]))
-    assert max(probe_aucs) < 0.75, f"a linear probe on raw pixels separates the demo: AUCs {probe_aucs}"
-
-    gray = x.mean(3)
-    lap = np.abs(4 * gray[:, 1:-1, 1:-1] - gray[:, :-2, 1:-1] - gray[:, 2:, 1:-1]
-                 - gray[:, 1:-1, :-2] - gray[:, 1:-1, 2:])
-    n = lap.shape[1] // 2
-    feat = np.log(lap[:, :2 * n, :2 * n].reshape(len(x), n, 2, n, 2).mean((2, 4)).reshape(len(x), -1) + 1e-4)
-    m, s = feat[train].mean(0), feat[train].std(0) + 1e-6
-    ft, fe = (feat[train] - m) / s, (feat[~train] - m) / s
-    w = np.linalg.solve(ft.T @ ft + 100 * np.eye(ft.shape[1]), ft.T @ target)
-    assert _auc(fe @ w, y[~train]) > 0.8, "the fakes' artefacts are too weak for a local texture feature"
+    aucs = probe_aucs(x, y, train)
+    assert aucs["best_pixel_ridge_auc"] < 0.75, f"a linear probe on raw pixels separates the demo: {aucs}"
+    assert aucs["local_hf_feature_auc"] > 0.8, f"the fakes' artefacts are too weak for a local texture feature: {aucs}"
 
 
 # ------------------------------------------------------------------------------------------ compression preset
