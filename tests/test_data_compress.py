@@ -77,3 +77,21 @@ def test_writer_failure_leaves_no_file(tmp_path):
     with pytest.raises(VideoError, match="no frames"):
         H264Writer(dst, width=32, height=32).close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_video_gets_the_umasks_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        dst = compress_video(_tiny_source(tmp_path), tmp_path / "c40.mp4", quantiser=40, preset="ultrafast")
+    finally:
+        os.umask(old)
+    assert dst.stat().st_mode & 0o777 == 0o644
+    assert probe(dst).n_frames == 2
+
+
+def _tiny_source(tmp_path):
+    src = tmp_path / "src.mp4"
+    with H264Writer(src, width=32, height=32, rate=25, preset="ultrafast") as w:
+        for i in range(2):
+            w.write(np.full((32, 32, 3), 40 * i, np.uint8))
+    return src

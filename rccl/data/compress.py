@@ -10,9 +10,9 @@ really encoded with, from the x264 SEI message in its first frames.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,14 +20,16 @@ import av
 import numpy as np
 
 from rccl.data.video import VideoError, _open
+from rccl.fileio import atomic_write
 
 QUALITY_QUANTISER = {"c23": 23, "c40": 40}
 
 
 class H264Writer:
-    """Write frames into an MP4 (H.264, yuv420p, constant frame rate) at a fixed QP or CRF, atomically:
-    frames go to a hidden temporary file beside `dst`, renamed over it by close(); a failure or a kill
-    leaves no `dst` (at most a hidden .tmp file). Use as a context manager."""
+    """Write frames into an MP4 (H.264, yuv420p, constant frame rate) at a fixed QP or CRF, atomically
+    through rccl.fileio.atomic_write: frames go to a hidden temporary file beside `dst`, put in place by
+    close(); a failure leaves no `dst` and no temporary file (a kill, at most a hidden .tmp file). Use as a
+    context manager."""
 
     def __init__(self, dst: str | os.PathLike, *, width: int, height: int, rate=Fraction(25), quantiser: int = 23,
                  mode: str = "qp", preset: str = "medium", threads: int = 0):
@@ -38,11 +40,11 @@ class H264Writer:
         if width % 2 or height % 2:
             raise ValueError(f"yuv420p H.264 needs an even width and height, got {width}x{height}")
         self.dst = Path(dst)
-        self.dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(dir=self.dst.parent, prefix="." + self.dst.name + ".", suffix=".tmp")
-        os.close(fd)
+        # the atomic writer's file stays open across write() calls: the stack closes it in close() / abort()
+        self._file_stack = contextlib.ExitStack()
+        self._file = self._file_stack.enter_context(atomic_write(self.dst, "wb"))
         rate = Fraction(rate).limit_denominator(1_000_000)
-        self._out = av.open(self._tmp, "w", format="mp4")
+        self._out = av.open(self._file, "w", format="mp4")
         self._stream = self._out.add_stream("libx264", rate=rate)
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = "yuv420p"
@@ -74,7 +76,7 @@ class H264Writer:
             for packet in self._stream.encode(None):
                 self._out.mux(packet)
             self._out.close()
-            os.replace(self._tmp, self.dst)
+            self._file_stack.close()  # fsync, the umask's mode, os.replace onto dst
         except BaseException:
             self.abort()
             raise
@@ -85,8 +87,8 @@ class H264Writer:
             self._out.close()
         except Exception:
             pass
-        if os.path.exists(self._tmp):
-            os.unlink(self._tmp)
+        # leaving the atomic writer with an exception removes its temporary file and keeps dst as it was
+        self._file_stack.__exit__(VideoError, VideoError(f"{self.dst}: writing aborted"), None)
 
     def __enter__(self):
         return self
