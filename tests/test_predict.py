@@ -13,7 +13,8 @@ from rccl.data.faces import FaceCropper, track_subject
 from rccl.data.transforms import eval_transform
 from rccl.data.video import read_frames
 from rccl.model import input_normalization
-from rccl.predict import Prediction, PredictionError, crop_style, face_crops, predict_files, sample_indices
+from rccl.predict import (Prediction, PredictionError, crop_style, face_boxes, face_crops, load_frames, predict_files,
+                          sample_indices)
 from rccl.run import RunDir
 from tiny_data import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
 
@@ -210,3 +211,76 @@ def test_dfdc_1080p_video_with_a_small_dark_face_gets_a_score(run):
     [q] = predict_files([video], run, device="cpu", frames=4, progress=False, face_detector="dlib",
                         on_skip=None)
     assert q.fake_probability is None  # dlib's HOG alone: the issue's failure, still a precise skip
+
+
+# -- two people, no frontal face, faces counted: built from the real photos of ../shared/data/faces --------
+def _two_people_frames(n: int) -> list[np.ndarray]:
+    """n 640x360 frames with two different people side by side (biden left, obama right), each photo
+    shrunk to 0.7 in every other frame (the left in odd frames, the right in even ones); biden's photo is
+    drawn at 0.65 so that the two faces are about as large, and the larger face swaps sides every frame."""
+    left = Image.open(FACES / "identities" / "biden" / "biden2.jpg").convert("RGB")
+    right = Image.open(FACES / "identities" / "obama" / "obama2.jpg").convert("RGB")
+    frames = []
+    for k in range(n):
+        canvas = Image.new("RGB", (640, 360), (120, 120, 120))
+        for photo, centre, scale in ((left, 160, 0.65 * (1.0 if k % 2 == 0 else 0.7)),
+                                     (right, 480, 0.7 if k % 2 == 0 else 1.0)):
+            h = round(340 * scale)
+            im = photo.resize((round(photo.width * h / photo.height), h), Image.BILINEAR)
+            canvas.paste(im, (centre - im.width // 2, 180 - h // 2))
+        frames.append(np.asarray(canvas))
+    return frames
+
+
+def _centre_x(box) -> float:
+    return (box[0] + box[2]) / 2
+
+
+@needs_faces
+def test_video_with_two_people_scores_one_subject_followed_through(run, tmp_path):
+    video = tmp_path / "two_people.mp4"
+    _write_video(video, _two_people_frames(8))
+    found = {}
+    [p] = predict_files([video], run, device="cpu", frames=8, progress=False,
+                        on_faces=lambda path, n, sampled: found.__setitem__(path, (n, sampled)))
+    assert p.fake_probability is not None and 0 < p.fake_probability < 1
+    assert p.n_faces == 8 and found == {str(video): (8, 8)}
+    # the boxes predict_files scored: the same frames, the run's crop style, the one face-finding path
+    frames = load_frames(video, 8)
+    style = crop_style(RunDir(run).manifest(RunDir(run).config()))
+    boxes = face_boxes(frames, style)
+    assert len(boxes) == 8 and all(b is not None for b in boxes)
+    sides = {_centre_x(b) < 320 for b in boxes}
+    assert len(sides) == 1, f"the tracked box jumps between the two people: {boxes}"
+    # there was a choice in every frame (both people are found in each), and one that tempts a
+    # largest-face picker to jump: the larger face is on the left in even frames, on the right in odd ones
+    detections = style.cropper.detector.detect_many(frames)
+    assert all({_centre_x(d.box) < 320 for d in found} == {True, False} for found in detections)
+    largest = [max(found, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])).box for found in detections]
+    assert [_centre_x(b) < 320 for b in largest] == [k % 2 == 0 for k in range(8)]
+
+
+@needs_faces
+def test_video_without_a_frontal_face_is_skipped_with_the_reason(run, tmp_path, capsys):
+    dogs = np.asarray(Image.open(FACES / "scenes" / "dogs.jpg").convert("RGB").resize((640, 652)))
+    video = tmp_path / "dogs.mp4"
+    _write_video(video, [np.roll(dogs, 4 * k, axis=1) for k in range(6)])
+    skipped = {}
+    [p] = predict_files([video], run, device="cpu", frames=6, progress=False, on_skip=skipped.__setitem__)
+    assert p == Prediction(str(video), None, 0)
+    assert skipped == {str(video): "no face found in any of 6 sampled frames"}
+    assert predict_main(["--checkpoint", str(run), "--device", "cpu", "--frames", "6", str(video)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{video}\tn/a\tskipped: no face found in any of 6 sampled frames\t0"]
+
+
+@needs_faces
+def test_cli_reports_how_many_sampled_frames_had_a_face(run, tmp_path, capsys):
+    dogs = np.asarray(Image.open(FACES / "scenes" / "dogs.jpg").convert("RGB").resize((640, 360)))
+    video = tmp_path / "people_then_dogs.mp4"
+    _write_video(video, _two_people_frames(4) + [dogs] * 2)  # 4 frames with faces, then 2 without
+    assert predict_main(["--checkpoint", str(run), "--device", "cpu", "--frames", "6", str(video)]) == 0
+    captured = capsys.readouterr()
+    assert f"{video}: face in 4 of 6 sampled frame(s)" in captured.err
+    path, prob, verdict, faces = captured.out.splitlines()[0].split("\t")
+    assert path == str(video) and 0 < float(prob) < 1 and faces == "4"
