@@ -3,6 +3,7 @@ shipped row config), merging parts of a run into the results JSON, the markdown 
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from bench.paper_tables import (BENCH_CONFIG, PAPER, ROOT, ROWS, BenchError, find_row, load_results, merge_result,
                                 parse_only, parse_seeds, read_bench_config, render_markdown)
@@ -38,11 +39,14 @@ def test_bench_overrides_apply_to_every_row_config():
     """Every shipped row config, with the bench's demo-scale overrides, resolves (no unknown key), keeps its
     own method keys, and gets the demo-scale budget."""
     preset_name, overrides = read_bench_config(BENCH_CONFIG)
+    budget = yaml.safe_load(BENCH_CONFIG.read_text(encoding="utf-8"))["overrides"]  # the file as written
     assert preset_name in PRESETS
     for table, row, config in ROWS:
         bare = load_config(ROOT / config)
         cfg = load_config(ROOT / config, overrides)
-        assert cfg["model"]["encoder"] == "resnet10t" and cfg["data"]["image_size"] == 48, config
+        assert cfg["model"]["encoder"] == budget["model"]["encoder"] == "resnet10t", config
+        assert cfg["data"]["image_size"] == budget["data"]["image_size"], config
+        assert cfg["stage1"]["epochs"] == budget["stage1"]["epochs"], config
         assert cfg["loss"] == bare["loss"] and cfg["data"]["pairing"] == bare["data"]["pairing"], config
 
 
