@@ -91,6 +91,19 @@ inline void temperature_and_margin(double temperature, double margin) {
 
 // The inputs of each op, checked in one fixed order (so that two faults give the same first error on
 // every backend) and normalised: z contiguous in its own dtype, the rest as the functions above return.
+//
+// The checks the loss and update_hard_banks share: the batch (z, labels), the centre and both banks.
+template <typename Inputs>
+void batch_centre_and_banks(Inputs& in, const at::Tensor& z, const at::Tensor& labels_, const at::Tensor& center,
+                            const at::Tensor& bank_real, const at::Tensor& bank_fake, c10::DeviceType backend) {
+  features(z, backend);
+  const int64_t n = z.size(0), d = z.size(1);
+  in.labels = labels("labels", labels_, n, z);
+  in.center = floating("center", center, 1, d, z);
+  in.bank_real = floating("bank_real", bank_real, 2, d, z);
+  in.bank_fake = floating("bank_fake", bank_fake, 2, d, z);
+}
+
 struct LossInputs {
   at::Tensor z, labels, center, bank_real, bank_fake, lam;
 };
@@ -98,13 +111,8 @@ struct LossInputs {
 inline LossInputs loss_inputs(const at::Tensor& z, const at::Tensor& labels_, const at::Tensor& center,
                               const at::Tensor& bank_real, const at::Tensor& bank_fake, const at::Tensor& lam,
                               int64_t neighbors_, double temperature, double margin, c10::DeviceType backend) {
-  features(z, backend);
-  const int64_t n = z.size(0), d = z.size(1);
   LossInputs in;
-  in.labels = labels("labels", labels_, n, z);
-  in.center = floating("center", center, 1, d, z);
-  in.bank_real = floating("bank_real", bank_real, 2, d, z);
-  in.bank_fake = floating("bank_fake", bank_fake, 2, d, z);
+  batch_centre_and_banks(in, z, labels_, center, bank_real, bank_fake, backend);
   in.lam = floating("lam", lam, 1, -1, z);
   neighbors(neighbors_);
   temperature_and_margin(temperature, margin);
@@ -145,13 +153,8 @@ struct BankInputs {
 inline BankInputs bank_inputs(const at::Tensor& z, const at::Tensor& labels_, const at::Tensor& center,
                               const at::Tensor& bank_real, const at::Tensor& bank_fake, int64_t k_,
                               c10::DeviceType backend) {
-  features(z, backend);
-  const int64_t n = z.size(0), d = z.size(1);
   BankInputs in;
-  in.labels = labels("labels", labels_, n, z);
-  in.center = floating("center", center, 1, d, z);
-  in.bank_real = floating("bank_real", bank_real, 2, d, z);
-  in.bank_fake = floating("bank_fake", bank_fake, 2, d, z);
+  batch_centre_and_banks(in, z, labels_, center, bank_real, bank_fake, backend);
   k(k_);
   in.z = z.contiguous();
   return in;

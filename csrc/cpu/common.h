@@ -47,24 +47,14 @@ std::vector<int64_t> top_indices(const scalar_t* scores, int64_t n, Eligible eli
   return out;
 }
 
-// c (m, n) = alpha a b^T for row-major contiguous a (m, k), b (n, k), c (m, n): one BLAS call through
-// at::addmm_out on views of the buffers (no allocation; beta = 0, so c's old contents are ignored).
-template <typename scalar_t>
-void gemm_nt(const scalar_t* a, int64_t m, const scalar_t* b, int64_t n, int64_t k, scalar_t alpha, scalar_t* c) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    std::fill(c, c + m * n, scalar_t(0));
-    return;
-  }
-  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
-  at::Tensor out = at::from_blob(c, {m, n}, options);
-  at::addmm_out(out, out, at::from_blob(const_cast<scalar_t*>(a), {m, k}, options),
-                at::from_blob(const_cast<scalar_t*>(b), {n, k}, options).t(), 0, alpha);
-}
+// c (m, n) = alpha a op(b) for row-major contiguous a (m, k) and c (m, n), where op(b) = b^T for b (n, k)
+// (Transpose::b) or b itself for b (k, n) (Transpose::none): one BLAS call through at::addmm_out on views
+// of the buffers (no allocation; beta = 0, so c's old contents are ignored).
+enum class Transpose { none, b };
 
-// c (m, n) = alpha a b for row-major contiguous a (m, k), b (k, n), c (m, n).
 template <typename scalar_t>
-void gemm_nn(const scalar_t* a, int64_t m, const scalar_t* b, int64_t n, int64_t k, scalar_t alpha, scalar_t* c) {
+void gemm(Transpose op, const scalar_t* a, int64_t m, const scalar_t* b, int64_t n, int64_t k, scalar_t alpha,
+          scalar_t* c) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     std::fill(c, c + m * n, scalar_t(0));
@@ -72,8 +62,9 @@ void gemm_nn(const scalar_t* a, int64_t m, const scalar_t* b, int64_t n, int64_t
   }
   const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
   at::Tensor out = at::from_blob(c, {m, n}, options);
-  at::addmm_out(out, out, at::from_blob(const_cast<scalar_t*>(a), {m, k}, options),
-                at::from_blob(const_cast<scalar_t*>(b), {k, n}, options), 0, alpha);
+  const auto b_view = op == Transpose::b ? at::from_blob(const_cast<scalar_t*>(b), {n, k}, options).t()
+                                         : at::from_blob(const_cast<scalar_t*>(b), {k, n}, options);
+  at::addmm_out(out, out, at::from_blob(const_cast<scalar_t*>(a), {m, k}, options), b_view, 0, alpha);
 }
 
 // Scratch memory, uninitialised: `count` elements in slot `slot` of this thread's workspace, reused from

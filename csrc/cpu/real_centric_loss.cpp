@@ -54,7 +54,7 @@ void synthesize(const ContrastLayout<scalar_t>& layout, const scalar_t* bank_rea
   std::copy(bank_real, bank_real + real_rows * d, queries);
   std::copy(bank_fake, bank_fake + fake_rows * d, queries + real_rows * d);
   if (used > 0) std::copy(center, center + d, queries + (real_rows + fake_rows) * d);
-  gemm_nt(queries, mining_rows, anchors, n, d, scalar_t(1), scores);
+  gemm(Transpose::b, queries, mining_rows, anchors, n, d, scalar_t(1), scores);
 
   // Hard positives: p = normalize(h + the sum of its `neighbors` most similar batch rows of the class),
   // the neighbours summed in the order chosen (as the reference's bank + selection @ z).
@@ -90,7 +90,7 @@ void synthesize(const ContrastLayout<scalar_t>& layout, const scalar_t* bank_rea
     const scalar_t* row = anchors + (naturals + chosen[t]) * d;
     std::copy(row, row + d, chosen_fakes + t * d);
   }
-  gemm_nt(chosen_fakes, used, anchors, naturals, d, scalar_t(1), similarity);
+  gemm(Transpose::b, chosen_fakes, used, anchors, naturals, d, scalar_t(1), similarity);
   const int64_t offset = k_real + k_fake;
   for (int64_t t = 0; t < used; ++t) {
     const scalar_t* s = similarity + t * naturals;
@@ -145,7 +145,7 @@ void row_logsumexps(const ContrastLayout<scalar_t>& layout, scalar_t inv_t, scal
     scalar_t* logits = scratch<scalar_t>(kLogits, std::min(block, n) * columns, storage);
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * block, rows = std::min(block, n - r0);
-      gemm_nt(layout.anchors + r0 * d, rows, layout.contrast, columns, d, inv_t, logits);
+      gemm(Transpose::b, layout.anchors + r0 * d, rows, layout.contrast, columns, d, inv_t, logits);
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t r = r0 + i;
         lse[r] = row_logsumexp(logits + i * columns, columns, layout.positives_begin(r), layout.positives_end(r),
@@ -222,7 +222,7 @@ void contrastive_backward(const ContrastLayout<scalar_t>& layout, scalar_t* lse_
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * block, rows = std::min(block, n - r0);
-      gemm_nt(layout.anchors + r0 * d, rows, layout.contrast, columns, d, inv_t, gp + r0 * columns);
+      gemm(Transpose::b, layout.anchors + r0 * d, rows, layout.contrast, columns, d, inv_t, gp + r0 * columns);
       for (int64_t r = r0; r < r0 + rows; ++r) {
         const int64_t positives = layout.positives(r);
         const int64_t pb = layout.positives_begin(r), pe = layout.positives_end(r), self = layout.self_column(r);
@@ -273,7 +273,7 @@ void contrastive_backward(const ContrastLayout<scalar_t>& layout, scalar_t* lse_
       }
     }
   });
-  gemm_nn(gp, n, layout.contrast, d, columns, inv_t, grad);
+  gemm(Transpose::none, gp, n, layout.contrast, d, columns, inv_t, grad);
 }
 
 // The forward's four outputs and, with_grad, dloss/dz (for an incoming gradient of 1, in z's dtype; else
