@@ -20,7 +20,6 @@ namespace rccl_cuda {
 namespace {
 
 constexpr int kNegativeSplitRows = 512;  // batch rows per block in the nearest-natural search
-constexpr int kRankWarps = kThreads / 32;  // fakes per ranking block (a warp each)
 
 template <typename scalar_t, typename A>
 struct ForwardArgs {
@@ -51,7 +50,7 @@ struct ForwardArgs {
   A* part_sum;
   A* part_positive_logits;
   int* part_positives;
-  uint64_t* selected;      // (2 m,): the fake ranking's selected keys (radix select)
+  int64_t* selected;       // (m,): scratch of the fake ranking's radix select
 };
 
 // The loss pass's grid: row tiles x column splits, each split a run of consecutive column tiles. Enough
@@ -97,7 +96,7 @@ struct Workspace {
     A* part_sum = c.take<A>(g.splits * p.n);
     A* part_positive_logits = c.take<A>(g.splits * p.n);
     int* part_positives = c.take<int>(g.splits * p.n);
-    uint64_t* selected = c.take<uint64_t>(2 * p.m);
+    int64_t* selected = c.take<int64_t>(p.m);
     if (a) {
       a->scores = scores, a->counts = counts, a->counters = counters, a->bank_sum = bank_sum;
       a->fake_slot = fake_slot, a->partial = partial, a->row_loss = row_loss;
@@ -215,27 +214,17 @@ __device__ void hard_positive(const ForwardArgs<scalar_t, A>& a, int64_t b) {
 }
 
 template <typename scalar_t, typename A>
-__device__ void rank_fake(const ForwardArgs<scalar_t, A>& a, int64_t j) {
-  // One warp per fake j (j is warp-uniform). Its rank = the fakes ahead of it (higher centre similarity,
-  // or equal and a lower index, in sort_greater's order: NaN first, as torch.sort), counted 32 candidates
-  // at a time; only ranks < M matter, so the count stops there: the top fakes scan the batch, the others
-  // stop after a chunk or two. The order is strict and total, so ranks 0 .. min(M, fakes) - 1 are each
-  // claimed by exactly one fake: every fake_slot that negatives_kernel reads is written.
-  if (j >= a.n || a.labels[j] != 1) return;
-  const int lane = threadIdx.x % 32;
+__device__ void rank_fakes(const ForwardArgs<scalar_t, A>& a) {
+  // One block: fake_slot[t] = the batch index of the t-th fake by centre similarity, t < min(M, fakes),
+  // in sort_greater's order (NaN first, as torch.sort) with ties to the lower index, by a block-wide radix
+  // select (block_select_ranked). The order is strict and total, so every fake_slot that
+  // negatives_kernel reads is written.
+  const int64_t fakes = a.counts[1];
+  const int64_t take = a.m < fakes ? a.m : fakes;
   const A* score = a.scores + (a.k_real + a.k_fake) * a.n;
-  const A mine = score[j];
-  int64_t ahead = 0;  // the same in every lane: a sum of ballots
-  for (int64_t base = 0; base < a.n && ahead < a.m; base += 32) {
-    const int64_t i = base + lane;
-    bool is_ahead = false;
-    if (i < a.n && a.labels[i] == 1) {
-      const A other = score[i];
-      is_ahead = sort_greater(other, mine) || (sort_equal(other, mine) && i < j);  // a strict total order
-    }
-    ahead += __popc(__ballot_sync(0xffffffffu, is_ahead));
-  }
-  if (lane == 0 && ahead < a.m) a.fake_slot[ahead] = j;
+  block_select_ranked<A>(
+      a.n, take, [&](int64_t j) { return rank_key(score[j], j, true); }, [&](int64_t j) { return a.labels[j] == 1; },
+      a.selected, a.fake_slot);
 }
 
 template <typename scalar_t, typename A>
@@ -244,7 +233,7 @@ __global__ void __launch_bounds__(kThreads) mine_kernel(ForwardArgs<scalar_t, A>
   if (blockIdx.x < banks) {
     hard_positive(a, blockIdx.x);
   } else {
-    rank_fake(a, (static_cast<int64_t>(blockIdx.x) - banks) * kRankWarps + threadIdx.x / 32);
+    rank_fakes(a);
   }
 }
 
@@ -484,7 +473,7 @@ cudaError_t forward_tiled(const ForwardProblem& p, cudaStream_t stream) {
   scores_kernel<Cfg, scalar_t, A><<<dim3(blocks_for(p.n, Cfg::BN), blocks_for(q, Cfg::BM)), kThreads, 0, stream>>>(a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  const int64_t mine_blocks = p.k_real + p.k_fake + (p.m > 0 ? blocks_for(p.n, kRankWarps) : 0);
+  const int64_t mine_blocks = p.k_real + p.k_fake + (p.m > 0 ? 1 : 0);
   if (mine_blocks > 0) {
     mine_kernel<scalar_t, A><<<static_cast<unsigned int>(mine_blocks), kThreads, 0, stream>>>(a);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
