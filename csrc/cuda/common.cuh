@@ -136,7 +136,7 @@ __device__ void block_select_ranked(int64_t count, int64_t take, Key key, IsCand
     __syncthreads();  // the previous pass's scan of the histogram is done; tid 0's prefix is visible
     if (settled) break;  // uniform: read after the barrier by every thread
     for (int b = tid; b < 256; b += kThreads) histogram[b] = 0;
-    __syncthreads();
+    __syncthreads();  // the histogram is zeroed before any thread counts into it
     const unsigned long long ph = prefix_hi, mh = mask_hi;
     const unsigned int pl = prefix_lo, ml = mask_lo;
     for (int64_t c = tid; c < count; c += kThreads) {

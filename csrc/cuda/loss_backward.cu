@@ -102,12 +102,13 @@ struct FoldGrid {
 __host__ __device__ inline int64_t strips_of_row(int64_t row_tiles, int64_t extra_tiles, int64_t strip, int64_t i) {
   return (row_tiles - i + extra_tiles + strip - 1) / strip;
 }
-inline FoldGrid fold_grid(int64_t n, int64_t e, int64_t bm) {
+inline FoldGrid fold_grid(int64_t n, int64_t e, int64_t bm, int64_t target_blocks) {
+  const int64_t target = target_blocks > 0 ? target_blocks : kTargetBlocks;
   FoldGrid g{};
   g.row_tiles = (n + bm - 1) / bm;
   g.extra_tiles = (e + bm - 1) / bm;
   const int64_t tiles = g.row_tiles * (g.row_tiles + 1) / 2 + g.row_tiles * g.extra_tiles;
-  g.strip = tiles > kTargetBlocks ? (tiles + kTargetBlocks - 1) / kTargetBlocks : 1;
+  g.strip = tiles > target ? (tiles + target - 1) / target : 1;
   for (int64_t i = 0; i < g.row_tiles; ++i) g.blocks += strips_of_row(g.row_tiles, g.extra_tiles, g.strip, i);
   return g;
 }
@@ -287,7 +288,7 @@ cudaError_t backward_tiled(const BackwardProblem& p, cudaStream_t stream) {
   a.inv_t = static_cast<A>(1.0 / p.temperature), a.margin = static_cast<A>(p.margin);
   a.grad_z = static_cast<scalar_t*>(p.grad_z);
   carve<scalar_t, A>(&a, p, static_cast<char*>(p.workspace));
-  const FoldGrid g = fold_grid(p.n, p.e, Cfg::BM);
+  const FoldGrid g = fold_grid(p.n, p.e, Cfg::BM, p.target_blocks);
   a.row_tiles = g.row_tiles, a.extra_tiles = g.extra_tiles, a.strip = g.strip;
 
   const unsigned int elementwise = static_cast<unsigned int>(std::min<int64_t>(kPrepareBlocks, blocks_for(p.n * p.d, kThreads)));

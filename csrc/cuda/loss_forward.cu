@@ -70,7 +70,8 @@ inline LossGrid loss_grid(const ForwardProblem& p) {
   LossGrid g{};
   g.row_tiles = (p.n + bm - 1) / bm;
   g.column_tiles = (p.n + p.k_real + p.k_fake + p.m + bn - 1) / bn;
-  const int64_t wanted = (kTargetBlocks + g.row_tiles - 1) / g.row_tiles;
+  const int64_t target = p.target_blocks > 0 ? p.target_blocks : kTargetBlocks;
+  const int64_t wanted = (target + g.row_tiles - 1) / g.row_tiles;
   g.splits = wanted < g.column_tiles ? wanted : g.column_tiles;
   g.tiles_per_split = (g.column_tiles + g.splits - 1) / g.splits;
   g.splits = (g.column_tiles + g.tiles_per_split - 1) / g.tiles_per_split;  // no empty split
