@@ -180,7 +180,10 @@ def test_removing_a_barrier_is_caught(tmp_path, site):
     match = list(BARRIER.finditer(text))[occurrence]
     (kernels / name).write_text(text[:match.start()] + "/* __syncthreads() removed */" + text[match.end():])
     result = run_cases("tsan", TSAN_CASES, kernels=kernels, seed=1)
-    caught = "ThreadSanitizer: data race" in result.stderr or "rccl-emu: error" in result.stderr
+    # any ThreadSanitizer report counts: a missing barrier shows as a data race, or as a use of memory a
+    # garbage index pointed at (heap-use-after-free, seen when the radix select's "selected written"
+    # barrier is removed: unwritten slots read as row indices)
+    caught = "WARNING: ThreadSanitizer:" in result.stderr or "rccl-emu: error" in result.stderr
     wrong = result.returncode == 1 and "FAILURES" in result.stdout
     assert result.returncode != 0 and (caught or wrong), (
         f"{name}:{line}: the kernels ran clean without this barrier\n" + result.stdout[-2000:])
