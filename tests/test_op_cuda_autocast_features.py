@@ -50,7 +50,7 @@ def test_the_loss_module_takes_bfloat16_features():
     assert loss_fn.banks()[0].dtype == torch.float32
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.cuda  # tests/conftest.py skips it without a GPU; bench/gpu_check.sh runs `-m cuda`
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cuda_features_arrive_in_the_autocast_dtype(dtype):
     net = _embedder("cuda")
