@@ -3,16 +3,16 @@
 //                       batch (a tiled GEMM); block (0, 0) also counts the classes, checks labels and lam
 //                       (device-side asserts) and zeroes the completion counters.
 //   2. mine_kernel      one block per bank row: the top-`neighbors` class members by rounds of block-wide
-//                       argmax, then the hard positive. Further blocks rank the fakes by centre
-//                       similarity (a warp per fake counts the fakes ahead of it, stopping at M) into
+//                       argmax, then the hard positive. One more block ranks the fakes by centre
+//                       similarity (block_select_ranked: a block-wide radix select of the first M) into
 //                       fake_slot.
 //   3. negatives_kernel (slot t, split s) blocks: the natural nearest to the t-th fake over a slice of the
 //                       batch; the last split of a slot to finish merges the slices and writes the mixed
 //                       negative.
-//   4. loss_kernel      anchors in row tiles against the contrast set in column tiles, flash-attention
-//                       style: per-row online log-sum-exp, the sum of the positives' logits and their
-//                       count; never an N x (N + E) matrix. The last block to finish reduces the rows to
-//                       the loss in a fixed order (deterministic).
+//   4. loss_kernel      (row tile, column split) blocks, flash-attention style: per-row online
+//                       log-sum-exp, positive-logit sum and count over the split's column tiles; the last
+//                       split of a row tile merges the splits' partials, the last row tile reduces the
+//                       rows to the loss, both in a fixed order (deterministic). Never an N x (N + E) matrix.
 // See docs/cuda.md.
 #include "common.cuh"
 
