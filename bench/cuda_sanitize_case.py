@@ -9,7 +9,8 @@ ones at every N (float accumulation; float64 always uses 32 x 32), set through
 rccl::_cuda_set_small_tile_max_n; `both` runs every case with each.
 
 Odd sizes (partial row, column and feature tiles), empty banks, an absent class, N = 1, several slices of
-the nearest-natural search (N > 512) and all four dtypes; update_hard_banks while filling and when full.
+the nearest-natural search (N > 512), loss column splits and backward fold strips of several tiles
+(N = 1100 with the 32 x 32 tiles) and all four dtypes; update_hard_banks while filling and when full.
 It also checks the values against the reference, so a kernel that runs clean but computes garbage still
 fails (exit status 1). A NaN centre (every centre similarity NaN: the rankings' worst case) runs too and
 must match the reference. Kept small: under memcheck every kernel runs ~100x slower.
@@ -32,6 +33,9 @@ CASES = [  # (N, D, K, M, n_fake, dtype)
     (600, 9, 2, 3, 200, torch.bfloat16),
     (70, 130, 4, 20, 6, torch.float16),
     (40, 12, 3, 3, 0, torch.float32),
+    # with the 32 x 32 tiles: 35 row tiles, 700 fold tiles > 528 target blocks, so fold strips of 2 tiles
+    # (dZ_I in registers across tiles) and loss splits of 5 column tiles, the shape of large N
+    (1100, 9, 2, 3, None, torch.float32),
 ]
 
 

@@ -15,13 +15,12 @@ Both paths get the same input checks here. The value checks (labels in {0, 1}, f
 read data back to the host; they are skipped while torch.compile traces and during CUDA-graph capture,
 and left to the compiled CPU kernel when it runs (it checks them in the same pass that reads the data,
 and its errors are re-raised here as the same ValueError). The CUDA kernels check values with
-device-side asserts instead, so a CUDA call never synchronises with the host; set RCCL_CUDA_HOST_CHECKS=1
-for the host checks (a catchable ValueError, three synchronisations per call) on CUDA as well.
+device-side asserts instead, so a CUDA call never synchronises with the host; `set_cuda_host_checks(True)`
+turns the host checks (a catchable ValueError, three synchronisations per call) on for CUDA as well.
 """
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
@@ -123,15 +122,33 @@ def _use_compiled(impl: str, device: torch.device) -> bool:
 
 
 # On CUDA the kernels check values with device-side asserts (asynchronous: no host synchronisation, but a
-# failed assert ends the CUDA context). RCCL_CUDA_HOST_CHECKS=1 switches the host-side checks back on for
+# failed assert ends the CUDA context). set_cuda_host_checks(True) switches the host-side checks back on for
 # CUDA tensors too: a catchable ValueError at the cost of three synchronisations per call.
-CUDA_HOST_CHECKS = os.environ.get("RCCL_CUDA_HOST_CHECKS", "0") == "1"
+_cuda_host_checks = False
+
+
+def set_cuda_host_checks(enabled: bool) -> bool:
+    """Check the values of CUDA inputs (labels in {0, 1}, finite z, lam in [0, 1]) on the host before the
+    compiled CUDA op runs (True: a catchable ValueError naming the argument, three host synchronisations
+    per call; skipped under torch.compile tracing and CUDA-graph capture) or leave them to the kernels'
+    device-side asserts (False, the default: no synchronisation). For the rest of the process; returns the
+    previous setting."""
+    global _cuda_host_checks
+    if not isinstance(enabled, bool):
+        _fail("enabled", f"expected True or False, got {enabled!r}", LossTypeError)
+    previous, _cuda_host_checks = _cuda_host_checks, enabled
+    return previous
+
+
+def cuda_host_checks() -> bool:
+    """Whether set_cuda_host_checks(True) is in force."""
+    return _cuda_host_checks
 
 
 def _kernel_checks_values(compiled: bool, z) -> bool:
     if not compiled:
         return False
-    return z.device.type == "cpu" or (z.device.type == "cuda" and not CUDA_HOST_CHECKS)
+    return z.device.type == "cpu" or (z.device.type == "cuda" and not _cuda_host_checks)
 
 
 def _call_kernel(op, *args):

@@ -32,7 +32,15 @@ class Embedder(nn.Module):
         self.projector = projector
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projector(self.encoder(images)).float(), dim=1)
+        features = self.projector(self.encoder(images))
+        z = F.normalize(features.float(), dim=1)
+        # Under autocast on CUDA the projector gives bfloat16/float16: the loss gets z in that dtype
+        # (normalised in float32, then rounded), which the CUDA op takes as it is; its loss and gradient
+        # errors against the float64 oracle stay within the core bound (docs/cuda.md, "Accuracy";
+        # bench/cuda_low_precision_error.py). On the CPU z stays float32, what the CPU kernel computes in.
+        if features.device.type == "cuda" and features.dtype in (torch.float16, torch.bfloat16):
+            return z.to(features.dtype)
+        return z
 
 
 class Detector(nn.Module):

@@ -249,7 +249,7 @@ def test_forward_backward_and_full_bank_update_never_synchronise():
     assert grad.shape == x["z"].shape and banks[0].shape == (8, 32) and banks[1].shape == (8, 32)
 
 
-def test_runs_on_the_current_stream_and_is_deterministic():
+def test_runs_on_the_current_stream_and_is_reproducible():
     inputs = _cuda_inputs(1100, 64, 16, 16, None, torch.float32)
     first = _op(inputs)
     (first_grad,) = torch.autograd.grad(first[0], inputs["z"])
@@ -260,8 +260,10 @@ def test_runs_on_the_current_stream_and_is_deterministic():
         (second_grad,) = torch.autograd.grad(second[0], inputs["z"])
     torch.cuda.current_stream().wait_stream(stream)
     for a, b in zip(first, second):
-        assert torch.equal(a, b), "bit-identical on every run (no atomics in any sum)"
-    assert torch.equal(first_grad, second_grad)
+        assert torch.equal(a, b), "the forward is bit-identical on every run (no atomics in any of its sums)"
+    # the backward's transpose fold accumulates with float atomics: the summation order may differ
+    # between runs (docs/cuda.md), so the gradients agree to float32 rounding, not bit for bit
+    torch.testing.assert_close(second_grad, first_grad, rtol=1e-5, atol=1e-6 * float(first_grad.abs().max()))
 
 
 def test_memory_stays_linear_in_n():

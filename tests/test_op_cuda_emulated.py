@@ -78,6 +78,28 @@ def test_emulated_large_tiles(ops, case):
         assert result[key] <= LIMITS[torch.float32], (key, result)
 
 
+SPLIT_RUNS = [  # (case, dtype, small_tile_max_n, target_blocks)
+    (CASES[4], torch.float32, 1024, 2),   # D = 130: two feature chunks; 1 split of 2 tiles; fold strip of 3 tiles
+    (CASES[10], torch.float32, 1024, 10),  # 2 column splits of 4 tiles; fold strips of 3 tiles
+    (CASES[10], torch.float64, 1024, 10),
+    (CASES[5], torch.float32, 0, 1),      # 64 x 64 tiles: the diagonal and the extra tile in one strip
+]
+
+
+@pytest.mark.parametrize("case,dtype,small_tile_max_n,target_blocks", SPLIT_RUNS,
+                         ids=[f"{c}-{str(d)[6:]}-{m}-{t}" for c, d, m, t in SPLIT_RUNS])
+def test_emulated_column_splits_and_fold_strips(case, dtype, small_tile_max_n, target_blocks):
+    # few target blocks make small problems take the shape large N has on a GPU: column splits of several
+    # tiles merged by the row tile's last split, fold strips keeping dZ_I in registers across tiles
+    ops = emulated.EmulatedOps(emulated.build(), small_tile_max_n=small_tile_max_n, target_blocks=target_blocks)
+    N, D, K, M, n_fake, neighbors = case
+    x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, seed=N + D, n_fake=n_fake, requires_grad=False)
+    result = emulated.compare(ops, x, neighbors, verbose=False)
+    assert result["labels_equal"] and result["lse_inf_equal"], result
+    for key in ("loss", "extra", "lse", "grad"):
+        assert result[key] <= LIMITS[dtype], (key, result)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_emulated_half_precision(ops, dtype):
     # against float64 on the same rounded inputs: the loss is float32-exact, the gradient is rounded to dtype

@@ -77,6 +77,109 @@ __device__ __forceinline__ bool sort_equal(A a, A b) {
   return is_nan_value(a) ? is_nan_value(b) : a == b;
 }
 
+// ---- parallel selection of a ranking's first `take` candidates ----------------------------------------
+// A candidate's rank key: a larger key ranks earlier. hi = the score's bits mapped to an unsigned integer in
+// sort_greater's order (NaN above every number, all NaN equal, -0 equal to +0), complemented for an
+// ascending ranking; lo = the complemented index (ties go to the lower index). Keys of distinct
+// candidates are distinct, so the order is strict and total: every rank is taken by exactly one candidate.
+struct RankKey {
+  unsigned long long hi;
+  unsigned int lo;
+};
+__device__ __forceinline__ bool key_greater(const RankKey& a, const RankKey& b) {
+  return a.hi > b.hi || (a.hi == b.hi && a.lo > b.lo);
+}
+__device__ __forceinline__ unsigned long long order_bits(float x) {
+  if (is_nan_value(x)) return 0xffffffffull;
+  const unsigned int u = x == 0.0f ? 0u : __float_as_uint(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ unsigned long long order_bits(double x) {
+  if (is_nan_value(x)) return ~0ull;
+  const unsigned long long u = x == 0.0 ? 0ull : static_cast<unsigned long long>(__double_as_longlong(x));
+  return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+template <typename A>
+__device__ __forceinline__ RankKey rank_key(A score, int64_t idx, bool descending) {
+  constexpr unsigned long long all = sizeof(A) == 8 ? ~0ull : 0xffffffffull;
+  const unsigned long long bits = order_bits(score);
+  return RankKey{descending ? bits : (all & ~bits), 0xffffffffu - static_cast<unsigned int>(idx)};
+}
+
+// The whole block (every thread calls it, with the same arguments) writes into out[r], r < take, the
+// candidate of rank r among the candidates c in [0, count) with is_candidate(c), ranked by key(c)
+// (RankKey: larger first); take <= the number of candidates. `selected` is global scratch for `take`
+// indices. A radix select (8-bit digits, most significant first, a 256-bin histogram in shared memory per
+// pass) finds the take-th largest key; it stops as soon as the digit's bucket is taken whole (two passes
+// for a handful out of thousands); then the selected candidates are ranked among themselves. No
+// candidate scans more than the block's share of [0, count) per pass; count < 2^31 (the index is 32-bit).
+template <typename A, class Key, class IsCandidate>
+__device__ void block_select_ranked(int64_t count, int64_t take, Key key, IsCandidate is_candidate, int64_t* selected,
+                                    int64_t* out) {
+  constexpr int kHiBytes = sizeof(A), kBytes = kHiBytes + 4;
+  __shared__ int histogram[256];
+  __shared__ unsigned long long prefix_hi;  // (one declaration per line: the emulation rewrites each)
+  __shared__ unsigned long long mask_hi;
+  __shared__ unsigned int prefix_lo;
+  __shared__ unsigned int mask_lo;
+  __shared__ long long remaining;
+  __shared__ bool settled;
+  __shared__ int selected_count;
+  const int tid = threadIdx.x;
+  if (take <= 0) return;
+  if (tid == 0) prefix_hi = 0, mask_hi = 0, prefix_lo = 0, mask_lo = 0, remaining = take, settled = false, selected_count = 0;
+  auto digit = [](const RankKey& k, int pass) -> int {
+    return pass < kHiBytes ? static_cast<int>(k.hi >> (8 * (kHiBytes - 1 - pass)) & 0xffu)
+                           : static_cast<int>(k.lo >> (8 * (kBytes - 1 - pass)) & 0xffu);
+  };
+  for (int pass = 0; pass < kBytes; ++pass) {
+    __syncthreads();  // the previous pass's scan of the histogram is done; tid 0's prefix is visible
+    if (settled) break;  // uniform: read after the barrier by every thread
+    for (int b = tid; b < 256; b += kThreads) histogram[b] = 0;
+    __syncthreads();  // the histogram is zeroed before any thread counts into it
+    const unsigned long long ph = prefix_hi, mh = mask_hi;
+    const unsigned int pl = prefix_lo, ml = mask_lo;
+    for (int64_t c = tid; c < count; c += kThreads) {
+      if (!is_candidate(c)) continue;
+      const RankKey k = key(c);
+      if ((k.hi & mh) == ph && (k.lo & ml) == pl) atomicAdd(&histogram[digit(k, pass)], 1);
+    }
+    __syncthreads();
+    if (tid == 0) {
+      long long above = 0;
+      int d = 255;
+      for (; d > 0 && above + histogram[d] < remaining; --d) above += histogram[d];
+      remaining -= above;
+      settled = histogram[d] == remaining;  // the whole bucket is taken: the prefix is the threshold
+      if (pass < kHiBytes) {
+        const int shift = 8 * (kHiBytes - 1 - pass);
+        prefix_hi |= static_cast<unsigned long long>(d) << shift, mask_hi |= 0xffull << shift;
+      } else {
+        const int shift = 8 * (kBytes - 1 - pass);
+        prefix_lo |= static_cast<unsigned int>(d) << shift, mask_lo |= 0xffu << shift;
+      }
+    }
+  }
+  __syncthreads();
+  // the threshold: the prefix found, lower digits zero; exactly `take` candidates have a key >= it
+  const RankKey threshold{prefix_hi, prefix_lo};
+  for (int64_t c = tid; c < count; c += kThreads) {
+    if (!is_candidate(c)) continue;
+    const RankKey k = key(c);
+    if (key_greater(threshold, k)) continue;
+    const int slot = atomicAdd(&selected_count, 1);
+    if (slot < take) selected[slot] = c;  // always (exactly `take` keys reach the threshold); never past the scratch
+  }
+  __syncthreads();  // every selected index written (global memory, visible within the block after the barrier)
+  for (int64_t s = tid; s < take; s += kThreads) {
+    const int64_t c = selected[s];
+    const RankKey k = key(c);
+    int64_t rank = 0;
+    for (int64_t o = 0; o < take; ++o) rank += key_greater(key(selected[o]), k);
+    out[rank] = c;
+  }
+}
+
 // Calls f.template operator()<scalar_t>() for z's dtype.
 template <class F>
 cudaError_t dispatch_dtype(Dtype dtype, F&& f) {

@@ -2,9 +2,9 @@
 // rows; see ops.cpp for the one count it reads back while a bank is still filling up).
 //   1. similarity_kernel  one warp per candidate (old bank rows, then the batch rows): its similarity to
 //                         the centre and whether it is a candidate of that bank (device-side label check)
-//   2. rank_kernel        one warp per candidate: the candidates ahead of it (real bank: lower
-//                         similarity; fake bank: higher; ties: lower candidate index), counted up to the
-//                         output rows; a candidate with rank < rows claims output row `rank`
+//   2. rank_kernel        one block per bank: a block-wide radix select of the bank's output rows among its
+//                         candidates (real bank: lower similarity first; fake bank: higher; ties: lower
+//                         candidate index); the candidate of rank r claims output row r
 //   3. gather_kernel      one block per output row copies the claimed candidate
 // The outputs are therefore ordered hardest first, exactly as rccl/reference.py orders them.
 #include "common.cuh"
@@ -24,6 +24,7 @@ struct BankArgs {
   A* similarity;
   int* is_candidate;
   int64_t* claimed;  // (rows[0] + rows[1],): candidate index per output row
+  int64_t* selected; // (rows[0] + rows[1],): scratch of the radix select
 };
 
 template <typename scalar_t, typename A>
@@ -33,7 +34,8 @@ Carver carve(BankArgs<scalar_t, A>* a, const HardBankProblem& p, char* base) {
   A* similarity = c.take<A>(candidates);
   int* is_candidate = c.take<int>(candidates);
   int64_t* claimed = c.take<int64_t>(p.rows_real + p.rows_fake);
-  if (a) a->similarity = similarity, a->is_candidate = is_candidate, a->claimed = claimed;
+  int64_t* selected = c.take<int64_t>(p.rows_real + p.rows_fake);
+  if (a) a->similarity = similarity, a->is_candidate = is_candidate, a->claimed = claimed, a->selected = selected;
   return c;
 }
 
@@ -78,30 +80,18 @@ __global__ void __launch_bounds__(kThreads) similarity_kernel(BankArgs<scalar_t,
 
 template <typename scalar_t, typename A>
 __global__ void __launch_bounds__(kThreads) rank_kernel(BankArgs<scalar_t, A> a) {
-  // one warp per candidate (warp-uniform `global`), counting 32 candidates at a time with a ballot
-  const int lane = threadIdx.x % 32;
-  const int64_t global = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
-  const int64_t total = a.k[0] + a.k[1] + 2 * a.n;
-  if (global >= total || !a.is_candidate[global]) return;
-  int b;
-  int64_t c;
-  locate(a, global, b, c);
-  const int64_t begin = b == 0 ? 0 : a.k[0] + a.n, count = a.k[b] + a.n, rows = a.rows[b];
-  const A mine = a.similarity[global];
-  int64_t ahead = 0;  // the same in every lane
-  for (int64_t base = 0; base < count && ahead < rows; base += 32) {
-    const int64_t o = base + lane;
-    bool is_ahead = false;
-    if (o < count && a.is_candidate[begin + o]) {
-      const A other = a.similarity[begin + o];
-      // real bank: the least similar to the centre first; fake bank: the most similar first
-      // (sort_greater: NaN above every number, so that the order is total and every output row claimed)
-      const bool harder = b == 0 ? sort_greater(mine, other) : sort_greater(other, mine);
-      is_ahead = harder || (sort_equal(other, mine) && o < c);
-    }
-    ahead += __popc(__ballot_sync(0xffffffffu, is_ahead));
-  }
-  if (lane == 0 && ahead < rows) a.claimed[(b == 0 ? 0 : a.rows[0]) + ahead] = c;
+  // block b ranks bank b's candidates (old rows, then the batch rows of its class) by a block-wide radix
+  // select: the real bank the least similar to the centre first (ascending), the fake bank the most
+  // similar first (descending); sort_greater's order (NaN above every number) and ties to the lower
+  // candidate index make it strict and total, so each of the bank's output rows is claimed exactly once
+  const int b = static_cast<int>(blockIdx.x);
+  const int64_t begin = b == 0 ? 0 : a.k[0] + a.n, count = a.k[b] + a.n;
+  const A* similarity = a.similarity + begin;
+  const int* is_candidate = a.is_candidate + begin;
+  block_select_ranked<A>(
+      count, a.rows[b], [&](int64_t c) { return rank_key(similarity[c], c, b == 1); },
+      [&](int64_t c) { return is_candidate[c] != 0; }, a.selected + (b == 0 ? 0 : a.rows[0]),
+      a.claimed + (b == 0 ? 0 : a.rows[0]));
 }
 
 template <typename scalar_t, typename A>
@@ -136,7 +126,7 @@ cudaError_t hard_banks_typed(const HardBankProblem& p, cudaStream_t stream) {
   similarity_kernel<scalar_t, A><<<blocks_for(total, kThreads / 32), kThreads, 0, stream>>>(a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess || p.rows_real + p.rows_fake == 0) return err;
-  rank_kernel<scalar_t, A><<<blocks_for(total, kThreads / 32), kThreads, 0, stream>>>(a);
+  rank_kernel<scalar_t, A><<<2, kThreads, 0, stream>>>(a);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
   gather_kernel<scalar_t, A><<<static_cast<unsigned int>(p.rows_real + p.rows_fake), kThreads, 0, stream>>>(a);
   return cudaGetLastError();

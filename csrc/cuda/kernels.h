@@ -22,6 +22,9 @@ struct ForwardProblem {
   double temperature, margin;
   // 32 x 32 tiles instead of 64 x 64 (more blocks in flight for small N; float64 always uses them)
   bool small_tiles;
+  // blocks the loss pass's column split aims for; 0 = the default (two per SM of a 132-SM card). The
+  // emulation's tests set small values to exercise splits of several column tiles at small N.
+  int64_t target_blocks;
   // inputs, contiguous: z (n, d) in `dtype`; labels (n,); center (d,), bank_real (k_real, d),
   // bank_fake (k_fake, d), lam (m,) in the accumulation dtype
   const void* z;
@@ -47,6 +50,7 @@ struct BackwardProblem {
   int64_t n, d, e;  // e = rows of extra
   double temperature, margin;
   bool small_tiles;  // as in ForwardProblem
+  int64_t target_blocks;  // blocks the fold's strips aim for; 0 = the default (see loss_backward.cu)
   const void* grad_loss;  // () accumulation dtype
   const void* z;          // (n, d) dtype
   const int64_t* labels;  // (n,)

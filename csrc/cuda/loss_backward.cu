@@ -1,21 +1,36 @@
-// Backward of rccl::real_centric_loss on CUDA (rccl::_real_centric_loss_backward): three launches, no host
-// synchronisation, memory O(N·D).
+// Backward of rccl::real_centric_loss on CUDA (rccl::_real_centric_loss_backward): two launches (three for
+// half-precision z), no host synchronisation, memory O(N·D).
 //
 // With w_i = grad_loss / (anchors with a positive) for an anchor with a positive (else 0),
 // p(i, a) = exp(logit(i, a) - lse_i) and y(i, a) = [a in P(i)]:
 //   G(i, a)   = w_i (p(i, a) - y(i, a) / |P(i)|)      for a in A(i), else 0
-//   dL/dz_i   = (1/T) sum_a G(i, a) c_a               (i as the anchor: anchor_rows pass)
-//             + (1/T) sum_k G(k, i) z_k               (i as a contrast member of the other anchors: member_rows pass)
-// Both passes recompute the similarities tile by tile (as flash-attention's backward does) instead of
-// storing G; the first writes a float accumulator, the second adds to it and writes grad_z. No atomics:
-// the result is deterministic. |P(i)| = n_{y_i} - 1 + e_{y_i} depends only on the class of i, so one
-// single-block launch (coefficients_kernel) computes the per-class scale and 1 / |P| from the labels.
+//   dL/dz_i   = (1/T) sum_a G(i, a) c_a               (i as the anchor)
+//             + (1/T) sum_k G(k, i) z_k               (i as a contrast member of the other anchors)
+// The transpose fold: on the batch part S(i, j) = z_i . z_j is symmetric and so is the logit (the margin
+// applies when the labels are equal), so a tile (I, J), I <= J, computes S once and
+//   H = (G_IJ + G_JI^T) / T,   dZ_I += H z_J,   dZ_J += H^T z_I   (for I == J only dZ_I += H z_I)
+// and the extra columns X add G_IX c_X / T to dZ_I. That is 1.5 products for the batch part instead of the
+// 4 of two separate passes (anchor rows, then member rows), each recomputing S.
+// 1. prepare_kernel  zeroes the float accumulator (grad_z itself for float32/float64 z); block 0 computes
+//                    the per-class w and 1/|P| from the labels (|P(i)| = n_c - 1 + e_c depends only on
+//                    the class c of i) and grad_loss on the device
+// 2. fold_kernel     block (row tile I, strip of column tiles J >= I, then the extra tiles): keeps dZ_I in
+//                    registers over its strip, adds H^T z_I to dZ_J with fp32 (fp64) atomics per tile,
+//                    flushes dZ_I with atomics at the end
+// 3. finalize_kernel (half-precision z only) rounds the accumulator into grad_z
+// The atomics make the gradient's summation order vary from run to run (relative differences ~1e-7 in
+// float32, ~1e-16 in float64); the forward stays bit-identical. A deterministic two-phase write would
+// need a partial (N, D) per column strip (O(N^2 D / 64) memory) or a second pass over the tiles.
 #include "common.cuh"
+
+#include <algorithm>
 
 namespace rccl_cuda {
 namespace {
 
 constexpr int kTD = 8;  // output features per thread: a block covers 16 * kTD = 128 features of its rows
+constexpr int64_t kTargetBlocks = 4 * 132;  // strips are sized so that the fold grid has about this many blocks
+constexpr unsigned int kPrepareBlocks = 256;  // grid-stride zeroing of the accumulator
 
 template <typename scalar_t, typename A>
 struct BackwardArgs {
@@ -28,9 +43,11 @@ struct BackwardArgs {
   int64_t n, d, e;
   A inv_t, margin;
   scalar_t* grad_z;
+  // the fold grid: row tiles, extra tiles, column tiles per strip (see fold_tiles)
+  int64_t row_tiles, extra_tiles, strip;
   // workspace
   A* coefficients;   // [w for class 0, w for class 1, 1/|P| for class 0, 1/|P| for class 1]
-  A* accumulator;    // (n, d): the anchor pass; aliases grad_z when scalar_t is the accumulation dtype
+  A* accumulator;    // (n, d), zeroed by prepare_kernel; aliases grad_z when scalar_t is the accumulation dtype
 };
 
 template <typename scalar_t, typename A>
@@ -47,7 +64,12 @@ Carver carve(BackwardArgs<scalar_t, A>* a, const BackwardProblem& p, char* base)
 }
 
 template <typename scalar_t, typename A>
-__global__ void __launch_bounds__(kThreads) coefficients_kernel(BackwardArgs<scalar_t, A> a) {
+__global__ void __launch_bounds__(kThreads) prepare_kernel(BackwardArgs<scalar_t, A> a) {
+  const int64_t total = a.n * a.d;
+  for (int64_t k = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; k < total;
+       k += static_cast<int64_t>(gridDim.x) * kThreads)
+    a.accumulator[k] = A(0);
+  if (blockIdx.x != 0) return;
   __shared__ int scratch[kThreads / 32];
   int fakes = 0, extra_natural = 0, extra_fake = 0;
   for (int64_t j = threadIdx.x; j < a.n; j += kThreads) fakes += a.labels[j] == 1;
@@ -72,24 +94,47 @@ __global__ void __launch_bounds__(kThreads) coefficients_kernel(BackwardArgs<sca
   }
 }
 
-// kAnchorRows: the block's rows are anchors i, its columns the contrast set a in [0, n + e), and it
-// computes sum_a G(i, a) c_a. Otherwise its rows are batch members j, its columns the anchors k in
-// [0, n), and it computes sum_k G(k, j) z_k.
-template <class Cfg, bool kAnchorRows, typename scalar_t, typename A>
-__global__ void __launch_bounds__(kThreads) gradient_kernel(BackwardArgs<scalar_t, A> a) {
+// The column tiles of row tile I: the batch tiles J = I .. T - 1, then the X extra tiles (index T .. T + X - 1),
+// cut into strips of `strip` tiles, one block each. Block b -> (I, first tile, end tile).
+struct FoldGrid {
+  int64_t row_tiles, extra_tiles, strip, blocks;
+};
+__host__ __device__ inline int64_t strips_of_row(int64_t row_tiles, int64_t extra_tiles, int64_t strip, int64_t i) {
+  return (row_tiles - i + extra_tiles + strip - 1) / strip;
+}
+inline FoldGrid fold_grid(int64_t n, int64_t e, int64_t bm, int64_t target_blocks) {
+  const int64_t target = target_blocks > 0 ? target_blocks : kTargetBlocks;
+  FoldGrid g{};
+  g.row_tiles = (n + bm - 1) / bm;
+  g.extra_tiles = (e + bm - 1) / bm;
+  const int64_t tiles = g.row_tiles * (g.row_tiles + 1) / 2 + g.row_tiles * g.extra_tiles;
+  g.strip = tiles > target ? (tiles + target - 1) / target : 1;
+  for (int64_t i = 0; i < g.row_tiles; ++i) g.blocks += strips_of_row(g.row_tiles, g.extra_tiles, g.strip, i);
+  return g;
+}
+
+template <class Cfg, typename scalar_t, typename A>
+__global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A> a) {
+  static_assert(Cfg::BM == Cfg::BN, "the fold transposes square tiles");
   constexpr int DC = Cfg::TX * kTD, CK = 16;
   __shared__ A As[Cfg::BK][Cfg::BM + 1];
   __shared__ A Bs[Cfg::BK][Cfg::BN + 1];
-  __shared__ A Gs[Cfg::BM][Cfg::BN + 1];
+  __shared__ A Hs[Cfg::BM][Cfg::BN + 1];
   __shared__ A Cs[CK][DC];
-  __shared__ int column_label[Cfg::BN];  // -1: not a column of this pass
-  __shared__ A column_lse[Cfg::BN];      // member pass: the column anchor's lse, w and 1/|P|
+  __shared__ int column_label[Cfg::BN];  // -1: not a column (absent extra row, past the end)
+  __shared__ A column_lse[Cfg::BN];      // batch columns as anchors: lse, w and 1/|P|
   __shared__ A column_w[Cfg::BN];
   __shared__ A column_inv_p[Cfg::BN];
   const int tid = threadIdx.x, tx = tid % Cfg::TX, ty = tid / Cfg::TX;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * Cfg::BM;
+
+  // this block's row tile and strip (a loop over at most row_tiles rows: cheap next to the tile work)
+  int64_t I = 0, b = blockIdx.x;
+  for (int64_t strips; b >= (strips = strips_of_row(a.row_tiles, a.extra_tiles, a.strip, I)); ++I) b -= strips;
+  const int64_t tile_begin = I + b * a.strip;
+  const int64_t tile_end = tile_begin + a.strip < a.row_tiles + a.extra_tiles ? tile_begin + a.strip : a.row_tiles + a.extra_tiles;
+  const int64_t row0 = I * Cfg::BM;
   const int64_t d0 = static_cast<int64_t>(blockIdx.y) * DC;
-  const int64_t columns = kAnchorRows ? a.n + a.e : a.n;
+  const int64_t columns = a.n + a.e;
   const A w_class[2] = {a.coefficients[0], a.coefficients[1]};
   const A inv_p_class[2] = {a.coefficients[2], a.coefficients[3]};
 
@@ -104,34 +149,36 @@ __global__ void __launch_bounds__(kThreads) gradient_kernel(BackwardArgs<scalar_
     row_w[r] = is_class ? w_class[row_label[r]] : A(0);
     row_inv_p[r] = is_class ? inv_p_class[row_label[r]] : A(0);
   }
-  A acc[Cfg::TM][kTD];
+  A acc[Cfg::TM][kTD];  // dZ_I over the strip
 #pragma unroll
   for (int r = 0; r < Cfg::TM; ++r)
 #pragma unroll
     for (int j = 0; j < kTD; ++j) acc[r][j] = A(0);
 
-  auto load_row = [&](int64_t i, int64_t k) -> A { return to_acc(a.z[i * a.d + k]); };
+  auto load_z = [&](int64_t i, int64_t k) -> A { return to_acc(a.z[i * a.d + k]); };
   auto load_col = [&](int64_t j, int64_t k) -> A {
     return j < a.n ? to_acc(a.z[j * a.d + k]) : a.extra[(j - a.n) * a.d + k];
   };
 
-  for (int64_t col0 = 0; col0 < columns; col0 += Cfg::BN) {
-    __syncthreads();  // the previous tile's readers of the column arrays and Gs are done
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+    const bool extra_tile = tile >= a.row_tiles;
+    const int64_t col0 = extra_tile ? a.n + (tile - a.row_tiles) * Cfg::BN : tile * Cfg::BN;
+    const int64_t col_end = extra_tile ? columns : a.n;
+    const bool transpose = !extra_tile && tile != I;  // dZ_J += H^T z_I
+    __syncthreads();  // the previous tile's readers of the column arrays, Hs and Cs are done
     if (tid < Cfg::BN) {
       const int64_t j = col0 + tid;
       int label = -1;
-      if (j < a.n) label = static_cast<int>(a.labels[j]);
-      else if (j < columns) label = static_cast<int>(a.extra_labels[j - a.n]);
+      if (j < col_end) label = static_cast<int>(j < a.n ? a.labels[j] : a.extra_labels[j - a.n]);
       column_label[tid] = label;
-      if (!kAnchorRows) {
-        const bool is_class = label == 0 || label == 1;
-        column_lse[tid] = j < a.n ? a.lse[j] : A(0);
-        column_w[tid] = is_class ? w_class[label] : A(0);
-        column_inv_p[tid] = is_class ? inv_p_class[label] : A(0);
-      }
+      const bool batch_class = j < a.n && (label == 0 || label == 1);
+      column_lse[tid] = batch_class ? a.lse[j] : A(0);
+      column_w[tid] = batch_class ? w_class[label] : A(0);
+      column_inv_p[tid] = batch_class ? inv_p_class[label] : A(0);
     }
     A s[Cfg::TM][Cfg::TN];
-    tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, columns, a.d, load_row, load_col);
+    tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_z, load_col);
+    // H(i, j) = (G(i, j) + G(j, i)) / T; G(j, i) only for batch columns (an extra row is never an anchor)
 #pragma unroll
     for (int r = 0; r < Cfg::TM; ++r) {
       const int64_t i = row0 + ty + r * Cfg::TY;
@@ -140,37 +187,69 @@ __global__ void __launch_bounds__(kThreads) gradient_kernel(BackwardArgs<scalar_
         const int cc = tx + c * Cfg::TX;
         const int64_t j = col0 + cc;
         const int label = column_label[cc];
-        // (anchor, member) = (i, j) in the anchor pass, (j, i) in the member pass
-        const A w = kAnchorRows ? row_w[r] : column_w[cc];
-        const bool in_a = i < a.n && label >= 0 && j != i && w != A(0);
-        A g = A(0);
-        if (in_a) {
+        A h = A(0);
+        if (i < a.n && label >= 0 && j != i) {
           const bool positive = label == row_label[r];
-          const A lse = kAnchorRows ? row_lse[r] : column_lse[cc];
-          const A inv_p = kAnchorRows ? row_inv_p[r] : column_inv_p[cc];
           const A logit = (s[r][c] - (positive ? a.margin : A(0))) * a.inv_t;
-          g = w * (acc_exp(logit - lse) - (positive ? inv_p : A(0)));
+          if (row_w[r] != A(0)) h += row_w[r] * (acc_exp(logit - row_lse[r]) - (positive ? row_inv_p[r] : A(0)));
+          const A w = column_w[cc];
+          if (w != A(0)) h += w * (acc_exp(logit - column_lse[cc]) - (positive ? column_inv_p[cc] : A(0)));
         }
-        Gs[ty + r * Cfg::TY][cc] = g;
+        Hs[ty + r * Cfg::TY][cc] = h * a.inv_t;
       }
     }
-    // acc[rows][d0 .. d0 + DC) += Gs (BM x BN) @ columns (BN x DC), CK columns at a time
+    // acc[rows of I][d0 .. d0 + DC) += Hs (BM x BN) @ the tile's columns (BN x DC), CK columns at a time
     for (int k0 = 0; k0 < Cfg::BN; k0 += CK) {
-      __syncthreads();  // Gs written; the previous Cs consumed
+      __syncthreads();  // Hs written; the previous Cs consumed
       for (int e = tid; e < CK * DC; e += kThreads) {
         const int kk = e / DC, dd = e % DC;
         const int64_t j = col0 + k0 + kk, k = d0 + dd;
-        Cs[kk][dd] = (j < columns && k < a.d) ? load_col(j, k) : A(0);
+        Cs[kk][dd] = (j < col_end && k < a.d) ? load_col(j, k) : A(0);
       }
       __syncthreads();
 #pragma unroll
       for (int kk = 0; kk < CK; ++kk) {
 #pragma unroll
         for (int r = 0; r < Cfg::TM; ++r) {
-          const A g = Gs[ty + r * Cfg::TY][k0 + kk];
+          const A h = Hs[ty + r * Cfg::TY][k0 + kk];
 #pragma unroll
-          for (int jd = 0; jd < kTD; ++jd) acc[r][jd] = fma(g, Cs[kk][tx + jd * Cfg::TX], acc[r][jd]);
+          for (int jd = 0; jd < kTD; ++jd) acc[r][jd] = fma(h, Cs[kk][tx + jd * Cfg::TX], acc[r][jd]);
         }
+      }
+    }
+    if (!transpose) continue;
+    // dZ_J[d0 .. d0 + DC) += Hs^T (BN x BM) @ z_I (BM x DC): thread rows are now the tile's columns
+    A acc_t[Cfg::TN][kTD];
+#pragma unroll
+    for (int c = 0; c < Cfg::TN; ++c)
+#pragma unroll
+      for (int jd = 0; jd < kTD; ++jd) acc_t[c][jd] = A(0);
+    for (int k0 = 0; k0 < Cfg::BM; k0 += CK) {
+      __syncthreads();  // the previous Cs consumed
+      for (int e = tid; e < CK * DC; e += kThreads) {
+        const int kk = e / DC, dd = e % DC;
+        const int64_t i = row0 + k0 + kk, k = d0 + dd;
+        Cs[kk][dd] = (i < a.n && k < a.d) ? load_z(i, k) : A(0);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int kk = 0; kk < CK; ++kk) {
+#pragma unroll
+        for (int c = 0; c < Cfg::TN; ++c) {
+          const A h = Hs[k0 + kk][ty + c * Cfg::TY];
+#pragma unroll
+          for (int jd = 0; jd < kTD; ++jd) acc_t[c][jd] = fma(h, Cs[kk][tx + jd * Cfg::TX], acc_t[c][jd]);
+        }
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < Cfg::TN; ++c) {
+      const int64_t j = col0 + ty + c * Cfg::TY;
+      if (j >= a.n) continue;
+#pragma unroll
+      for (int jd = 0; jd < kTD; ++jd) {
+        const int64_t k = d0 + tx + jd * Cfg::TX;
+        if (k < a.d) atomicAdd(&a.accumulator[j * a.d + k], acc_t[c][jd]);
       }
     }
   }
@@ -182,15 +261,17 @@ __global__ void __launch_bounds__(kThreads) gradient_kernel(BackwardArgs<scalar_
 #pragma unroll
     for (int jd = 0; jd < kTD; ++jd) {
       const int64_t k = d0 + tx + jd * Cfg::TX;
-      if (k >= a.d) continue;
-      const A value = acc[r][jd] * a.inv_t;
-      if (kAnchorRows) {
-        a.accumulator[i * a.d + k] = value;
-      } else {  // same thread read and write: safe when accumulator aliases grad_z
-        a.grad_z[i * a.d + k] = from_acc<scalar_t>(a.accumulator[i * a.d + k] + value);
-      }
+      if (k < a.d) atomicAdd(&a.accumulator[i * a.d + k], acc[r][jd]);
     }
   }
+}
+
+template <typename scalar_t, typename A>
+__global__ void __launch_bounds__(kThreads) finalize_kernel(BackwardArgs<scalar_t, A> a) {
+  const int64_t total = a.n * a.d;
+  for (int64_t k = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; k < total;
+       k += static_cast<int64_t>(gridDim.x) * kThreads)
+    a.grad_z[k] = from_acc<scalar_t>(a.accumulator[k]);
 }
 
 template <class Cfg, typename scalar_t>
@@ -207,15 +288,21 @@ cudaError_t backward_tiled(const BackwardProblem& p, cudaStream_t stream) {
   a.inv_t = static_cast<A>(1.0 / p.temperature), a.margin = static_cast<A>(p.margin);
   a.grad_z = static_cast<scalar_t*>(p.grad_z);
   carve<scalar_t, A>(&a, p, static_cast<char*>(p.workspace));
+  const FoldGrid g = fold_grid(p.n, p.e, Cfg::BM, p.target_blocks);
+  a.row_tiles = g.row_tiles, a.extra_tiles = g.extra_tiles, a.strip = g.strip;
 
-  coefficients_kernel<scalar_t, A><<<1, kThreads, 0, stream>>>(a);
+  const unsigned int elementwise = static_cast<unsigned int>(std::min<int64_t>(kPrepareBlocks, blocks_for(p.n * p.d, kThreads)));
+  prepare_kernel<scalar_t, A><<<elementwise, kThreads, 0, stream>>>(a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  const dim3 grid(blocks_for(p.n, Cfg::BM), blocks_for(p.d, Cfg::TX * kTD));
-  gradient_kernel<Cfg, true, scalar_t, A><<<grid, kThreads, 0, stream>>>(a);
+  const dim3 grid(static_cast<unsigned int>(g.blocks), blocks_for(p.d, Cfg::TX * kTD));
+  fold_kernel<Cfg, scalar_t, A><<<grid, kThreads, 0, stream>>>(a);
   if ((err = cudaGetLastError()) != cudaSuccess) return err;
-  gradient_kernel<Cfg, false, scalar_t, A><<<grid, kThreads, 0, stream>>>(a);
-  return cudaGetLastError();
+  if constexpr (sizeof(scalar_t) != sizeof(A)) {
+    finalize_kernel<scalar_t, A><<<elementwise, kThreads, 0, stream>>>(a);
+    err = cudaGetLastError();
+  }
+  return err;
 }
 
 template <typename scalar_t>

@@ -3,16 +3,16 @@
 //                       batch (a tiled GEMM); block (0, 0) also counts the classes, checks labels and lam
 //                       (device-side asserts) and zeroes the completion counters.
 //   2. mine_kernel      one block per bank row: the top-`neighbors` class members by rounds of block-wide
-//                       argmax, then the hard positive. Further blocks rank the fakes by centre
-//                       similarity (a warp per fake counts the fakes ahead of it, stopping at M) into
+//                       argmax, then the hard positive. One more block ranks the fakes by centre
+//                       similarity (block_select_ranked: a block-wide radix select of the first M) into
 //                       fake_slot.
 //   3. negatives_kernel (slot t, split s) blocks: the natural nearest to the t-th fake over a slice of the
 //                       batch; the last split of a slot to finish merges the slices and writes the mixed
 //                       negative.
-//   4. loss_kernel      anchors in row tiles against the contrast set in column tiles, flash-attention
-//                       style: per-row online log-sum-exp, the sum of the positives' logits and their
-//                       count; never an N x (N + E) matrix. The last block to finish reduces the rows to
-//                       the loss in a fixed order (deterministic).
+//   4. loss_kernel      (row tile, column split) blocks, flash-attention style: per-row online
+//                       log-sum-exp, positive-logit sum and count over the split's column tiles; the last
+//                       split of a row tile merges the splits' partials, the last row tile reduces the
+//                       rows to the loss, both in a fixed order (deterministic). Never an N x (N + E) matrix.
 // See docs/cuda.md.
 #include "common.cuh"
 
@@ -20,7 +20,6 @@ namespace rccl_cuda {
 namespace {
 
 constexpr int kNegativeSplitRows = 512;  // batch rows per block in the nearest-natural search
-constexpr int kRankWarps = kThreads / 32;  // fakes per ranking block (a warp each)
 
 template <typename scalar_t, typename A>
 struct ForwardArgs {
@@ -39,13 +38,45 @@ struct ForwardArgs {
   // workspace
   A* scores;               // (k_real + k_fake + 1, n): bank rows then the centre
   int* counts;             // [naturals, fakes]
-  unsigned int* counters;  // [loss blocks done, then one per negative slot]
+  unsigned int* counters;  // [row tiles done, one per negative slot, one per row tile (its splits done)]
   A* bank_sum;             // (k_real + k_fake, d): h + the chosen neighbours
   int64_t* fake_slot;      // (m,): the batch index of the t-th fake by centre similarity
   Best<A>* partial;        // (m, splits): nearest natural per slice
   A* row_loss;             // (n,)
   int* row_has_positive;   // (n,)
+  // the loss pass's column splits: per split and anchor, split-major (column_splits, n)
+  int64_t row_tiles, column_splits, tiles_per_split;
+  A* part_max;
+  A* part_sum;
+  A* part_positive_logits;
+  int* part_positives;
+  int64_t* selected;       // (m,): scratch of the fake ranking's radix select
 };
+
+// The loss pass's grid: row tiles x column splits, each split a run of consecutive column tiles. Enough
+// splits that the grid holds about kTargetBlocks blocks (two per SM of a 132-SM H100/H200) when the row
+// tiles alone are fewer: at N = 4096 (64 row tiles of 64) 5 splits of 13 column tiles, 320 blocks; at
+// N = 256 (8 row tiles of 32) every one of the 10 column tiles is its own split, 80 blocks (all the tiles
+// there are). The splits' partial (max, sum of exp, positive logits, positive count) per anchor are merged
+// by the last block of the row tile to finish (the flash-decoding merge), in split order: deterministic.
+constexpr int64_t kTargetBlocks = 2 * 132;
+
+struct LossGrid {
+  int64_t row_tiles, column_tiles, splits, tiles_per_split;
+};
+inline LossGrid loss_grid(const ForwardProblem& p) {
+  const bool small = p.dtype == Dtype::Float64 || p.small_tiles;  // as forward_typed chooses
+  const int64_t bm = small ? SmallTile::BM : LargeTile::BM, bn = small ? SmallTile::BN : LargeTile::BN;
+  LossGrid g{};
+  g.row_tiles = (p.n + bm - 1) / bm;
+  g.column_tiles = (p.n + p.k_real + p.k_fake + p.m + bn - 1) / bn;
+  const int64_t target = p.target_blocks > 0 ? p.target_blocks : kTargetBlocks;
+  const int64_t wanted = (target + g.row_tiles - 1) / g.row_tiles;
+  g.splits = wanted < g.column_tiles ? wanted : g.column_tiles;
+  g.tiles_per_split = (g.column_tiles + g.splits - 1) / g.splits;
+  g.splits = (g.column_tiles + g.tiles_per_split - 1) / g.tiles_per_split;  // no empty split
+  return g;
+}
 
 template <typename scalar_t, typename A>
 struct Workspace {
@@ -53,18 +84,27 @@ struct Workspace {
     Carver c{base};
     const int64_t q = p.k_real + p.k_fake + 1;
     const int64_t splits = (p.n + kNegativeSplitRows - 1) / kNegativeSplitRows;
+    const LossGrid g = loss_grid(p);
     A* scores = c.take<A>(q * p.n);
     int* counts = c.take<int>(2);
-    unsigned int* counters = c.take<unsigned int>(1 + p.m);
+    unsigned int* counters = c.take<unsigned int>(1 + p.m + g.row_tiles);
     A* bank_sum = c.take<A>((p.k_real + p.k_fake) * p.d);
     int64_t* fake_slot = c.take<int64_t>(p.m);
     Best<A>* partial = c.take<Best<A>>(p.m * splits);
     A* row_loss = c.take<A>(p.n);
     int* row_has_positive = c.take<int>(p.n);
+    A* part_max = c.take<A>(g.splits * p.n);
+    A* part_sum = c.take<A>(g.splits * p.n);
+    A* part_positive_logits = c.take<A>(g.splits * p.n);
+    int* part_positives = c.take<int>(g.splits * p.n);
+    int64_t* selected = c.take<int64_t>(p.m);
     if (a) {
       a->scores = scores, a->counts = counts, a->counters = counters, a->bank_sum = bank_sum;
       a->fake_slot = fake_slot, a->partial = partial, a->row_loss = row_loss;
       a->row_has_positive = row_has_positive, a->splits = splits;
+      a->part_max = part_max, a->part_sum = part_sum, a->part_positive_logits = part_positive_logits;
+      a->part_positives = part_positives, a->selected = selected;
+      a->row_tiles = g.row_tiles, a->column_splits = g.splits, a->tiles_per_split = g.tiles_per_split;
     }
     return c;
   }
@@ -112,7 +152,7 @@ __global__ void __launch_bounds__(kThreads) scores_kernel(ForwardArgs<scalar_t, 
     const A w = a.lam[t];
     RCCL_DEVICE_ASSERT(w >= A(0) && w <= A(1), "rccl: lam: mixing coefficients must lie in [0, 1]");
   }
-  for (int64_t t = threadIdx.x; t < 1 + a.m; t += kThreads) a.counters[t] = 0u;
+  for (int64_t t = threadIdx.x; t < 1 + a.m + a.row_tiles; t += kThreads) a.counters[t] = 0u;
   if (threadIdx.x == 0) {
     a.counts[0] = static_cast<int>(a.n) - fakes;
     a.counts[1] = fakes;
@@ -175,27 +215,17 @@ __device__ void hard_positive(const ForwardArgs<scalar_t, A>& a, int64_t b) {
 }
 
 template <typename scalar_t, typename A>
-__device__ void rank_fake(const ForwardArgs<scalar_t, A>& a, int64_t j) {
-  // One warp per fake j (j is warp-uniform). Its rank = the fakes ahead of it (higher centre similarity,
-  // or equal and a lower index, in sort_greater's order: NaN first, as torch.sort), counted 32 candidates
-  // at a time; only ranks < M matter, so the count stops there: the top fakes scan the batch, the others
-  // stop after a chunk or two. The order is strict and total, so ranks 0 .. min(M, fakes) - 1 are each
-  // claimed by exactly one fake: every fake_slot that negatives_kernel reads is written.
-  if (j >= a.n || a.labels[j] != 1) return;
-  const int lane = threadIdx.x % 32;
+__device__ void rank_fakes(const ForwardArgs<scalar_t, A>& a) {
+  // One block: fake_slot[t] = the batch index of the t-th fake by centre similarity, t < min(M, fakes),
+  // in sort_greater's order (NaN first, as torch.sort) with ties to the lower index, by a block-wide radix
+  // select (block_select_ranked). The order is strict and total, so every fake_slot that
+  // negatives_kernel reads is written.
+  const int64_t fakes = a.counts[1];
+  const int64_t take = a.m < fakes ? a.m : fakes;
   const A* score = a.scores + (a.k_real + a.k_fake) * a.n;
-  const A mine = score[j];
-  int64_t ahead = 0;  // the same in every lane: a sum of ballots
-  for (int64_t base = 0; base < a.n && ahead < a.m; base += 32) {
-    const int64_t i = base + lane;
-    bool is_ahead = false;
-    if (i < a.n && a.labels[i] == 1) {
-      const A other = score[i];
-      is_ahead = sort_greater(other, mine) || (sort_equal(other, mine) && i < j);  // a strict total order
-    }
-    ahead += __popc(__ballot_sync(0xffffffffu, is_ahead));
-  }
-  if (lane == 0 && ahead < a.m) a.fake_slot[ahead] = j;
+  block_select_ranked<A>(
+      a.n, take, [&](int64_t j) { return rank_key(score[j], j, true); }, [&](int64_t j) { return a.labels[j] == 1; },
+      a.selected, a.fake_slot);
 }
 
 template <typename scalar_t, typename A>
@@ -204,7 +234,7 @@ __global__ void __launch_bounds__(kThreads) mine_kernel(ForwardArgs<scalar_t, A>
   if (blockIdx.x < banks) {
     hard_positive(a, blockIdx.x);
   } else {
-    rank_fake(a, (static_cast<int64_t>(blockIdx.x) - banks) * kRankWarps + threadIdx.x / 32);
+    rank_fakes(a);
   }
 }
 
@@ -293,13 +323,18 @@ __device__ __forceinline__ void merge_lse(A& m, A& l, A m2, A l2) {
 
 template <class Cfg, typename scalar_t, typename A>
 __global__ void __launch_bounds__(kThreads) loss_kernel(ForwardArgs<scalar_t, A> a) {
+  // block (row tile, split): the anchors row0 .. row0 + BM against the column tiles of split blockIdx.y
   __shared__ A As[Cfg::BK][Cfg::BM + 1];
   __shared__ A Bs[Cfg::BK][Cfg::BN + 1];
   __shared__ int column_label[Cfg::BN];  // -1 = not in the contrast set (absent row or past the end)
-  __shared__ bool last_block;
+  __shared__ bool last_split;
+  __shared__ bool last_row_tile;
   const int tid = threadIdx.x, tx = tid % Cfg::TX, ty = tid / Cfg::TX;
   const int64_t e = a.k_real + a.k_fake + a.m, columns = a.n + e;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * Cfg::BM;
+  const int64_t row_tile = blockIdx.x, split = blockIdx.y;
+  const int64_t row0 = row_tile * Cfg::BM;
+  const int64_t col_begin = split * a.tiles_per_split * Cfg::BN;
+  const int64_t col_end = col_begin + a.tiles_per_split * Cfg::BN < columns ? col_begin + a.tiles_per_split * Cfg::BN : columns;
 
   int64_t anchor_label[Cfg::TM];
   A run_max[Cfg::TM], run_sum[Cfg::TM], positive_logits[Cfg::TM];
@@ -315,14 +350,14 @@ __global__ void __launch_bounds__(kThreads) loss_kernel(ForwardArgs<scalar_t, A>
     return j < a.n ? to_acc(a.z[j * a.d + k]) : a.extra[(j - a.n) * a.d + k];
   };
 
-  for (int64_t col0 = 0; col0 < columns; col0 += Cfg::BN) {
+  for (int64_t col0 = col_begin; col0 < col_end; col0 += Cfg::BN) {
     __syncthreads();  // the previous tile's readers of column_label are done
     if (tid < Cfg::BN) {
       const int64_t j = col0 + tid;
-      column_label[tid] = j < a.n ? static_cast<int>(a.labels[j]) : (j < columns ? static_cast<int>(a.extra_labels[j - a.n]) : -1);
+      column_label[tid] = j < a.n ? static_cast<int>(a.labels[j]) : (j < col_end ? static_cast<int>(a.extra_labels[j - a.n]) : -1);
     }
     A s[Cfg::TM][Cfg::TN];
-    tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, columns, a.d, load_row, load_col);
+    tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_row, load_col);
 #pragma unroll
     for (int r = 0; r < Cfg::TM; ++r) {
       const int64_t i = row0 + ty + r * Cfg::TY;
@@ -350,7 +385,7 @@ __global__ void __launch_bounds__(kThreads) loss_kernel(ForwardArgs<scalar_t, A>
     }
   }
 
-  // merge the 16 lanes of each row (a half warp)
+  // merge the 16 lanes of each row (a half warp), publish this split's partial of the row
 #pragma unroll
   for (int r = 0; r < Cfg::TM; ++r) {
 #pragma unroll
@@ -363,19 +398,47 @@ __global__ void __launch_bounds__(kThreads) loss_kernel(ForwardArgs<scalar_t, A>
     }
     const int64_t i = row0 + ty + r * Cfg::TY;
     if (tx == 0 && i < a.n) {
-      const A lse = run_max[r] == neg_inf<A>() ? neg_inf<A>() : run_max[r] + acc_log(run_sum[r]);
-      a.lse[i] = lse;
-      a.row_loss[i] = positives[r] > 0 ? lse - positive_logits[r] / A(positives[r]) : A(0);
-      a.row_has_positive[i] = positives[r] > 0;
+      const int64_t slot = split * a.n + i;
+      a.part_max[slot] = run_max[r];
+      a.part_sum[slot] = run_sum[r];
+      a.part_positive_logits[slot] = positive_logits[r];
+      a.part_positives[slot] = positives[r];
     }
   }
 
-  // the last block to finish reduces the rows (fixed order: the same bits on every run)
+  // the last split of this row tile to finish merges the splits' partials (split order: deterministic)
   __threadfence();
   __syncthreads();
-  if (tid == 0) last_block = atomicAdd(&a.counters[0], 1u) == gridDim.x - 1;
+  if (tid == 0) last_split = atomicAdd(&a.counters[1 + a.m + row_tile], 1u) == static_cast<unsigned int>(a.column_splits - 1);
   __syncthreads();
-  if (!last_block) return;
+  if (!last_split) return;
+  __threadfence();
+  if (tid < Cfg::BM && row0 + tid < a.n) {
+    const int64_t i = row0 + tid;
+    const volatile A* part_max = a.part_max;
+    const volatile A* part_sum = a.part_sum;
+    const volatile A* part_positive_logits = a.part_positive_logits;
+    const volatile int* part_positives = a.part_positives;
+    A m = neg_inf<A>(), l = A(0), pl = A(0);
+    int pc = 0;
+    for (int64_t s = 0; s < a.column_splits; ++s) {
+      const int64_t slot = s * a.n + i;
+      merge_lse(m, l, A(part_max[slot]), A(part_sum[slot]));
+      pl += part_positive_logits[slot];
+      pc += part_positives[slot];
+    }
+    const A lse = m == neg_inf<A>() ? neg_inf<A>() : m + acc_log(l);
+    a.lse[i] = lse;
+    a.row_loss[i] = pc > 0 ? lse - pl / A(pc) : A(0);
+    a.row_has_positive[i] = pc > 0;
+  }
+
+  // the last row tile to finish reduces the rows (fixed order: the same bits on every run)
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last_row_tile = atomicAdd(&a.counters[0], 1u) == static_cast<unsigned int>(a.row_tiles - 1);
+  __syncthreads();
+  if (!last_row_tile) return;
   __threadfence();
   __shared__ A sum_scratch[kThreads / 32];
   __shared__ int count_scratch[kThreads / 32];
@@ -411,7 +474,7 @@ cudaError_t forward_tiled(const ForwardProblem& p, cudaStream_t stream) {
   scores_kernel<Cfg, scalar_t, A><<<dim3(blocks_for(p.n, Cfg::BN), blocks_for(q, Cfg::BM)), kThreads, 0, stream>>>(a);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  const int64_t mine_blocks = p.k_real + p.k_fake + (p.m > 0 ? blocks_for(p.n, kRankWarps) : 0);
+  const int64_t mine_blocks = p.k_real + p.k_fake + (p.m > 0 ? 1 : 0);
   if (mine_blocks > 0) {
     mine_kernel<scalar_t, A><<<static_cast<unsigned int>(mine_blocks), kThreads, 0, stream>>>(a);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
@@ -420,7 +483,8 @@ cudaError_t forward_tiled(const ForwardProblem& p, cudaStream_t stream) {
     negatives_kernel<scalar_t, A><<<static_cast<unsigned int>(p.m * a.splits), kThreads, 0, stream>>>(a);
     if ((err = cudaGetLastError()) != cudaSuccess) return err;
   }
-  loss_kernel<Cfg, scalar_t, A><<<blocks_for(p.n, Cfg::BM), kThreads, 0, stream>>>(a);
+  const dim3 loss_blocks(static_cast<unsigned int>(a.row_tiles), static_cast<unsigned int>(a.column_splits));
+  loss_kernel<Cfg, scalar_t, A><<<loss_blocks, kThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 

@@ -31,11 +31,12 @@ extern "C" int rccl_emu_forward(int dtype, int64_t n, int64_t d, int64_t k_real,
                                 int64_t neighbors, double temperature, double margin, const void* z,
                                 const int64_t* labels, const void* center, const void* bank_real,
                                 const void* bank_fake, const void* lam, void* loss, void* extra,
-                                int64_t* extra_labels, void* lse, int small_tiles) {
+                                int64_t* extra_labels, void* lse, int small_tiles, int64_t target_blocks) {
   ForwardProblem p{};
   p.dtype = static_cast<Dtype>(dtype);
   p.n = n, p.d = d, p.k_real = k_real, p.k_fake = k_fake, p.m = m, p.neighbors = neighbors;
   p.temperature = temperature, p.margin = margin, p.small_tiles = small_tiles != 0;
+  p.target_blocks = target_blocks;
   p.z = z, p.labels = labels, p.center = center, p.bank_real = bank_real, p.bank_fake = bank_fake, p.lam = lam;
   p.loss = loss, p.extra = extra, p.extra_labels = extra_labels, p.lse = lse;
   Workspace ws(forward_workspace_bytes(p));
@@ -46,10 +47,11 @@ extern "C" int rccl_emu_forward(int dtype, int64_t n, int64_t d, int64_t k_real,
 extern "C" int rccl_emu_backward(int dtype, int64_t n, int64_t d, int64_t e, double temperature, double margin,
                                  const void* grad_loss, const void* z, const int64_t* labels, const void* extra,
                                  const int64_t* extra_labels, const void* lse, void* grad_z,
-                                 int small_tiles) {
+                                 int small_tiles, int64_t target_blocks) {
   BackwardProblem p{};
   p.dtype = static_cast<Dtype>(dtype);
   p.n = n, p.d = d, p.e = e, p.temperature = temperature, p.margin = margin, p.small_tiles = small_tiles != 0;
+  p.target_blocks = target_blocks;
   p.grad_loss = grad_loss, p.z = z, p.labels = labels, p.extra = extra, p.extra_labels = extra_labels;
   p.lse = lse, p.grad_z = grad_z;
   Workspace ws(backward_workspace_bytes(p));

@@ -143,11 +143,16 @@ def _check(rc: int) -> None:
 class EmulatedOps:
     """The three ops with ops.cpp's tensor handling, running the emulated kernels on CPU tensors."""
 
-    def __init__(self, library: Path | None = None, small_tile_max_n: int = 1024, concurrency: int = 2, seed: int = 0):
+    def __init__(self, library: Path | None = None, small_tile_max_n: int = 1024, concurrency: int = 2, seed: int = 0,
+                 target_blocks: int = 0):
         """small_tile_max_n: batches up to this many rows use the 32 x 32 tiles (ops.cpp's default 1024; 0 =
-        always 64 x 64). concurrency, seed: blocks running at once and the seed of their order."""
+        always 64 x 64). concurrency, seed: blocks running at once and the seed of their order.
+        target_blocks: the blocks the loss pass's column split and the backward fold's strips aim for (0 =
+        the kernels' default, 264 and 528; a small value makes small problems run splits and strips of
+        several tiles, the shape large N has on a GPU)."""
         self.lib = ctypes.CDLL(str(library or build()))
         self.small_tile_max_n = small_tile_max_n
+        self.target_blocks = target_blocks
         for name in ("rccl_emu_forward", "rccl_emu_backward", "rccl_emu_hard_banks"):
             getattr(self.lib, name).restype = ctypes.c_int
         self.lib.rccl_emu_set_schedule.restype = None
@@ -181,7 +186,8 @@ class EmulatedOps:
             DTYPES[z.dtype], ctypes.c_int64(n), ctypes.c_int64(d), ctypes.c_int64(bank_real.shape[0]),
             ctypes.c_int64(bank_fake.shape[0]), ctypes.c_int64(lam.shape[0]), ctypes.c_int64(neighbors),
             ctypes.c_double(temperature), ctypes.c_double(margin), p(z), p(labels), p(center), p(bank_real),
-            p(bank_fake), p(lam), p(loss), p(extra), p(extra_labels), p(lse), int(n <= self.small_tile_max_n))
+            p(bank_fake), p(lam), p(loss), p(extra), p(extra_labels), p(lse), int(n <= self.small_tile_max_n),
+            ctypes.c_int64(self.target_blocks))
         _check(rc)
         return loss, extra, extra_labels, lse
 
@@ -197,7 +203,8 @@ class EmulatedOps:
         rc = self.lib.rccl_emu_backward(
             DTYPES[z.dtype], ctypes.c_int64(z.shape[0]), ctypes.c_int64(z.shape[1]), ctypes.c_int64(extra.shape[0]),
             ctypes.c_double(temperature), ctypes.c_double(margin), p(grad_loss), p(z), p(labels), p(extra),
-            p(extra_labels), p(lse), p(grad_z), int(z.shape[0] <= self.small_tile_max_n))
+            p(extra_labels), p(lse), p(grad_z), int(z.shape[0] <= self.small_tile_max_n),
+            ctypes.c_int64(self.target_blocks))
         _check(rc)
         return grad_z
 

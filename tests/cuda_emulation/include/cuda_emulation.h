@@ -290,6 +290,12 @@ inline unsigned int atomicAdd(unsigned int* p, unsigned int v) {  // relaxed, as
   return std::atomic_ref<unsigned int>(*p).fetch_add(v, std::memory_order_relaxed);
 }
 inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v, std::memory_order_relaxed); }
+// floating-point atomics (the backward's accumulation): the summation order varies with the schedule, as
+// on a GPU
+inline float atomicAdd(float* p, float v) { return std::atomic_ref<float>(*p).fetch_add(v, std::memory_order_relaxed); }
+inline double atomicAdd(double* p, double v) {
+  return std::atomic_ref<double>(*p).fetch_add(v, std::memory_order_relaxed);
+}
 
 inline unsigned int __float_as_uint(float x) { unsigned int u; std::memcpy(&u, &x, 4); return u; }
 inline long long __double_as_longlong(double x) { long long u; std::memcpy(&u, &x, 8); return u; }
