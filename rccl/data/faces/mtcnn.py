@@ -7,9 +7,9 @@ contrast is stretched (1 % of pixels clipped at each end) before detection, whic
 dark rooms (the detector still returns boxes on the original frame). A face needs probability
 >= min_score. Runs on the CPU with one thread (prep runs one process per core).
 
-Speed (docs/data.md, "Speed of the default detector"): the R- and O-nets run on channels-last tensors
-(their max-pooling on contiguous NCHW batches of a few hundred candidates costs as much as their
-convolutions on this CPU; channels-last halves the two stages, boxes unchanged), and `detect_near`
+Speed (bench/results/data.md, "The default detector made faster"): the R- and O-nets run on
+channels-last tensors (their max-pooling on contiguous NCHW batches of a few hundred candidates costs as
+much as their convolutions on this CPU; channels-last halves the two stages, boxes unchanged), and `detect_near`
 searches only windows around faces known from a neighbouring frame (a small pyramid instead of the
 whole frame's), for the cascade's pair partners.
 Install: `pip install --no-deps facenet-pytorch` (its metadata pins old torch versions) plus `requests`.
