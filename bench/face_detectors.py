@@ -4,8 +4,11 @@ On every video of ../shared/data/real (FF++ and DFDC samples) and the 10 s 640x3
 ../shared/data/faces, the frames rccl-prep samples (16 pairs = 32 frames) go through each detector and
 the one-subject tracker; per video: frames where the subject was found / frames sampled, detections
 that are not the subject (other people or false detections), and CPU milliseconds per frame in one
-process with one thread. On the photos of ../shared/data/faces: faces found (identities: one each;
-dogs.jpg: none).
+process with one thread. The detectors get the frames' indices in the video, as in rccl-prep (the
+cascade searches a pair's second frame near the faces of its first); for the cascade the same frames
+also go through without them (every missed frame searched whole, the way before), and per video the
+mean and lowest IoU of the subject's boxes found both ways tell whether the shortcut moved a box.
+On the photos of ../shared/data/faces: faces found (identities: one each; dogs.jpg: none).
 
     python -m bench.face_detectors [--detectors dlib,mtcnn,dlib+mtcnn] [--json bench/results/face_detectors.jsonl]
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -20,7 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rccl.data.faces import DETECTOR_NAMES, DetectorError, get_detector, track_subject
+from rccl.data.faces import DETECTOR_NAMES, DetectorError, get_detector, iou, track_subject
+from rccl.data.faces.cascade import Cascade
 from rccl.data.video import pair_indices, probe, read_frames
 from rccl.fileio import write_text
 
@@ -38,11 +43,12 @@ def main() -> None:
     photos = sorted((SHARED / "faces/identities").rglob("*.jp*g")) + sorted((SHARED / "faces/scenes").glob("*.jpg"))
     if not videos[0].is_file():
         raise SystemExit(f"face_detectors: {SHARED} not found")
-    frames = {}
+    frames, positions = {}, {}
     for v in videos:
         idx = [i for p in pair_indices(probe(v).n_frames, args.pairs) for i in p]
         got = read_frames(v, idx)
-        frames[v.stem] = [got[i] for i in sorted(got)]
+        positions[v.stem] = sorted(got)
+        frames[v.stem] = [got[i] for i in positions[v.stem]]
     images = {p.name: np.asarray(Image.open(p).convert("RGB")) for p in photos}
     for name in args.detectors.split(","):
         if name not in DETECTOR_NAMES:
@@ -55,24 +61,34 @@ def main() -> None:
         det.detect_many([np.zeros((360, 640, 3), np.uint8)])  # first call builds lazily
         per_video, found_all, n_all, cpu_all = {}, 0, 0, 0.0
         for stem, fr in frames.items():
+            sizes = [(f.shape[1], f.shape[0]) for f in fr]
             c = time.process_time()
-            dets = det.detect_many(fr)
+            dets = det.detect_many(fr, positions[stem])
             cpu = time.process_time() - c
-            track = track_subject(dets, [(f.shape[1], f.shape[0]) for f in fr])
+            track = track_subject(dets, sizes)
             found = sum(t is not None for t in track)
             extra = sum(len(d) for d in dets) - found
             per_video[stem] = {"found": found, "sampled": len(fr), "extra": extra, "cpu_ms": round(1000 * cpu / len(fr)),
                                "size": f"{fr[0].shape[1]}x{fr[0].shape[0]}"}
+            if isinstance(det, Cascade):  # the same frames, every missed one searched whole
+                whole = track_subject(det.detect_many(fr), sizes)
+                same = [iou(a.box, b.box) for a, b in zip(track, whole) if a is not None and b is not None]
+                per_video[stem] |= {"found_whole_frames": sum(t is not None for t in whole),
+                                    "box_iou_mean": round(float(np.mean(same)), 3) if same else None,
+                                    "box_iou_min": round(min(same), 3) if same else None}
             found_all, n_all, cpu_all = found_all + found, n_all + len(fr), cpu_all + cpu
         photo_faces = {k: len(det.detect(img)) for k, img in images.items()}
-        res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "detector": name,
+        res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_avg_1m": os.getloadavg()[0],
+               "detector": name,
                "recall": round(found_all / n_all, 4), "found": found_all, "sampled": n_all,
                "cpu_ms_per_frame": round(1000 * cpu_all / n_all), "videos": per_video, "photos": photo_faces}
         print(f"== {name}: subject found in {found_all}/{n_all} sampled frames ({100 * found_all / n_all:.1f} %), "
               f"{1000 * cpu_all / n_all:.0f} CPU ms/frame")
         for stem, v in per_video.items():
+            whole = (f"; whole frames: {v['found_whole_frames']:2d} found, subject box IoU mean {v['box_iou_mean']} "
+                     f"min {v['box_iou_min']}" if "found_whole_frames" in v else "")
             print(f"   {stem:>20} {v['size']:>9}: {v['found']:2d}/{v['sampled']} found, {v['extra']:2d} other, "
-                  f"{v['cpu_ms']:4d} CPU ms/frame")
+                  f"{v['cpu_ms']:4d} CPU ms/frame{whole}")
         print("   photos:", ", ".join(f"{k} {n}" for k, n in photo_faces.items()))
         if args.json:  # appended: the file keeps every run
             old = Path(args.json).read_text(encoding="utf-8") if Path(args.json).is_file() else ""

@@ -2,7 +2,9 @@
 
 Prints, and appends as a JSON line to --json (optional):
   - per stage, one process: decoding the 32 needed frames (sequential with early stop, and seeking near
-    each pair for comparison), dlib detection per frame, crop + PNG/JPEG write per frame;
+    each pair for comparison), detection per frame (the detector on all 32 frames with their indices and
+    the one-subject tracker, as rccl-prep does; "faces_found": frames where the subject was found on that
+    very frame), crop + PNG/JPEG write per frame;
   - end to end: `prepare()` on a Celeb-DF-shaped tree of N copies of the clip with --workers W, in
     videos per minute and frames per second per core (wall clock), and the CPU seconds per video of a
     one-process run (on a shared machine the wall clock depends on the others' load; CPU time much less).
@@ -30,7 +32,7 @@ import av
 import numpy as np
 import torch
 
-from rccl.data.faces import DEFAULT_DETECTOR, DETECTOR_NAMES, FaceCropper
+from rccl.data.faces import DEFAULT_DETECTOR, DETECTOR_NAMES, FaceCropper, find_subject
 from rccl.data.prep import prepare, save_image_atomic
 from rccl.fileio import write_text
 from rccl.data.video import pair_indices, probe, read_frames
@@ -81,6 +83,7 @@ def main():
     clip = Path(args.clip)
     if not clip.is_file():
         raise SystemExit(f"prep_speed: clip {clip} not found (../shared/data/faces is absent?)")
+    load_start = os.getloadavg()[0]
     info = probe(clip)
     idx = [i for p in pair_indices(info.n_frames, args.pairs) for i in p]
     torch.set_num_threads(1)  # as in a prep worker
@@ -90,9 +93,10 @@ def main():
     t_seq, frames = timed(lambda: read_frames(clip, idx, threads=1))
     t_seek, frames_seek = timed(lambda: read_frames_seek(clip, idx))
     same = all(np.array_equal(frames[i], frames_seek[i]) for i in idx if i in frames_seek)
-    t_det, boxes = timed(lambda: [fc.detect(frames[i]) for i in idx], repeat=1)
-    found = sum(b is not None for b in boxes)
-    box = next(b for b in boxes if b is not None)
+    # as rccl-prep detects: all sampled frames at once with their indices (the cascade uses them), one subject
+    t_det, track = timed(lambda: find_subject([frames[i] for i in idx], fc.detector, idx), repeat=1)
+    found = sum(t is not None for t in track)
+    box = next(t.box for t in track if t is not None)
     tmp = Path(tempfile.mkdtemp(prefix="prep_speed_"))
     try:
         crops = {}
@@ -141,7 +145,8 @@ def main():
                platform.processor())
     res = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit, "cpu": cpu,
-        "cores": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "clip": clip.name,
+        "cores": os.cpu_count(), "load_avg_1m_start": load_start, "load_avg_1m": os.getloadavg()[0],
+        "clip": clip.name,
         "frames_per_video": n, "decode_seq_s": round(t_seq, 3), "decode_seek_s": round(t_seek, 3),
         "seek_frames_identical": same, "detect_ms_per_frame": round(1000 * t_det / n, 1),
         "faces_found": f"{found}/{n}", "crop_png_ms_per_frame": round(1000 * crops["png"] / n, 2),

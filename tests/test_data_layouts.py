@@ -125,3 +125,30 @@ def test_ffpp_video_outside_splits_is_reported(ffpp_tree):
     layout = read_ffpp(ffpp_tree)
     assert "original_sequences/youtube/raw/videos/999.mp4" not in {r.video for r in layout.records}
     assert any(p.path.endswith("999.mp4") and "split" in p.reason for p in layout.problems)
+
+
+@pytest.mark.parametrize("dataset, expected", [
+    ("celebdf", "not a Celeb-DF-v2 tree"), ("celebdf1", "not a Celeb-DF-v2 tree"), ("synthetic", "not a Celeb-DF-v2 tree"),
+    ("ffpp", "not a FaceForensics\\+\\+ tree"), ("dfd", "not a DeepFakeDetection tree"), ("dfdc", "not a DFDC tree"),
+    ("folder", "not a real/fake folder")])
+def test_every_dataset_name_reaches_its_own_reader(tmp_path, dataset, expected):
+    """The registry (rccl.data.layouts.registry) sends each of DATASETS to its dataset's module: an empty
+    folder fails with that reader's own message, never as an unknown dataset."""
+    from rccl.data.layouts import DATASETS
+
+    assert set(DATASETS) == {"celebdf", "celebdf1", "ffpp", "dfd", "dfdc", "folder", "synthetic"}
+    with pytest.raises(LayoutError, match=expected):
+        read_layout(dataset, tmp_path)
+
+
+def test_the_package_keeps_the_modules_public_names():
+    """rccl.data.layouts was one module; its names importers use are still there, each defined once."""
+    import rccl.data.layouts as layouts
+    from rccl.data.layouts import celebdf, common, dfd, dfdc, ffpp, folder, registry
+
+    for name in layouts.__all__:
+        assert hasattr(layouts, name), name
+    assert layouts.VideoRecord is common.VideoRecord and layouts.QUALITIES is common.QUALITIES
+    assert layouts.read_celebdf is celebdf.read_celebdf and layouts.read_ffpp is ffpp.read_ffpp
+    assert layouts.read_dfd is dfd.read_dfd and layouts.read_dfdc is dfdc.read_dfdc
+    assert layouts.read_folder is folder.read_folder and layouts.read_layout is registry.read_layout

@@ -32,14 +32,18 @@ class Detection(NamedTuple):
 
 
 class FaceDetector:
-    """Base of the detectors: `detect_many` defaults to `detect` frame by frame."""
+    """Base of the detectors: `detect_many` defaults to `detect` frame by frame.
+
+    detect_many's `positions` are the frames' indices in the video (None: unknown); a detector may use
+    them to share work between neighbouring frames (the cascade does), never to invent a box."""
 
     name = "?"
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         raise NotImplementedError
 
-    def detect_many(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+    def detect_many(self, frames: Sequence[np.ndarray], positions: Sequence[int] | None = None
+                    ) -> list[list[Detection]]:
         return [self.detect(f) for f in frames]
 
 

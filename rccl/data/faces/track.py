@@ -85,8 +85,8 @@ def track_subject(detections: Sequence[Sequence[Detection]], sizes: Sequence[tup
     return out
 
 
-def find_subject(frames: Sequence, detector) -> list[Detection | None]:
-    """Detect faces in `frames` (RGB arrays in time order) with `detector` and follow the subject:
-    per frame its Detection, or None where it is lost."""
-    detections = detector.detect_many(frames)
+def find_subject(frames: Sequence, detector, positions: Sequence[int] | None = None) -> list[Detection | None]:
+    """Detect faces in `frames` (RGB arrays in time order; `positions`: their indices in the video, when
+    known) with `detector` and follow the subject: per frame its Detection, or None where it is lost."""
+    detections = detector.detect_many(frames, positions)
     return track_subject(detections, [(f.shape[1], f.shape[0]) for f in frames])

@@ -34,7 +34,7 @@ def boxes_for(cfg: PrepConfig, rec: VideoRecord, cropper: FaceCropper, frames: d
                          f"{Path(rec.video).with_suffix('.json')})")
     present = [i for i in indices if i in frames] if mode == "detect" else []
     # the detector is built only when there is something to detect: `--boxes truth` needs no MTCNN
-    tracked = dict(zip(present, find_subject([frames[i] for i in present], cropper.detector))) if present else {}
+    tracked = dict(zip(present, find_subject([frames[i] for i in present], cropper.detector, present))) if present else {}
     found = [(tracked[i].box, tracked[i].detector) if tracked.get(i) is not None else None for i in indices]
     sources = [f[1] if f is not None else None for f in found]
     if truth is not None:
