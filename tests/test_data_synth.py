@@ -182,7 +182,8 @@ def test_lookalike_source_face_has_the_targets_colouring_and_its_own_shape():
 
 def test_lookalike_fakes_tiny(tmp_path):
     """A tiny look-alike set: the same natural videos as the fragile set of that seed, other fakes, which
-    differ from their source only around the face and keep its mean colour within a few levels."""
+    differ from their source only around the face and keep its colour within a few levels (the robust
+    fakes' colour step is larger)."""
     import json
     from rccl.data.video import read_frames
 
@@ -201,10 +202,14 @@ def test_lookalike_fakes_tiny(tmp_path):
     inside = np.zeros_like(diff, bool)
     inside[max(0, y0 - 4):y1 + 4, max(0, x0 - 4):x1 + 4] = True
     assert diff[inside].mean() > 2 and diff[~inside].mean() < 1.5
-    for video in fakes:
-        x, _, k = Path(video).stem.split("_")
-        src, box = f"Celeb-real/{x}_{k}.mp4", f"Celeb-real/{x}_{k}.json"
-        assert np.abs(_face_means(a, video, box, 3) - _face_means(a, src, box, 3)).max() < 6, video
+    r = make_synthetic(tmp_path / "r", seed=5, **TINY)
+    steps = {root: [] for root in (a, r)}
+    for root in (a, r):  # the centre of the face: Y's features sit elsewhere in it than X's, a few levels
+        for video in fakes:
+            x, _, k = Path(video).stem.split("_")
+            src, box = f"Celeb-real/{x}_{k}.mp4", f"Celeb-real/{x}_{k}.json"
+            steps[root].append(np.abs(_face_means(root, video, box, 3) - _face_means(root, src, box, 3)).max())
+    assert np.median(steps[a]) < 5 < np.median(steps[r]), steps
 
 
 # ------------------------------------------------------------------------------------------ the probes
