@@ -1,5 +1,5 @@
 """Forging a fake: identity Y's inner face rendered at X's pose and expression and blended into X's frames,
-leaving the traces real face swapping leaves. Two kinds (SynthConfig.traces):
+leaving the traces real face swapping leaves. Three kinds (SynthConfig.traces):
 
 - "robust" (the demo's fakes): a generator's loss of resolution (blur, grain gone), a colour mismatch of
   8-16 levels (a per-video offset of random sign plus a per-frame flicker), a faint 2x2 upsampling
@@ -19,8 +19,9 @@ leaving the traces real face swapping leaves. Two kinds (SynthConfig.traces):
   c40 keeps (a CNN found it: bench/RESULTS.md, the probe table). Face-swap pairs are chosen as look-alikes
   (similar skin, hair and eye colour) and the generator reproduces the target's colouring, so here Y's face
   keeps its own shape (eye spacing and size, brows, nose, mouth) and skin detail but takes X's colours and
-  beard: what tells the fake is only what blending leaves, the traces heavy compression erases. The
-  residual colour mismatch is 0.5-1.5 levels (what c40's quantiser removes from a smooth region).
+  beard: what tells the fake is meant to be only what blending leaves. The residual colour mismatch is
+  0.5-1.5 levels. Measured (bench/RESULTS.md): the cross-entropy baseline still loses only 0.03-0.05 AUC
+  to c40 on this set, so some trace here survives c40 in part (most likely the generated face's blur).
 
 `artifact_strength` scales every trace (0: only the identity swap remains).
 """
