@@ -275,8 +275,10 @@ def run_child(cmd: list[str], log_path: Path) -> tuple[int, float, float]:
 
 
 def run_one(label: str, config: str, seed: int, overrides: list[str], manifest: Path, runs: Path, nice: int,
-            lock: Path | None = None) -> tuple[dict, float, float]:
-    """Train and evaluate `config` with `seed`; (metrics, wall seconds, CPU seconds)."""
+            lock: Path | None = None, keep_checkpoints: bool = False) -> tuple[dict, float, float]:
+    """Train and evaluate `config` with `seed`; (metrics, wall seconds, CPU seconds). The run folder's
+    checkpoints (~60 MB a run at the demo scale) are removed once its metrics are read, unless
+    keep_checkpoints: the config, epochs.csv, metrics, scores and plots stay."""
     name = run_name(config, seed)
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = runs / name
@@ -290,7 +292,10 @@ def run_one(label: str, config: str, seed: int, overrides: list[str], manifest: 
     if rc != 0:
         tail = (runs / f"{name}.log").read_text(encoding="utf-8").strip().splitlines()[-3:]
         raise BenchError(f"{label} seed {seed}: rccl-train exited {rc}: {' | '.join(tail)}")
-    return read_metrics(run_dir), wall, cpu
+    metrics = read_metrics(run_dir)
+    if not keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return metrics, wall, cpu
 
 
 # ------------------------------------------------------------------------------------------ results file
@@ -349,6 +354,28 @@ def merge_result(results: dict, table: str, row: str, config: str, seed: int, me
         for key, value in values.items():
             slot.setdefault(key, []).append(value)
     results["seeds"] = sorted({s for r in results["rows"] for s in r["seeds"]})
+
+
+def merge_file(results: dict, other: dict, plan: dict, where: str) -> int:
+    """Merge the rows of another results file (`other`, from a part of the bench run elsewhere or with
+    another --out) into `results`, seed by seed; a row whose config hash is not the one the current configs
+    give (`plan`) is stale and skipped. Returns the (row, seed) results taken."""
+    taken = 0
+    for entry in other["rows"]:
+        key = row_key(entry.get("table", ""), entry.get("row", ""))
+        if key not in plan:
+            raise BenchError(f"--merge {where}: row {key!r} is not a row of the paper's tables")
+        if entry.get("config_hash") != plan[key]["hash"]:
+            print(f"paper_tables: --merge {where}: {key} was measured with another config or data set "
+                  f"(hash {entry.get('config_hash')}, now {plan[key]['hash']}); skipped")
+            continue
+        for i, seed in enumerate(entry["seeds"]):
+            metrics = {q: {k: v[i] for k, v in m.items()} for q, m in entry["metrics"].items()}
+            cpu = (entry.get("cpu_seconds") or [None] * len(entry["seeds"]))[i]
+            merge_result(results, entry["table"], entry["row"], entry["config"], seed, metrics, entry["seconds"][i],
+                         cpu, config_hash=entry["config_hash"], same_as=entry.get("same_as"))
+            taken += 1
+    return taken
 
 
 def run_totals(results: dict) -> dict:
@@ -429,6 +456,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="trainings run at once (default: %(default)s)")
     p.add_argument("--lock", type=Path, default=None,
                    help="hold a shared flock on this file during each run (e.g. the machine's CPU lock)")
+    p.add_argument("--merge", action="append", type=Path, default=[], metavar="FILE",
+                   help="first merge the results of FILE (another part's --out; repeatable) into --out")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each run's checkpoints (default: removed once its metrics are read)")
     p.add_argument("--bench-config", type=Path, default=BENCH_CONFIG)
     p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "paper_tables", help="run folders and logs")
@@ -479,20 +510,26 @@ def _main(args) -> int:
         print(f"{len({p['hash'] for p in plan.values()})} distinct configs among the {len(plan)} rows")
         return 0
     out_json = args.out if args.out.is_absolute() else Path.cwd() / args.out
+    command = "python -m bench.paper_tables " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench.paper_tables"
     results = load_results(out_json)
+    for other in args.merge:
+        if not other.is_file():
+            raise BenchError(f"--merge {other}: no such file")
+        taken = merge_file(results, load_results(other), plan, str(other))
+        print(f"paper_tables: merged {taken} row/seed result(s) of {other}")
     units = plan_units(rows, seeds, plan, results, force=args.force, verify=args.verify)
     if not units:
         print("paper_tables: nothing to run (every selected row/seed is in the JSON; --force reruns)")
-        _write(results, out_json)
+        _write(results, out_json, command)
         return 0
     manifest = prepare_data(preset_name, (args.cache or default_cache()).expanduser(), print)
-    command = "python -m bench.paper_tables " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench.paper_tables"
     print(f"paper_tables: {len(units)} run(s) ({len({u[0] for u in units})} distinct configs x seeds {seeds}), "
           f"{args.jobs} at a time", flush=True)
 
     def job(unit):
         owner, seed = unit
-        return run_one(owner, plan[owner]["config"], seed, overrides, manifest, args.runs, args.nice, args.lock)
+        return run_one(owner, plan[owner]["config"], seed, overrides, manifest, args.runs, args.nice, args.lock,
+                       args.keep_checkpoints)
 
     t_start, done, failures, worst = time.perf_counter(), 0, 0, 0.0
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -151,7 +151,7 @@ def test_a_result_of_another_config_replaces_the_stale_seeds():
 
 
 def _fake_run(calls, lock):
-    def run_one(label, config, seed, overrides, manifest, runs, nice, lock_path=None):
+    def run_one(label, config, seed, overrides, manifest, runs, nice, lock_path=None, keep=False):
         with lock:
             calls.append((label, seed))
         base = 0.5 + 0.01 * seed + 0.001 * len(config)
@@ -217,3 +217,30 @@ def test_run_child_records_wall_and_cpu(tmp_path):
                                   "while time.process_time() - t < 0.3: pass\nraise SystemExit(3)"], tmp_path / "x.log")
     assert rc == 3 and wall >= 0.3 and 0.25 <= cpu <= wall + 0.1
     assert (tmp_path / "x.log").read_text(encoding="utf-8").startswith(sys.executable)
+
+
+def test_merge_combines_parts_written_to_other_files(tmp_path, monkeypatch, capsys):
+    """Parts run with their own --out (e.g. side by side) merge into one file; a part measured with another
+    config hash is skipped with a note; a missing file is an error."""
+    import threading
+
+    calls = []
+    monkeypatch.setattr(pt, "run_one", _fake_run(calls, threading.Lock()))
+    monkeypatch.setattr(pt, "prepare_data", lambda *a, **k: tmp_path / "manifest.jsonl")
+    a, b, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "all.json"
+    assert pt.main(["--only", "2:Xception", "--seeds", "0", "--out", str(a)]) == 0
+    assert pt.main(["--only", "6", "--seeds", "0,1", "--out", str(b)]) == 0
+    stale = json.loads(a.read_text(encoding="utf-8"))
+    stale["rows"][0]["config_hash"] = "0ld"
+    (tmp_path / "stale.json").write_text(json.dumps(stale), encoding="utf-8")
+    calls.clear()
+    assert pt.main(["--only", "2:Xception", "--seeds", "0", "--out", str(out), "--merge", str(a), "--merge", str(b),
+                    "--merge", str(tmp_path / "stale.json")]) == 0
+    assert calls == []  # everything asked for came from the parts
+    assert "2:Xception was measured with another config or data set" in capsys.readouterr().out
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert find_row(results, "2", "Xception")["seeds"] == [0]
+    assert sorted(find_row(results, "3", "Instance-level")["seeds"]) == [0, 1]  # 6:Sup. Con's run, shared
+    assert find_row(results, "6", "As negatives")["same_as"] == "4:Smooth"
+    assert results["totals"]["runs"] == 1 + 6
+    assert pt.main(["--out", str(out), "--merge", str(tmp_path / "nope.json")]) == 2
