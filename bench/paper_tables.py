@@ -493,6 +493,17 @@ def plan_units(rows, seeds, plan: dict, results: dict, *, force: bool, verify: b
     return units
 
 
+def projection(results: dict, runs: int, jobs: int) -> str:
+    """", about M min on idle cores (CPU minutes / cores in use)" from the JSON's mean CPU seconds per run;
+    "" when it has none yet."""
+    per_run = run_totals(results).get("cpu_s_per_run")
+    if not per_run:
+        return ""
+    cores = min(jobs, os.cpu_count() or 1)
+    return (f"; at {per_run / 60:.1f} CPU min a run (the JSON's mean) that is {runs * per_run / 60:.0f} CPU min, "
+            f"about {runs * per_run / 60 / cores:.0f} min on {cores} idle core(s)")
+
+
 def _main(args) -> int:
     rows, seeds = parse_only(args.only), parse_seeds(args.seeds)
     if args.jobs < 1:
@@ -524,10 +535,12 @@ def _main(args) -> int:
         return 0
     manifest = prepare_data(preset_name, (args.cache or default_cache()).expanduser(), print)
     print(f"paper_tables: {len(units)} run(s) ({len({u[0] for u in units})} distinct configs x seeds {seeds}), "
-          f"{args.jobs} at a time", flush=True)
+          f"{args.jobs} at a time{projection(results, len(units), args.jobs)}", flush=True)
 
     def job(unit):
         owner, seed = unit
+        print(f"paper_tables: start {owner} seed {seed} ({plan[owner]['config']}, log "
+              f"{args.runs / run_name(plan[owner]['config'], seed)}.log)", flush=True)
         return run_one(owner, plan[owner]["config"], seed, overrides, manifest, args.runs, args.nice, args.lock,
                        args.keep_checkpoints)
 

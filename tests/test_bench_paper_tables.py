@@ -186,6 +186,10 @@ def test_main_runs_in_parts_and_merges(tmp_path, monkeypatch, capsys):
     assert results["totals"]["runs"] == 3 + 7 and results["totals"]["cpu_s"] == 10 * 50.0 + 4 * 1.0
     md = out.with_suffix(".md").read_text(encoding="utf-8")
     assert "| Sup. Con | 2 |" in md and "| 2:Sup. Con |" in md
+    printed = capsys.readouterr().out
+    assert "paper_tables: 7 run(s) (4 distinct configs x seeds [0, 1]), 3 at a time; at 0.8 CPU min a run" in printed
+    assert "paper_tables: start 4:Smooth seed 1 (configs/tables/table4_smooth.yaml" in printed
+    assert "(also 3:Instance-level, 5:Sup. Con, 6:Sup. Con)" in printed and "ETA" in printed
     calls.clear()
     assert pt.main(["--only", "5:Sup. Con", "--seeds", "0", "--out", str(out)]) == 0  # all recorded
     assert calls == []
