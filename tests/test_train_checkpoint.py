@@ -44,27 +44,6 @@ def test_numbered_checkpoints_are_pruned_and_last_follows(tmp_path):
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
 
 
-def test_last_checkpoint_is_the_latest_bytes_linked_or_copied(tmp_path, monkeypatch):
-    """last.pt holds the latest epoch's bytes: a hard link to the numbered file (written once), or, on a file
-    system without hard links, a second atomic copy; pruning to one numbered file keeps it loadable."""
-    for epoch in range(1, 4):
-        ckpt.save_checkpoint(tmp_path / "a", 1, epoch, {"x": torch.tensor(epoch)}, keep_epochs=1)
-    folder = tmp_path / "a" / "checkpoints"
-    assert sorted(p.name for p in folder.iterdir()) == ["stage1_003.pt", "stage1_last.pt"]
-    assert (folder / "stage1_last.pt").samefile(folder / "stage1_003.pt")
-    assert int(load_checkpoint(RunDir(tmp_path / "a").last_checkpoint_path(1))["x"]) == 3
-
-    def no_links(*args):
-        raise OSError("hard links not supported")
-    monkeypatch.setattr(ckpt.os, "link", no_links)
-    for epoch in range(1, 3):
-        ckpt.save_checkpoint(tmp_path / "b", 1, epoch, {"x": torch.tensor(epoch)}, keep_epochs=1)
-    folder = tmp_path / "b" / "checkpoints"
-    assert sorted(p.name for p in folder.iterdir()) == ["stage1_002.pt", "stage1_last.pt"]
-    assert not (folder / "stage1_last.pt").samefile(folder / "stage1_002.pt")
-    assert (folder / "stage1_last.pt").read_bytes() == (folder / "stage1_002.pt").read_bytes()
-
-
 def test_foreign_or_missing_checkpoints_are_named(tmp_path):
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an rccl checkpoint"):

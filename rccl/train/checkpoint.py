@@ -7,12 +7,9 @@ scheduler, scaler, loss (the loss module's buffers), sampler, rng {torch, numpy,
 """
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import random
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,39 +45,17 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def _link_atomically(source: Path, target: Path) -> bool:
-    """Make `target` a hard link to `source`, atomically (a temporary link renamed over it). False where the
-    file system has no hard links."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.link")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        os.link(source, tmp)
-    except OSError:
-        return False
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return True
-
-
 def save_checkpoint(run: RunDir, stage: int, epoch: int, state: dict, keep_epochs: int = 0):
     """Write stage{stage}_{epoch:03d}.pt and the same bytes as stage{stage}_last.pt (each atomically: a kill
     leaves the previous last.pt or the new one); prune numbered files beyond `keep_epochs` (0 keeps all).
-    last.pt is a hard link to the numbered file where the file system allows (the bytes are written and
-    fsync'ed once, not twice: tens of MB an epoch), a second written copy elsewhere; no checkpoint file is
-    ever rewritten in place, so the shared inode is safe. Returns the numbered file."""
+    Returns the numbered file."""
     run = RunDir(run)
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, "stage": stage, "epoch": epoch, **state}, buffer)
     data = buffer.getvalue()
     path = run.checkpoint_path(stage, epoch)
     write_bytes(path, data)
-    if not _link_atomically(path, run.last_checkpoint_path(stage)):
-        write_bytes(run.last_checkpoint_path(stage), data)
+    write_bytes(run.last_checkpoint_path(stage), data)
     if keep_epochs > 0:
         numbered = sorted(p for p in run.checkpoint_dir.glob(f"stage{stage}_*.pt")
                           if re.fullmatch(rf"stage{stage}_\d{{3,}}\.pt", p.name))
