@@ -15,8 +15,10 @@ from rccl.data.manifest import read_manifest
 from rccl.data.prep import prepare
 from rccl.cli.synth import main as synth_main
 from rccl.data.synth import PRESETS, SynthConfig, SynthError, make_demo, make_synthetic, preset
+from rccl.data.synth.forge import LOOKALIKE_KEYS, source_face
 from rccl.data.synth.plan import video_plan
-from rccl.data.synth.probe import probe_aucs
+from rccl.data.synth.probe import cnn_probe, colour_stats, lowpass, probe_aucs
+from rccl.data.synth.render import Face
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 TINY = dict(n_identities=3, videos_per_identity=2, n_youtube=1, n_frames=6, size=64, workers=1, progress=False)
@@ -106,7 +108,7 @@ def test_compression_preset_plan_has_a_large_test_split():
     fakes = [it for it in test if it["kind"] == "fake"]
     reals = {(it["identity"], it["number"]) for it in test if it["kind"] == "real"}
     assert len(fakes) == len(reals) and {(it["identity"], it["number"]) for it in fakes} == reals
-    assert cfg.traces == "fragile" and PRESETS["demo"]["synth"].get("traces", "robust") == "robust"
+    assert cfg.traces == "lookalike" and PRESETS["demo"]["synth"].get("traces", "robust") == "robust"
 
 
 def _face_means(out: Path, video: str, box_video: str, frame: int) -> np.ndarray:
@@ -162,6 +164,100 @@ def test_fragile_fakes_tiny(tmp_path):
     assert max(fragile_steps) < np.median(robust_steps), (fragile_steps, robust_steps)
 
 
+def test_lookalike_source_face_has_the_targets_colouring_and_its_own_shape():
+    """A look-alike swap renders Y's face shape and skin detail in X's colours (skin, hair for brows and
+    beard, iris, lips, beard or none); the other kinds render Y as it is."""
+    cfg = SynthConfig(**{**preset("compression")["synth"], "traces": "lookalike"})
+    face_x, face_y = Face(cfg, "id0", None, "a"), Face(cfg, "id5", None, "b")
+    look = source_face(cfg, face_x, face_y)
+    for key in LOOKALIKE_KEYS:
+        assert np.array_equal(look.params[key], face_x.params[key]), key
+    for key in ("eye_x", "eye_y", "mouth_w", "nose_y", "brow_dy", "texture"):
+        assert np.array_equal(look.params[key], face_y.params[key]), key
+    assert not np.array_equal(face_x.params["hair"], face_y.params["hair"])
+    assert face_y.params["hair"] is not face_x.params["hair"]  # Y itself is left as it was
+    fragile = SynthConfig(**{**preset("compression")["synth"], "traces": "fragile"})
+    assert source_face(fragile, face_x, face_y) is face_y
+
+
+def test_lookalike_fakes_tiny(tmp_path):
+    """A tiny look-alike set: the same natural videos as the fragile set of that seed, other fakes, which
+    differ from their source only around the face and keep its colour within a few levels (the robust
+    fakes' colour step is larger)."""
+    import json
+    from rccl.data.video import read_frames
+
+    a = make_synthetic(tmp_path / "a", seed=5, **{**TINY, "traces": "lookalike"})
+    f = make_synthetic(tmp_path / "f", seed=5, **{**TINY, "traces": "fragile"})
+    da, df = _digest(a), _digest(f)
+    videos = [k for k in da if k.endswith(".mp4")]
+    fakes = [k for k in videos if k.startswith("Celeb-synthesis/")]
+    assert len(fakes) == 6 and all(da[k] != df[k] for k in fakes)
+    assert all(da[k] == df[k] for k in videos if k not in fakes)
+    assert read_layout("synthetic", a).problems == []
+    real = read_frames(a / "Celeb-real/id0_0000.mp4", [3])[3].astype(float)
+    fake = read_frames(a / "Celeb-synthesis/id0_id1_0000.mp4", [3])[3].astype(float)
+    x0, y0, x1, y1 = json.loads((a / "boxes/Celeb-real/id0_0000.json").read_text())["exact"][3]
+    diff = np.abs(real - fake).mean(2)
+    inside = np.zeros_like(diff, bool)
+    inside[max(0, y0 - 4):y1 + 4, max(0, x0 - 4):x1 + 4] = True
+    assert diff[inside].mean() > 2 and diff[~inside].mean() < 1.5
+    r = make_synthetic(tmp_path / "r", seed=5, **TINY)
+    steps = {root: [] for root in (a, r)}
+    for root in (a, r):  # the centre of the face: Y's features sit elsewhere in it than X's, a few levels
+        for video in fakes:
+            x, _, k = Path(video).stem.split("_")
+            src, box = f"Celeb-real/{x}_{k}.mp4", f"Celeb-real/{x}_{k}.json"
+            steps[root].append(np.abs(_face_means(root, video, box, 3) - _face_means(root, src, box, 3)).max())
+    assert np.median(steps[a]) < 5 < np.median(steps[r]), steps
+
+
+# ------------------------------------------------------------------------------------------ the probes
+def _toy_crops(kind: str, n: int = 240, side: int = 16, seed: int = 0):
+    """Toy crops: smooth random images; the fakes (odd rows) carry one kind of trace."""
+    rng = np.random.default_rng(seed)
+    x = 0.5 + 0.1 * lowpass(rng.standard_normal((n, side, side, 3)), 4).repeat(side // 4, 1).repeat(side // 4, 2)
+    x += rng.normal(0, 0.02, x.shape)  # grain, on every crop
+    y = np.arange(n) % 2
+    c = slice(side // 4, side - side // 4)
+    if kind == "colour":  # a colour step of random sign in the centre: no fixed pixel pattern
+        x[y == 1, c, c] += rng.choice([-0.08, 0.08], (int(y.sum()), 1, 1, 3))
+    elif kind == "grain":  # the centre's grain gone
+        x[y == 1, c, c] = lowpass(x[y == 1], side // 2).repeat(2, 1).repeat(2, 2)[:, c, c]
+    train = np.arange(n) < n * 2 // 3
+    return x.astype(np.float32), y, train
+
+
+def test_probe_features_shapes():
+    x = np.random.default_rng(0).uniform(0, 1, (5, 16, 16, 3)).astype(np.float32)
+    assert lowpass(x, 8).shape == (5, 8, 8, 3)
+    assert np.allclose(lowpass(x, 1)[:, 0, 0], x.mean((1, 2)))
+    stats = colour_stats(x)
+    assert stats.shape == (5, 24)
+    assert np.allclose(stats[:, 12:18], stats[:, :6] - stats[:, 6:12])
+    assert np.allclose(stats[:, 18:], np.abs(stats[:, 12:18]))
+
+
+def test_probes_each_see_their_own_cue():
+    """A colour step of random sign is invisible to the pixel ridge and seen by the colour statistics; a
+    centre without grain is seen by the high-frequency feature, not by the colour statistics' means."""
+    aucs = probe_aucs(*_toy_crops("colour"))
+    assert aucs["best_pixel_ridge_auc"] < 0.7 and aucs["colour_stats_ridge_auc"] > 0.9, aucs
+    aucs = probe_aucs(*_toy_crops("grain"))
+    assert aucs["local_hf_feature_auc"] > 0.9 and aucs["best_pixel_ridge_auc"] < 0.7, aucs
+    aucs = probe_aucs(*_toy_crops("none"))
+    assert max(v for k, v in aucs.items() if k.endswith("_auc") and isinstance(v, float)) < 0.7, aucs
+
+
+@pytest.mark.slow
+def test_cnn_probe_learns_a_cue_and_its_lowpass_variant_misses_grain():
+    """The CNN probe (seeded) learns missing grain from 16-px toy crops; low-passed to 4x4 it cannot."""
+    x, y, train = _toy_crops("grain")
+    tests = {"test": (x[~train], y[~train])}
+    assert cnn_probe(x[train], y[train], tests, steps=200, lr=1e-2, threads=1)["test"] > 0.9
+    assert cnn_probe(x[train], y[train], tests, steps=200, lr=1e-2, threads=1, lowpass_side=4)["test"] < 0.7
+
+
 def test_synth_rejects_unknown_traces_and_preset(tmp_path, capsys):
     with pytest.raises(SynthError, match="traces must be one of robust, fragile"):
         make_synthetic(tmp_path / "s", **{**TINY, "traces": "subtle"})
@@ -185,4 +281,4 @@ def test_cli_preset_and_flag_overrides(tmp_path, capsys):
                        "--frames", "4", "--size", "64", "--workers", "1", "--no-progress"]) == 0
     import json
     made = json.loads((out / "synth.json").read_text())
-    assert made["traces"] == "fragile" and made["n_frames"] == 4
+    assert made["traces"] == "lookalike" and made["n_frames"] == 4

@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {d.artifact_strength})")
     p.add_argument("--traces", choices=TRACES, default=None,
                    help="robust: traces that survive compression (the demo's); fragile: traces heavy "
-                        f"compression erases (default: {d.traces})")
+                        "compression erases, on a swap that brings the other identity's colouring (the "
+                        "compression preset before issue 10); lookalike: the same traces on a look-alike swap "
+                        f"(the compression preset's) (default: {d.traces})")
     p.add_argument("--workers", type=int, default=0, help="processes (default: up to 2)")
     add_common_arguments(p, device=False)
     return p

@@ -13,7 +13,7 @@ import numpy as np
 from rccl.errors import RcclError
 
 PARAMS_FILE = "synth.json"          # the parameters the tree was made with; written last (= complete)
-TRACES = ("robust", "fragile")      # what the fakes carry; see rccl.data.synth.forge
+TRACES = ("robust", "fragile", "lookalike")  # what the fakes carry; see rccl.data.synth.forge
 
 
 class SynthError(RcclError, ValueError):
@@ -34,7 +34,9 @@ class SynthConfig:
     raw_qp: int = 10
     faces_dir: str | None = None
     # robust: the demo's fakes (blur, colour offset, seam: cues that survive c40);
-    # fragile: traces heavy compression erases (thin seam, grain loss, resampling, slight mismatch)
+    # fragile: traces heavy compression erases (thin seam, grain loss, resampling, slight mismatch), but the
+    # swapped face brings its own colouring (a mismatch c40 keeps); lookalike: the same traces on a look-alike
+    # swap (Y's face shape in X's colours), the compression benchmark's
     traces: str = "robust"
 
     def record(self) -> dict:
@@ -61,7 +63,7 @@ PRESETS: dict[str, dict] = {
     # (26 identities x 2 test videos, each with its fake, + 2 YouTube), 104 + 6 training videos.
     "compression": {
         "synth": dict(seed=0, n_identities=26, videos_per_identity=4, test_videos_per_identity=2, n_youtube=8,
-                      n_frames=16, size=128, artifact_strength=1.0, traces="fragile"),
+                      n_frames=16, size=128, artifact_strength=1.0, traces="lookalike"),
         "prep": dict(qualities=("raw", "c23", "c40"), pairs_per_video=3, crop_size=64),
     },
 }

@@ -13,7 +13,7 @@ import numpy as np
 
 from rccl.data.compress import H264Writer
 from rccl.data.layouts import CELEBDF_TEST_LIST
-from rccl.data.synth.forge import fake_params, swap_face
+from rccl.data.synth.forge import fake_params, source_face, swap_face
 from rccl.data.synth.params import PARAMS_FILE, TRACES, SynthConfig, SynthError, seeded_rng
 from rccl.data.synth.plan import test_list_lines, video_plan
 from rccl.data.synth.render import Face, motion, natural_frame, photo_identities, true_box
@@ -55,7 +55,7 @@ def make_video(cfg: SynthConfig, item: dict, root: Path, photo_ids) -> str:
     fake_m, face_y = None, None
     if item["kind"] == "fake":
         y = item["target"]
-        face_y = Face(cfg, f"id{y}", photo_ids[y][1] if photo_ids else None, item["video"])
+        face_y = source_face(cfg, face_x, Face(cfg, f"id{y}", photo_ids[y][1] if photo_ids else None, item["video"]))
         fake_m = fake_params(cfg, item["video"])
     exact = []
     with H264Writer(dst, width=cfg.size, height=cfg.size, rate=cfg.fps, quantiser=cfg.raw_qp, mode="qp",
