@@ -4,25 +4,43 @@
                                                           the JSON are kept; --force reruns them)
     python -m bench.paper_tables --only 2:Ours --only "2:Sup. Con" --seeds 0,1,2
     python -m bench.paper_tables --only 2:Xception --seeds 0 --verify   rerun, compare with the JSON
-    python -m bench.paper_tables --list                   the rows and their configs
+    python -m bench.paper_tables --list                   the rows, their configs and which rows share a run
 
 Each row is its shipped config (configs/tables/table*_*.yaml, on the paper's base configs/celebdf.yaml)
 with the demo-scale overrides of bench/paper_tables.yaml (encoder, input size, budget), on the rccl-synth
-preset that file names (`compression`: fakes whose traces c40 erases; made and prepared once, cached).
-Every run is a subprocess of the public CLI (`python -m rccl.cli.train --config ROW KEY=VALUE...`), its
-log in RUNS/NAME.log; its frame- and video-level metrics are read from RUN/metrics.json. After each run
-the JSON (bench/results/paper_tables.json) and the markdown beside it are rewritten, so an interrupted
-bench keeps what it measured and a later call adds to it.
+preset that file names (made and prepared once, cached). Every run is a subprocess of the public CLI
+(`python -m rccl.cli.train --config ROW KEY=VALUE...`), its log in RUNS/NAME.log; its frame- and
+video-level metrics are read from RUN/metrics.json.
+
+Rows whose resolved training configs are identical (the paper's own numbers say so for e.g. Table 2
+"Sup. Con" = Table 3 "Instance-level" = Table 5/6 "Sup. Con") are ONE run per seed: the bench hashes each
+row's resolved config (its config file, the bench overrides, the data set; not the run's name) and runs a
+hash once, reported in every row that has it; those rows say `"same_as": "TABLE:ROW"` (the first row of the
+paper's order with that config). A row's recorded seeds carry that hash: when the config, the overrides or
+the data set change, its old seeds are stale and are rerun.
+
+`--jobs N` (default 2) runs N trainings at once, each on `train.threads` (bench/paper_tables.yaml: 1)
+torch thread(s): on 2 cores two one-thread runs finish sooner than two two-thread runs in a row (the
+demo-scale model's small ops do not scale to two threads, and one-thread runs are steadier). `--lock FILE`
+holds a shared flock on FILE during each run (the machine's CPU lock). Every run records its wall and CPU
+seconds; after each run the JSON (bench/results/paper_tables.json) and the markdown beside it are
+rewritten, so an interrupted bench keeps what it measured and a later call (another --only, other
+--seeds) adds to it.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,20 +162,65 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rccl"
 
 
-def prepare_data(preset_name: str, cache: Path, log) -> Path:
-    """The preset made and prepared once (cached in a folder named by the preset's settings)."""
-    from rccl.data.synth import make_prepared, preset
+def data_key(preset_name: str) -> str:
+    """The prepared set's identity: the preset's name and a hash of its settings (its cache folder's name)."""
+    from rccl.data.synth import preset
 
     key = hashlib.sha1(json.dumps(preset(preset_name), sort_keys=True, default=list).encode()).hexdigest()[:8]
-    folder = cache / f"paper-tables-{preset_name}-{key}"
+    return f"paper-tables-{preset_name}-{key}"
+
+
+def prepare_data(preset_name: str, cache: Path, log) -> Path:
+    """The preset made and prepared once (cached in a folder named by the preset's settings)."""
+    from rccl.data.synth import make_prepared
+
+    folder = cache / data_key(preset_name)
     t0 = time.perf_counter()
     manifest = make_prepared(folder, preset_name, progress=False, log=None)
     log(f"paper_tables: data {manifest} ({time.perf_counter() - t0:.0f} s)")
     return Path(manifest)
 
 
+# ------------------------------------------------------------------------------------------ identical rows
+# Keys of a resolved config that name or place a run and do not change what it trains.
+NOT_TRAINING = ("name",)
+
+
+def training_config(config: str, overrides: list[str]) -> dict:
+    """The row's resolved config as rccl-train would run it (DEFAULTS, the file's base chain, the bench
+    overrides), without the keys in NOT_TRAINING."""
+    from rccl.train.config import load_config
+
+    cfg = load_config(ROOT / config, overrides)
+    for key in NOT_TRAINING:
+        cfg.pop(key, None)
+    return cfg
+
+
+def config_hash(cfg: dict, data: str) -> str:
+    """A short hash of a resolved training config and the data set it trains on (data_key)."""
+    text = json.dumps({"config": cfg, "data": data}, sort_keys=True, default=list)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def row_key(table: str, row: str) -> str:
+    return f"{table}:{row}"
+
+
+def plan_runs(overrides: list[str], data: str, rows=ROWS) -> dict[str, dict]:
+    """{"TABLE:ROW": {"hash": h, "owner": "TABLE:ROW", "config": the owner's config file}} for every row of
+    `rows`: rows with equal resolved configs share a hash, and their owner is the first of them in the
+    paper's order (the row whose config file names the run)."""
+    plan, owners = {}, {}
+    for table, row, config in rows:
+        h = config_hash(training_config(config, overrides), data)
+        owner = owners.setdefault(h, (row_key(table, row), config))
+        plan[row_key(table, row)] = {"hash": h, "owner": owner[0], "config": owner[1]}
+    return plan
+
+
 # ------------------------------------------------------------------------------------------ one run
-def run_name(table: str, config: str, seed: int) -> str:
+def run_name(config: str, seed: int) -> str:
     return f"{Path(config).stem}-s{seed}"
 
 
@@ -184,27 +247,55 @@ def read_metrics(run_dir: Path) -> dict:
     return out
 
 
-def run_one(table: str, row: str, config: str, seed: int, overrides: list[str], manifest: Path,
-            runs: Path, nice: int) -> tuple[dict, float]:
-    name = run_name(table, config, seed)
+@contextlib.contextmanager
+def shared_lock(path: Path | None):
+    """A shared flock on `path` (the machine's CPU lock) for the duration of one run; no-op for None."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_child(cmd: list[str], log_path: Path) -> tuple[int, float, float]:
+    """Run `cmd` with stdout/stderr to log_path; (exit code, wall seconds, CPU seconds: user + system of the
+    child, from wait4, so that a run's cost is known even when other work shared the cores)."""
+    t0 = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:  # a live log (tail -f), not a result file
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        child = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, time.perf_counter() - t0, usage.ru_utime + usage.ru_stime
+
+
+def run_one(label: str, config: str, seed: int, overrides: list[str], manifest: Path, runs: Path, nice: int,
+            lock: Path | None = None, keep_checkpoints: bool = False) -> tuple[dict, float, float]:
+    """Train and evaluate `config` with `seed`; (metrics, wall seconds, CPU seconds). The run folder's
+    checkpoints (~60 MB a run at the demo scale) are removed once its metrics are read, unless
+    keep_checkpoints: the config, epochs.csv, metrics, scores and plots stay."""
+    name = run_name(config, seed)
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = runs / name
     if run_dir.exists():  # a stale or interrupted run of the same name: rccl-train wants a fresh folder
-        import shutil
         shutil.rmtree(run_dir)
     cmd = train_command(config, overrides, manifest, runs, name, seed)
     if nice:
         cmd = ["nice", "-n", str(nice), *cmd]
-    t0 = time.perf_counter()
-    with open(runs / f"{name}.log", "w", encoding="utf-8") as log:  # a live log (tail -f), not a result file
-        log.write(" ".join(cmd) + "\n")
-        log.flush()
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
-    seconds = time.perf_counter() - t0
+    with shared_lock(lock):
+        rc, wall, cpu = run_child(cmd, runs / f"{name}.log")
     if rc != 0:
         tail = (runs / f"{name}.log").read_text(encoding="utf-8").strip().splitlines()[-3:]
-        raise BenchError(f"table {table} {row!r} seed {seed}: rccl-train exited {rc}: {' | '.join(tail)}")
-    return read_metrics(run_dir), seconds
+        raise BenchError(f"{label} seed {seed}: rccl-train exited {rc}: {' | '.join(tail)}")
+    metrics = read_metrics(run_dir)
+    if not keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return metrics, wall, cpu
 
 
 # ------------------------------------------------------------------------------------------ results file
@@ -224,34 +315,82 @@ def find_row(results: dict, table: str, row: str) -> dict | None:
     return next((r for r in results["rows"] if r["table"] == table and r["row"] == row), None)
 
 
-def has_seed(results: dict, table: str, row: str, seed: int) -> bool:
+def has_seed(results: dict, table: str, row: str, seed: int, config_hash: str | None = None) -> bool:
+    """The row has a result for `seed` (measured with `config_hash`, when one is given)."""
     entry = find_row(results, table, row)
-    return entry is not None and seed in entry.get("seeds", [])
+    if entry is None or seed not in entry.get("seeds", []):
+        return False
+    return config_hash is None or entry.get("config_hash") == config_hash
 
 
 def merge_result(results: dict, table: str, row: str, config: str, seed: int, metrics: dict,
-                 seconds: float) -> None:
+                 seconds: float, cpu_seconds: float | None = None, *, config_hash: str | None = None,
+                 same_as: str | None = None) -> None:
     """Put one run's metrics into `results` (replacing that row's earlier result for the seed). Each row
-    keeps its own `seeds` list; every metric list is aligned with it."""
+    keeps its own `seeds` list; every per-seed list (metrics, seconds, cpu_seconds) is aligned with it. A
+    result with another config_hash than the row's earlier ones makes those stale: they are dropped."""
     entry = find_row(results, table, row)
+    if entry is not None and config_hash is not None and entry.get("config_hash") != config_hash:
+        results["rows"].remove(entry)  # measured on another config or data set
+        entry = None
     if entry is None:
-        entry = {"table": table, "row": row, "config": config, "seeds": [], "seconds": [], "metrics": {}}
+        entry = {"table": table, "row": row, "config": config, "config_hash": config_hash, "same_as": same_as,
+                 "seeds": [], "seconds": [], "cpu_seconds": [], "metrics": {}}
         results["rows"].append(entry)
         order = {(t, n): i for i, (t, n, _) in enumerate(ROWS)}
         results["rows"].sort(key=lambda r: order.get((r["table"], r["row"]), len(order)))
-    entry["config"] = config
+    entry.update(config=config, config_hash=config_hash, same_as=same_as)
+    entry.setdefault("cpu_seconds", [None] * len(entry["seeds"]))
     if seed in entry["seeds"]:
         i = entry["seeds"].index(seed)
-        for lst in [entry["seconds"]] + [v for q in entry["metrics"].values() for v in q.values()]:
+        for lst in [entry["seconds"], entry["cpu_seconds"]] + [v for q in entry["metrics"].values() for v in q.values()]:
             del lst[i]
         entry["seeds"].remove(seed)
     entry["seeds"].append(seed)
     entry["seconds"].append(round(seconds, 1))
+    entry["cpu_seconds"].append(None if cpu_seconds is None else round(cpu_seconds, 1))
     for q, values in metrics.items():
         slot = entry["metrics"].setdefault(q, {})
         for key, value in values.items():
             slot.setdefault(key, []).append(value)
     results["seeds"] = sorted({s for r in results["rows"] for s in r["seeds"]})
+
+
+def merge_file(results: dict, other: dict, plan: dict, where: str) -> int:
+    """Merge the rows of another results file (`other`, from a part of the bench run elsewhere or with
+    another --out) into `results`, seed by seed; a row whose config hash is not the one the current configs
+    give (`plan`) is stale and skipped. Returns the (row, seed) results taken."""
+    taken = 0
+    for entry in other["rows"]:
+        key = row_key(entry.get("table", ""), entry.get("row", ""))
+        if key not in plan:
+            raise BenchError(f"--merge {where}: row {key!r} is not a row of the paper's tables")
+        if entry.get("config_hash") != plan[key]["hash"]:
+            print(f"paper_tables: --merge {where}: {key} was measured with another config or data set "
+                  f"(hash {entry.get('config_hash')}, now {plan[key]['hash']}); skipped")
+            continue
+        for i, seed in enumerate(entry["seeds"]):
+            metrics = {q: {k: v[i] for k, v in m.items()} for q, m in entry["metrics"].items()}
+            cpu = (entry.get("cpu_seconds") or [None] * len(entry["seeds"]))[i]
+            merge_result(results, entry["table"], entry["row"], entry["config"], seed, metrics, entry["seconds"][i],
+                         cpu, config_hash=entry["config_hash"], same_as=entry.get("same_as"))
+            taken += 1
+    return taken
+
+
+def run_totals(results: dict) -> dict:
+    """The cost of what the JSON holds, each run counted once (rows with same_as reuse their owner's run):
+    {"runs": n, "unique_configs": n, "wall_s": total, "cpu_s": total, "wall_s_per_run": mean, ...}."""
+    owners = [r for r in results["rows"] if not r.get("same_as")]
+    wall = [s for r in owners for s in r["seconds"]]
+    cpu = [s for r in owners for s in r.get("cpu_seconds", []) if s is not None]
+    out = {"runs": len(wall), "unique_configs": len(owners), "wall_s": round(sum(wall), 1),
+           "cpu_s": round(sum(cpu), 1)}
+    if wall:
+        out["wall_s_per_run"] = round(statistics.fmean(wall), 1)
+    if cpu:
+        out["cpu_s_per_run"] = round(statistics.fmean(cpu), 1)
+    return out
 
 
 # ------------------------------------------------------------------------------------------ markdown
@@ -264,20 +403,30 @@ def _mean_sd(values: list[float]) -> str:
     return f"{m:.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
+def _minutes(values: list) -> str:
+    values = [v for v in values if v is not None]
+    return f"{statistics.fmean(values) / 60:.1f}" if values else "-"
+
+
 def render_markdown(results: dict, command: str) -> str:
+    totals = run_totals(results)
     lines = ["# Paper Tables 2-6 at demo scale (bench/paper_tables.py)", "",
-             "Trained on raw, tested on raw / c23 / c40 of the `compression` synthetic set (bench/paper_tables.yaml);",
+             "Trained on raw, tested on raw / c23 / c40 of the synthetic set bench/paper_tables.yaml names;",
              "frame-level AUC and ACC in percent, mean ± sample standard deviation over the seeds (n). The paper's",
              "numbers (Celeb-DF-v2, Xception at 299 px) beside them: AUC is given in its Table 2 only, ACC in all.",
-             "Generated by `" + command + "`; rows not listed were not run.", ""]
+             "A row whose resolved training config equals an earlier row's reuses that row's runs (\"same as\").",
+             "min/run: wall and CPU minutes per training run (mean over its seeds).",
+             "Generated by `" + command + "`; rows not listed were not run.", "",
+             f"Runs: {totals['runs']} ({totals['unique_configs']} distinct configs), "
+             f"{totals['wall_s'] / 60:.1f} min wall (runs overlapped with --jobs), {totals['cpu_s'] / 60:.1f} min CPU.", ""]
     for table in dict.fromkeys(t for t, _, _ in ROWS):
         rows = [r for r in results["rows"] if r["table"] == table]
         if not rows:
             continue
         lines += [f"## Table {table}", "",
                   "| row | n | AUC raw | AUC c23 | AUC c40 | ACC raw | ACC c23 | ACC c40 | raw→c40 AUC drop "
-                  "| paper AUC raw/c23/c40 | paper ACC raw/c23/c40 |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+                  "| paper AUC raw/c23/c40 | paper ACC raw/c23/c40 | same as | min/run wall, CPU |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
         for r in rows:
             m = r["metrics"]
             drops = [a - b for a, b in zip(m["raw"]["auc"], m["c40"]["auc"])]
@@ -286,7 +435,8 @@ def render_markdown(results: dict, command: str) -> str:
             p_acc = "/".join(f"{v:.2f}" for v in paper["acc"]) if "acc" in paper else "-"
             cells = [_mean_sd(m[q]["auc"]) for q in QUALITIES] + [_mean_sd(m[q]["acc"]) for q in QUALITIES]
             lines.append(f"| {r['row']} | {len(r['seeds'])} | " + " | ".join(cells)
-                         + f" | {_mean_sd(drops)} | {p_auc} | {p_acc} |")
+                         + f" | {_mean_sd(drops)} | {p_auc} | {p_acc} | {r.get('same_as') or '-'} "
+                         + f"| {_minutes(r['seconds'])}, {_minutes(r.get('cpu_seconds', []))} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -303,11 +453,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verify", action="store_true",
                    help=f"rerun the selected rows/seeds already in the JSON and compare (|AUC diff| <= "
                         f"{REPRO_TOLERANCE}); the JSON is not changed")
+    p.add_argument("--jobs", type=int, default=2, help="trainings run at once (default: %(default)s)")
+    p.add_argument("--lock", type=Path, default=None,
+                   help="hold a shared flock on this file during each run (e.g. the machine's CPU lock)")
+    p.add_argument("--merge", action="append", type=Path, default=[], metavar="FILE",
+                   help="first merge the results of FILE (another part's --out; repeatable) into --out")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each run's checkpoints (default: removed once its metrics are read)")
     p.add_argument("--bench-config", type=Path, default=BENCH_CONFIG)
     p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "paper_tables", help="run folders and logs")
-    p.add_argument("--nice", type=int, default=10, help="niceness of each training run (0: none)")
-    p.add_argument("--list", action="store_true", help="print the rows and their configs, run nothing")
+    p.add_argument("--nice", type=int, default=0, help="niceness of each training run (default 0: none)")
+    p.add_argument("--list", action="store_true", help="print the rows, their configs and shared runs; run nothing")
     args = p.parse_args(argv)
     try:
         return _main(args)
@@ -316,53 +473,112 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def plan_units(rows, seeds, plan: dict, results: dict, *, force: bool, verify: bool) -> list[tuple[str, int]]:
+    """The runs to do, as (owner "TABLE:ROW", seed), seed-major (every selected row gets its first seed
+    before any gets its second, so a bench cut short still compares all the rows), one per distinct
+    config and seed. Without --force a run is skipped when every row sharing its config has the seed
+    (with that config's hash); --verify takes the runs whose owner row has the seed."""
+    units = []
+    for seed in seeds:
+        for table, row, _ in rows:
+            p = plan[row_key(table, row)]
+            unit = (p["owner"], seed)
+            if unit in units:
+                continue
+            sharing = [k for k, q in plan.items() if q["hash"] == p["hash"]]
+            recorded = [has_seed(results, *k.split(":", 1), seed, p["hash"]) for k in sharing]
+            owner_recorded = has_seed(results, *p["owner"].split(":", 1), seed, p["hash"])
+            if (verify and owner_recorded) or (not verify and (force or not all(recorded))):
+                units.append(unit)
+    return units
+
+
+def projection(results: dict, runs: int, jobs: int) -> str:
+    """", about M min on idle cores (CPU minutes / cores in use)" from the JSON's mean CPU seconds per run;
+    "" when it has none yet."""
+    per_run = run_totals(results).get("cpu_s_per_run")
+    if not per_run:
+        return ""
+    cores = min(jobs, os.cpu_count() or 1)
+    return (f"; at {per_run / 60:.1f} CPU min a run (the JSON's mean) that is {runs * per_run / 60:.0f} CPU min, "
+            f"about {runs * per_run / 60 / cores:.0f} min on {cores} idle core(s)")
+
+
 def _main(args) -> int:
     rows, seeds = parse_only(args.only), parse_seeds(args.seeds)
-    if args.list:
-        for table, row, config in rows:
-            print(f"{table}:{row}\t{config}")
-        return 0
-    missing = [c for _, _, c in rows if not (ROOT / c).is_file()]
+    if args.jobs < 1:
+        raise BenchError(f"--jobs {args.jobs}: give at least 1")
+    preset_name, overrides = read_bench_config(args.bench_config)
+    missing = [c for _, _, c in ROWS if not (ROOT / c).is_file()]
     if missing:
         raise BenchError(f"row configs not found: {', '.join(missing)} (they ship with the method configs)")
-    preset_name, overrides = read_bench_config(args.bench_config)
+    plan = plan_runs(overrides, data_key(preset_name))
+    if args.list:
+        for table, row, config in rows:
+            p = plan[row_key(table, row)]
+            shared = "" if p["owner"] == row_key(table, row) else f"\tsame run as {p['owner']}"
+            print(f"{table}:{row}\t{config}\t{p['hash']}{shared}")
+        print(f"{len({p['hash'] for p in plan.values()})} distinct configs among the {len(plan)} rows")
+        return 0
     out_json = args.out if args.out.is_absolute() else Path.cwd() / args.out
+    command = "python -m bench.paper_tables " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench.paper_tables"
     results = load_results(out_json)
-    # seed-major: every selected row gets its first seed before any row gets its second, so a bench cut
-    # short still compares all the rows
-    if args.verify:
-        todo = [(t, r, c, s) for s in seeds for t, r, c in rows if has_seed(results, t, r, s)]
-    else:
-        todo = [(t, r, c, s) for s in seeds for t, r, c in rows if args.force or not has_seed(results, t, r, s)]
-    if not todo:
+    for other in args.merge:
+        if not other.is_file():
+            raise BenchError(f"--merge {other}: no such file")
+        taken = merge_file(results, load_results(other), plan, str(other))
+        print(f"paper_tables: merged {taken} row/seed result(s) of {other}")
+    units = plan_units(rows, seeds, plan, results, force=args.force, verify=args.verify)
+    if not units:
         print("paper_tables: nothing to run (every selected row/seed is in the JSON; --force reruns)")
-        _write(results, out_json)
+        _write(results, out_json, command)
         return 0
     manifest = prepare_data(preset_name, (args.cache or default_cache()).expanduser(), print)
-    command = "python -m bench.paper_tables " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m bench.paper_tables"
-    durations, failures, worst = [], 0, 0.0
-    for i, (table, row, config, seed) in enumerate(todo, 1):
-        try:
-            metrics, seconds = run_one(table, row, config, seed, overrides, manifest, args.runs, args.nice)
-        except BenchError as e:
-            failures += 1
-            print(f"[{i}/{len(todo)}] {e}", flush=True)
-            continue
-        durations.append(seconds)
-        eta = statistics.fmean(durations) * (len(todo) - i)
-        summary = ", ".join(f"{q} {metrics[q]['auc']:.3f}" for q in QUALITIES)
-        line = (f"[{i}/{len(todo)}] table {table} {row!r} seed {seed}: {seconds:.0f} s, frame AUC {summary}; "
-                f"ETA {eta / 60:.0f} min")
-        if args.verify:
-            entry = find_row(results, table, row)
-            k = entry["seeds"].index(seed)
-            diff = max(abs(metrics[q]["auc"] - entry["metrics"][q]["auc"][k]) for q in QUALITIES)
-            worst = max(worst, diff)
-            line += f"; max |AUC - recorded| {diff:.4f}"
-        else:
-            merge_result(results, table, row, config, seed, metrics, seconds)
-            _write(results, out_json, command)
-        print(line, flush=True)
+    print(f"paper_tables: {len(units)} run(s) ({len({u[0] for u in units})} distinct configs x seeds {seeds}), "
+          f"{args.jobs} at a time{projection(results, len(units), args.jobs)}", flush=True)
+
+    def job(unit):
+        owner, seed = unit
+        print(f"paper_tables: start {owner} seed {seed} ({plan[owner]['config']}, log "
+              f"{args.runs / run_name(plan[owner]['config'], seed)}.log)", flush=True)
+        return run_one(owner, plan[owner]["config"], seed, overrides, manifest, args.runs, args.nice, args.lock,
+                       args.keep_checkpoints)
+
+    t_start, done, failures, worst = time.perf_counter(), 0, 0, 0.0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(job, unit): unit for unit in units}
+        for future in concurrent.futures.as_completed(futures):
+            owner, seed = futures[future]
+            done += 1
+            try:
+                metrics, wall, cpu = future.result()
+            except BenchError as e:
+                failures += 1
+                print(f"[{done}/{len(units)}] {e}", flush=True)
+                continue
+            elapsed = time.perf_counter() - t_start
+            eta = elapsed / done * (len(units) - done)
+            summary = ", ".join(f"{q} {metrics[q]['auc']:.3f}" for q in QUALITIES)
+            sharing = [k for k, q in plan.items() if q["hash"] == plan[owner]["hash"]]
+            line = (f"[{done}/{len(units)}] {owner} seed {seed}: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU, "
+                    f"frame AUC {summary}; elapsed {elapsed / 60:.0f} min, ETA {eta / 60:.0f} min")
+            if len(sharing) > 1:
+                line += f" (also {', '.join(k for k in sharing if k != owner)})"
+            if args.verify:
+                table, row = owner.split(":", 1)
+                entry = find_row(results, table, row)
+                k = entry["seeds"].index(seed)
+                diff = max(abs(metrics[q]["auc"] - entry["metrics"][q]["auc"][k]) for q in QUALITIES)
+                worst = max(worst, diff)
+                line += f"; max |AUC - recorded| {diff:.4f}"
+            else:
+                for key in sharing:
+                    table, row = key.split(":", 1)
+                    config = next(c for t, n, c in ROWS if (t, n) == (table, row))
+                    merge_result(results, table, row, config, seed, metrics, wall, cpu,
+                                 config_hash=plan[owner]["hash"], same_as=None if key == owner else owner)
+                _write(results, out_json, command)
+            print(line, flush=True)
     if args.verify:
         ok = worst <= REPRO_TOLERANCE
         print(f"paper_tables: verify: worst |AUC difference| {worst:.4f} ({'within' if ok else 'OVER'} "
@@ -372,6 +588,7 @@ def _main(args) -> int:
 
 
 def _write(results: dict, out_json: Path, command: str = "python -m bench.paper_tables") -> None:
+    results["totals"] = run_totals(results)
     write_json(out_json, results)
     write_text(out_json.with_suffix(".md"), render_markdown(results, command) + "\n")
 

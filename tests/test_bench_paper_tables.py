@@ -1,12 +1,17 @@
 """bench/paper_tables.py without training: row selection, the overrides every row runs with (valid on every
-shipped row config), merging parts of a run into the results JSON, the markdown beside it."""
+shipped row config), rows with identical resolved configs found by their hash and run once, merging parts
+of a run into the results JSON (with the training replaced by a stand-in), the markdown beside it."""
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from bench.paper_tables import (BENCH_CONFIG, PAPER, ROOT, ROWS, BenchError, find_row, load_results, merge_result,
-                                parse_only, parse_seeds, read_bench_config, render_markdown)
+import json
+
+import bench.paper_tables as pt
+from bench.paper_tables import (BENCH_CONFIG, PAPER, ROOT, ROWS, BenchError, config_hash, data_key, find_row,
+                                load_results, merge_result, parse_only, parse_seeds, plan_runs, plan_units,
+                                read_bench_config, render_markdown, run_totals, training_config)
 from rccl.data.synth import PRESETS
 from rccl.train.config import load_config
 
@@ -77,3 +82,169 @@ def test_results_file_errors(tmp_path):
     bad.write_text("{}", encoding="utf-8")
     with pytest.raises(BenchError, match="no 'rows' list"):
         load_results(bad)
+
+
+def test_identical_rows_share_one_run():
+    """The hash of the resolved configs finds the rows the paper's numbers say are one setting: Sup. Con of
+    Tables 2, 3 (Instance-level), 5 and 6; Table 4 Smooth = Table 5 "+ 32 pos., 16 neg." = Table 6 "As
+    negatives". Every other row is its own run."""
+    preset_name, overrides = read_bench_config(BENCH_CONFIG)
+    plan = plan_runs(overrides, data_key(preset_name))
+    assert set(plan) == {f"{t}:{n}" for t, n, _ in ROWS}
+    groups = {}
+    for key, p in plan.items():
+        groups.setdefault(p["hash"], []).append(key)
+    shared = sorted(sorted(g) for g in groups.values() if len(g) > 1)
+    assert shared == [["2:Sup. Con", "3:Instance-level", "5:Sup. Con", "6:Sup. Con"],
+                      ["4:Smooth", "5:+ 32 pos., 16 neg.", "6:As negatives"]]
+    assert len(groups) == 12
+    assert plan["6:Sup. Con"]["owner"] == "2:Sup. Con" and plan["6:Sup. Con"]["config"] == "configs/tables/table2_supcon.yaml"
+    assert plan["6:As negatives"]["owner"] == "4:Smooth"
+    assert plan["2:Ours"]["owner"] == "2:Ours" and plan["2:Ours"]["hash"] != plan["4:Smooth"]["hash"]
+
+
+def test_the_hash_is_the_resolved_config_not_the_file(tmp_path, monkeypatch):
+    """Two files that resolve alike (other names, other comments, a default spelled out) share a hash; one
+    changed key, another data set, or another bench override gives another hash."""
+    monkeypatch.setattr(pt, "ROOT", tmp_path)
+    base = (ROOT / "configs" / "celebdf.yaml").resolve()
+    (tmp_path / "a.yaml").write_text(f"base: {base}\nname: a\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(f"# same setting\nbase: {base}\nname: b\nloss:\n  negatives: 16\n", encoding="utf-8")
+    (tmp_path / "c.yaml").write_text(f"base: {base}\nname: c\nloss:\n  negatives: 8\n", encoding="utf-8")
+    rows = [("9", "A", "a.yaml"), ("9", "B", "b.yaml"), ("9", "C", "c.yaml")]
+    _, overrides = read_bench_config(BENCH_CONFIG)
+    plan = plan_runs(overrides, "set-1", rows)
+    assert plan["9:B"] == {"hash": plan["9:A"]["hash"], "owner": "9:A", "config": "a.yaml"}
+    assert plan["9:C"]["owner"] == "9:C" and plan["9:C"]["hash"] != plan["9:A"]["hash"]
+    assert plan_runs(overrides, "set-2", rows)["9:A"]["hash"] != plan["9:A"]["hash"]
+    assert plan_runs(overrides + ["stage1.epochs=3"], "set-1", rows)["9:A"]["hash"] != plan["9:A"]["hash"]
+    assert "name" not in training_config("a.yaml", overrides)
+    assert config_hash({"x": 1}, "d") == config_hash({"x": 1}, "d") != config_hash({"x": 2}, "d")
+
+
+def test_plan_units_runs_each_config_once_per_seed():
+    plan = {"2:Sup. Con": {"hash": "h1", "owner": "2:Sup. Con", "config": "s.yaml"},
+            "5:Sup. Con": {"hash": "h1", "owner": "2:Sup. Con", "config": "s.yaml"},
+            "2:Ours": {"hash": "h2", "owner": "2:Ours", "config": "o.yaml"}}
+    rows = [("2", "Sup. Con", "s.yaml"), ("2", "Ours", "o.yaml"), ("5", "Sup. Con", "s5.yaml")]
+    results = load_results(ROOT / "no-such-file.json")
+    assert plan_units(rows, [0, 1], plan, results, force=False, verify=False) == [
+        ("2:Sup. Con", 0), ("2:Ours", 0), ("2:Sup. Con", 1), ("2:Ours", 1)]  # seed-major, Sup. Con once
+    assert plan_units(rows[2:], [0], plan, results, force=False, verify=False) == [("2:Sup. Con", 0)]
+    merge_result(results, "2", "Sup. Con", "s.yaml", 0, _metrics(0.7, 0.6), 5.0, config_hash="h1")
+    merge_result(results, "5", "Sup. Con", "s5.yaml", 0, _metrics(0.7, 0.6), 5.0, config_hash="h1",
+                 same_as="2:Sup. Con")
+    merge_result(results, "2", "Ours", "o.yaml", 0, _metrics(0.7, 0.6), 5.0, config_hash="old")  # stale
+    assert plan_units(rows, [0], plan, results, force=False, verify=False) == [("2:Ours", 0)]
+    assert plan_units(rows, [0], plan, results, force=True, verify=False) == [("2:Sup. Con", 0), ("2:Ours", 0)]
+    assert plan_units(rows, [0, 1], plan, results, force=False, verify=True) == [("2:Sup. Con", 0)]
+
+
+def test_a_result_of_another_config_replaces_the_stale_seeds():
+    results = {"seeds": [], "rows": []}
+    merge_result(results, "2", "Ours", "c.yaml", 0, _metrics(0.9, 0.7), 10.0, 20.0, config_hash="old")
+    merge_result(results, "2", "Ours", "c.yaml", 1, _metrics(0.8, 0.7), 10.0, 20.0, config_hash="old")
+    merge_result(results, "2", "Ours", "c.yaml", 2, _metrics(0.6, 0.5), 11.0, 21.0, config_hash="new")
+    ours = find_row(results, "2", "Ours")
+    assert ours["seeds"] == [2] and ours["metrics"]["raw"]["auc"] == [0.6] and ours["cpu_seconds"] == [21.0]
+    assert ours["config_hash"] == "new" and results["seeds"] == [2]
+
+
+def _fake_run(calls, lock):
+    def run_one(label, config, seed, overrides, manifest, runs, nice, lock_path=None, keep=False):
+        with lock:
+            calls.append((label, seed))
+        base = 0.5 + 0.01 * seed + 0.001 * len(config)
+        return _metrics(base + 0.3, base), 60.0 + seed, 50.0 + seed
+    return run_one
+
+
+def test_main_runs_in_parts_and_merges(tmp_path, monkeypatch, capsys):
+    """Two calls (Table 2 seed 0, then Table 5 seeds 0-1) fill one JSON: the shared run (2:Sup. Con = 5:Sup.
+    Con) is not repeated for seed 0, every row of the shared config is filled from it and says so, the
+    totals count each run once; --verify reruns what is recorded and compares."""
+    import threading
+
+    calls = []
+    monkeypatch.setattr(pt, "run_one", _fake_run(calls, threading.Lock()))
+    monkeypatch.setattr(pt, "prepare_data", lambda *a, **k: tmp_path / "manifest.jsonl")
+    out = tmp_path / "t.json"
+    assert pt.main(["--only", "2", "--seeds", "0", "--out", str(out)]) == 0
+    assert sorted(calls) == [("2:Ours", 0), ("2:Sup. Con", 0), ("2:Xception", 0)]
+    calls.clear()
+    assert pt.main(["--only", "5", "--seeds", "0,1", "--out", str(out), "--jobs", "3"]) == 0
+    assert sorted(calls) == [("2:Sup. Con", 1), ("4:Smooth", 0), ("4:Smooth", 1), ("5:+ 32 pos.", 0),
+                             ("5:+ 32 pos.", 1), ("5:+ 32 pos., 32 neg.", 0), ("5:+ 32 pos., 32 neg.", 1)]
+    results = json.loads(out.read_text(encoding="utf-8"))
+    sup5, sup2, sup6 = find_row(results, "5", "Sup. Con"), find_row(results, "2", "Sup. Con"), find_row(results, "6", "Sup. Con")
+    assert sup5["same_as"] == "2:Sup. Con" and sup2["same_as"] is None and sup6["same_as"] == "2:Sup. Con"
+    assert sorted(sup5["seeds"]) == sorted(sup2["seeds"]) == [0, 1]
+    assert sup5["metrics"] == sup2["metrics"] and sup5["config"] == "configs/tables/table5_supcon.yaml"
+    assert find_row(results, "6", "As negatives")["same_as"] == "4:Smooth"
+    assert find_row(results, "3", "Temporal-level") is None  # not run
+    assert results["seeds"] == [0, 1]
+    assert results["totals"]["runs"] == 3 + 7 and results["totals"]["cpu_s"] == 10 * 50.0 + 4 * 1.0
+    md = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "| Sup. Con | 2 |" in md and "| 2:Sup. Con |" in md
+    printed = capsys.readouterr().out
+    assert "paper_tables: 7 run(s) (4 distinct configs x seeds [0, 1]), 3 at a time; at 0.8 CPU min a run" in printed
+    assert "paper_tables: start 4:Smooth seed 1 (configs/tables/table4_smooth.yaml" in printed
+    assert "(also 3:Instance-level, 5:Sup. Con, 6:Sup. Con)" in printed and "ETA" in printed
+    calls.clear()
+    assert pt.main(["--only", "5:Sup. Con", "--seeds", "0", "--out", str(out)]) == 0  # all recorded
+    assert calls == []
+    before = out.read_text(encoding="utf-8")
+    assert pt.main(["--only", "6:Sup. Con", "--seeds", "0", "--verify", "--out", str(out)]) == 0
+    assert calls == [("2:Sup. Con", 0)] and out.read_text(encoding="utf-8") == before
+    assert "verify: worst |AUC difference| 0.0000 (within 0.02)" in capsys.readouterr().out
+
+
+def test_a_failed_run_is_reported_and_the_rest_kept(tmp_path, monkeypatch, capsys):
+    def run_one(label, config, seed, *a, **k):
+        if label == "2:Ours":
+            raise BenchError(f"{label} seed {seed}: rccl-train exited 1: boom")
+        return _metrics(0.8, 0.7), 1.0, 1.0
+    monkeypatch.setattr(pt, "run_one", run_one)
+    monkeypatch.setattr(pt, "prepare_data", lambda *a, **k: tmp_path / "manifest.jsonl")
+    out = tmp_path / "t.json"
+    assert pt.main(["--only", "2", "--seeds", "0", "--out", str(out), "--jobs", "1"]) == 1
+    assert "2:Ours seed 0: rccl-train exited 1: boom" in capsys.readouterr().out
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert [(r["table"], r["row"]) for r in results["rows"]] == [  # the paper's order; Ours not there
+        ("2", "Xception"), ("2", "Sup. Con"), ("3", "Instance-level"), ("5", "Sup. Con"), ("6", "Sup. Con")]
+    assert pt.main(["--jobs", "0", "--out", str(out)]) == 2
+
+
+def test_run_child_records_wall_and_cpu(tmp_path):
+    import sys
+    rc, wall, cpu = pt.run_child([sys.executable, "-c", "import time; t = time.process_time()\n"
+                                  "while time.process_time() - t < 0.3: pass\nraise SystemExit(3)"], tmp_path / "x.log")
+    assert rc == 3 and wall >= 0.3 and 0.25 <= cpu <= wall + 0.1
+    assert (tmp_path / "x.log").read_text(encoding="utf-8").startswith(sys.executable)
+
+
+def test_merge_combines_parts_written_to_other_files(tmp_path, monkeypatch, capsys):
+    """Parts run with their own --out (e.g. side by side) merge into one file; a part measured with another
+    config hash is skipped with a note; a missing file is an error."""
+    import threading
+
+    calls = []
+    monkeypatch.setattr(pt, "run_one", _fake_run(calls, threading.Lock()))
+    monkeypatch.setattr(pt, "prepare_data", lambda *a, **k: tmp_path / "manifest.jsonl")
+    a, b, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "all.json"
+    assert pt.main(["--only", "2:Xception", "--seeds", "0", "--out", str(a)]) == 0
+    assert pt.main(["--only", "6", "--seeds", "0,1", "--out", str(b)]) == 0
+    stale = json.loads(a.read_text(encoding="utf-8"))
+    stale["rows"][0]["config_hash"] = "0ld"
+    (tmp_path / "stale.json").write_text(json.dumps(stale), encoding="utf-8")
+    calls.clear()
+    assert pt.main(["--only", "2:Xception", "--seeds", "0", "--out", str(out), "--merge", str(a), "--merge", str(b),
+                    "--merge", str(tmp_path / "stale.json")]) == 0
+    assert calls == []  # everything asked for came from the parts
+    assert "2:Xception was measured with another config or data set" in capsys.readouterr().out
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert find_row(results, "2", "Xception")["seeds"] == [0]
+    assert sorted(find_row(results, "3", "Instance-level")["seeds"]) == [0, 1]  # 6:Sup. Con's run, shared
+    assert find_row(results, "6", "As negatives")["same_as"] == "4:Smooth"
+    assert results["totals"]["runs"] == 1 + 6
+    assert pt.main(["--out", str(out), "--merge", str(tmp_path / "nope.json")]) == 2
