@@ -17,7 +17,6 @@ found on its frame by the default and by the facenet way.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -30,7 +29,7 @@ from rccl.data.faces.cascade import Cascade
 from rccl.data.faces.detection import to_frame_box
 from rccl.data.faces.mtcnn import MTCNN_MIN_FACE, Mtcnn, torch_threads
 from rccl.data.video import pair_indices, probe, read_frames
-from rccl.fileio import write_text
+from rccl.fileio import append_json_line
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 VIDEOS = (SHARED / "faces/video/short_hamilton_clip.mp4", SHARED / "real/dfdc/train_sample_videos/abofeumbvv.mp4")
@@ -122,8 +121,7 @@ def main() -> None:
     res["load_avg_1m_end"] = os.getloadavg()[0]
     print(f"load average (1 min): {load_start:.1f} at the start, {res['load_avg_1m_end']:.1f} at the end")
     if args.json:  # appended: the file keeps every run
-        old = Path(args.json).read_text(encoding="utf-8") if Path(args.json).is_file() else ""
-        write_text(args.json, old + json.dumps(res) + "\n")
+        append_json_line(args.json, res)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ On the photos of ../shared/data/faces: faces found (identities: one each; dogs.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from PIL import Image
 from rccl.data.faces import DETECTOR_NAMES, DetectorError, get_detector, iou, track_subject
 from rccl.data.faces.cascade import Cascade
 from rccl.data.video import pair_indices, probe, read_frames
-from rccl.fileio import write_text
+from rccl.fileio import append_json_line
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -91,8 +90,7 @@ def main() -> None:
                   f"{v['cpu_ms']:4d} CPU ms/frame{whole}")
         print("   photos:", ", ".join(f"{k} {n}" for k, n in photo_faces.items()))
         if args.json:  # appended: the file keeps every run
-            old = Path(args.json).read_text(encoding="utf-8") if Path(args.json).is_file() else ""
-            write_text(args.json, old + json.dumps(res) + "\n")
+            append_json_line(args.json, res)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import torch
 
 from rccl.data.faces import DEFAULT_DETECTOR, DETECTOR_NAMES, FaceCropper, find_subject
 from rccl.data.prep import prepare, save_image_atomic
-from rccl.fileio import write_text
+from rccl.fileio import append_json_line
 from rccl.data.video import pair_indices, probe, read_frames
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "video" / "short_hamilton_clip.mp4"
@@ -161,8 +161,7 @@ def main():
     for k, v in res.items():
         print(f"{k:>24}: {v}")
     if args.json:  # appended: the file keeps every run
-        old = Path(args.json).read_text(encoding="utf-8") if Path(args.json).is_file() else ""
-        write_text(args.json, old + json.dumps(res) + "\n")
+        append_json_line(args.json, res)
 
 
 if __name__ == "__main__":

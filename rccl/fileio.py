@@ -78,6 +78,16 @@ def write_lines(path: str | os.PathLike, lines) -> None:
             f.write(line + "\n")
 
 
+def append_json_line(path: str | os.PathLike, obj: Any) -> None:
+    """`obj` as one more JSON line at the end of `path` (created if missing), the whole file rewritten
+    atomically: a crash leaves the old lines or the new file, never a torn last line."""
+    path = os.fspath(path)
+    old = open(path, encoding="utf-8").read() if os.path.isfile(path) else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    write_text(path, old + json.dumps(obj) + "\n")
+
+
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
     """torch.save through the atomic writer (serialised in memory first: torch wants a seekable file)."""
     import torch

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from rccl.errors import RcclError
-from rccl.fileio import atomic_write, torch_save, write_json, write_text
+from rccl.fileio import append_json_line, atomic_write, torch_save, write_json, write_text
 
 
 @pytest.fixture
@@ -43,6 +43,17 @@ def test_creates_the_parent_and_replaces(tmp_path):
     with atomic_write(target, "wb") as f:
         f.write(b"22")
     assert target.read_bytes() == b"22"
+
+
+def test_json_lines_are_appended_and_keep_the_old_lines(tmp_path):
+    import json
+
+    target = tmp_path / "runs.jsonl"
+    append_json_line(target, {"run": 1})
+    target.write_text(target.read_text() + '{"run": 2}')  # a file another tool left without its last newline
+    append_json_line(target, {"run": 3, "name": "ü"})
+    assert [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()] == [
+        {"run": 1}, {"run": 2}, {"run": 3, "name": "ü"}]
 
 
 def test_bad_mode_is_refused(tmp_path):

@@ -56,26 +56,26 @@ RUNS += [(CASES[i], torch.float64) for i in (0, 2, 4, 8)]  # float64: the 32 x 3
 RUNS += [(CASES[-2], torch.float32), (CASES[-1], torch.float64)]
 
 
-@pytest.mark.parametrize("case,dtype", RUNS, ids=[f"{c}-{str(d)[6:]}" for c, d in RUNS])
-def test_emulated_kernels_match_reference(ops, case, dtype):
+def assert_matches_reference(ops, case, dtype, *, seed):
+    """The emulated kernels' loss, extra rows, lse and gradient against the float64 reference."""
     N, D, K, M, n_fake, neighbors = case
-    x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, seed=N + D, n_fake=n_fake, requires_grad=False)
+    x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, seed=seed, n_fake=n_fake, requires_grad=False)
     result = emulated.compare(ops, x, neighbors, verbose=False)
     assert result["labels_equal"] and result["lse_inf_equal"], result
     for key in ("loss", "extra", "lse", "grad"):
         assert result[key] <= LIMITS[dtype], (key, result)
 
 
+@pytest.mark.parametrize("case,dtype", RUNS, ids=[f"{c}-{str(d)[6:]}" for c, d in RUNS])
+def test_emulated_kernels_match_reference(ops, case, dtype):
+    assert_matches_reference(ops, case, dtype, seed=case[0] + case[1])
+
+
 @pytest.mark.parametrize("case", [CASES[2], CASES[4], CASES[5]], ids=str)
 def test_emulated_large_tiles(ops, case):
     # the 64 x 64 tiles that batches over 1024 rows use (float accumulation only)
     large = emulated.EmulatedOps(emulated.build(), small_tile_max_n=0)
-    N, D, K, M, n_fake, neighbors = case
-    x = make_inputs(N, D=D, K=K, M=M, seed=N, n_fake=n_fake, requires_grad=False)
-    result = emulated.compare(large, x, neighbors, verbose=False)
-    assert result["labels_equal"] and result["lse_inf_equal"], result
-    for key in ("loss", "extra", "lse", "grad"):
-        assert result[key] <= LIMITS[torch.float32], (key, result)
+    assert_matches_reference(large, case, torch.float32, seed=case[0])
 
 
 SPLIT_RUNS = [  # (case, dtype, small_tile_max_n, target_blocks)
@@ -92,12 +92,7 @@ def test_emulated_column_splits_and_fold_strips(case, dtype, small_tile_max_n, t
     # few target blocks make small problems take the shape large N has on a GPU: column splits of several
     # tiles merged by the row tile's last split, fold strips keeping dZ_I in registers across tiles
     ops = emulated.EmulatedOps(emulated.build(), small_tile_max_n=small_tile_max_n, target_blocks=target_blocks)
-    N, D, K, M, n_fake, neighbors = case
-    x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, seed=N + D, n_fake=n_fake, requires_grad=False)
-    result = emulated.compare(ops, x, neighbors, verbose=False)
-    assert result["labels_equal"] and result["lse_inf_equal"], result
-    for key in ("loss", "extra", "lse", "grad"):
-        assert result[key] <= LIMITS[dtype], (key, result)
+    assert_matches_reference(ops, case, dtype, seed=case[0] + case[1])
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
