@@ -40,7 +40,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -162,21 +161,39 @@ def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rccl"
 
 
-def data_key(preset_name: str) -> str:
-    """The prepared set's identity: the preset's name and a hash of its settings (its cache folder's name)."""
+def parse_synth_set(items: list[str]) -> dict:
+    """--synth-set KEY=VALUE... -> {KEY: value} (YAML values), KEY a parameter of the synthetic tree."""
+    from rccl.data.synth.params import SYNTH_KEYS
+
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in SYNTH_KEYS:
+            raise BenchError(f"--synth-set {item!r}: give KEY=VALUE with KEY one of {', '.join(SYNTH_KEYS)}")
+        out[key] = yaml.safe_load(text)
+    return out
+
+
+def data_key(preset_name: str, synth_set: dict | None = None) -> str:
+    """The prepared set's identity: the preset's name and a hash of its settings, with the --synth-set
+    changes if any (its cache folder's name; part of every row's config hash)."""
     from rccl.data.synth import preset
 
-    key = hashlib.sha1(json.dumps(preset(preset_name), sort_keys=True, default=list).encode()).hexdigest()[:8]
+    settings = preset(preset_name)
+    if synth_set:  # without changes the hash is the preset's alone, as the recorded results have it
+        settings["synth"] = {**settings["synth"], **synth_set}
+    key = hashlib.sha1(json.dumps(settings, sort_keys=True, default=list).encode()).hexdigest()[:8]
     return f"paper-tables-{preset_name}-{key}"
 
 
-def prepare_data(preset_name: str, cache: Path, log) -> Path:
-    """The preset made and prepared once (cached in a folder named by the preset's settings)."""
+def prepare_data(preset_name: str, cache: Path, log, synth_set: dict | None = None) -> Path:
+    """The preset (with the --synth-set changes) made and prepared once (cached in a folder named by its
+    settings)."""
     from rccl.data.synth import make_prepared
 
-    folder = cache / data_key(preset_name)
+    folder = cache / data_key(preset_name, synth_set)
     t0 = time.perf_counter()
-    manifest = make_prepared(folder, preset_name, progress=False, log=None)
+    manifest = make_prepared(folder, preset_name, progress=False, log=None, **(synth_set or {}))
     log(f"paper_tables: data {manifest} ({time.perf_counter() - t0:.0f} s)")
     return Path(manifest)
 
@@ -464,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "paper_tables", help="run folders and logs")
     p.add_argument("--nice", type=int, default=0, help="niceness of each training run (default 0: none)")
+    p.add_argument("--synth-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a parameter of the preset's synthetic tree (repeatable; e.g. "
+                        "generator_down=[1.15,1.4], seam_scale=2): another data set, so give --out too")
     p.add_argument("--list", action="store_true", help="print the rows, their configs and shared runs; run nothing")
     args = p.parse_args(argv)
     try:
@@ -509,10 +529,14 @@ def _main(args) -> int:
     if args.jobs < 1:
         raise BenchError(f"--jobs {args.jobs}: give at least 1")
     preset_name, overrides = read_bench_config(args.bench_config)
+    synth_set = parse_synth_set(args.synth_set)
+    if synth_set and args.out == OUT_JSON:
+        raise BenchError("--synth-set makes another data set: give --out FILE (the default JSON holds the "
+                         f"{preset_name!r} preset's results)")
     missing = [c for _, _, c in ROWS if not (ROOT / c).is_file()]
     if missing:
         raise BenchError(f"row configs not found: {', '.join(missing)} (they ship with the method configs)")
-    plan = plan_runs(overrides, data_key(preset_name))
+    plan = plan_runs(overrides, data_key(preset_name, synth_set))
     if args.list:
         for table, row, config in rows:
             p = plan[row_key(table, row)]
@@ -533,7 +557,7 @@ def _main(args) -> int:
         print("paper_tables: nothing to run (every selected row/seed is in the JSON; --force reruns)")
         _write(results, out_json, command)
         return 0
-    manifest = prepare_data(preset_name, (args.cache or default_cache()).expanduser(), print)
+    manifest = prepare_data(preset_name, (args.cache or default_cache()).expanduser(), print, synth_set)
     print(f"paper_tables: {len(units)} run(s) ({len({u[0] for u in units})} distinct configs x seeds {seeds}), "
           f"{args.jobs} at a time{projection(results, len(units), args.jobs)}", flush=True)
 

@@ -3,15 +3,16 @@ shipped row config), rows with identical resolved configs found by their hash an
 of a run into the results JSON (with the training replaced by a stand-in), the markdown beside it."""
 from __future__ import annotations
 
+import json
+import threading
+
 import pytest
 import yaml
-
-import json
 
 import bench.paper_tables as pt
 from bench.paper_tables import (BENCH_CONFIG, PAPER, ROOT, ROWS, BenchError, config_hash, data_key, find_row,
                                 load_results, merge_result, parse_only, parse_seeds, plan_runs, plan_units,
-                                read_bench_config, render_markdown, run_totals, training_config)
+                                read_bench_config, render_markdown, training_config)
 from rccl.data.synth import PRESETS
 from rccl.train.config import load_config
 
@@ -163,8 +164,6 @@ def test_main_runs_in_parts_and_merges(tmp_path, monkeypatch, capsys):
     """Two calls (Table 2 seed 0, then Table 5 seeds 0-1) fill one JSON: the shared run (2:Sup. Con = 5:Sup.
     Con) is not repeated for seed 0, every row of the shared config is filled from it and says so, the
     totals count each run once; --verify reruns what is recorded and compares."""
-    import threading
-
     calls = []
     monkeypatch.setattr(pt, "run_one", _fake_run(calls, threading.Lock()))
     monkeypatch.setattr(pt, "prepare_data", lambda *a, **k: tmp_path / "manifest.jsonl")
@@ -226,8 +225,6 @@ def test_run_child_records_wall_and_cpu(tmp_path):
 def test_merge_combines_parts_written_to_other_files(tmp_path, monkeypatch, capsys):
     """Parts run with their own --out (e.g. side by side) merge into one file; a part measured with another
     config hash is skipped with a note; a missing file is an error."""
-    import threading
-
     calls = []
     monkeypatch.setattr(pt, "run_one", _fake_run(calls, threading.Lock()))
     monkeypatch.setattr(pt, "prepare_data", lambda *a, **k: tmp_path / "manifest.jsonl")
@@ -248,3 +245,28 @@ def test_merge_combines_parts_written_to_other_files(tmp_path, monkeypatch, caps
     assert find_row(results, "6", "As negatives")["same_as"] == "4:Smooth"
     assert results["totals"]["runs"] == 1 + 6
     assert pt.main(["--out", str(out), "--merge", str(tmp_path / "nope.json")]) == 2
+
+
+def test_synth_set_makes_another_data_set(tmp_path, monkeypatch, capsys):
+    """--synth-set changes the preset's tree: another data key (so other config hashes), only with its own
+    --out; without it the key is the preset's alone (the recorded results' hashes stay valid); a key that
+    is no tree parameter is refused."""
+    assert pt.parse_synth_set(["generator_down=[1.15, 1.4]", "seam_scale=2"]) == {
+        "generator_down": [1.15, 1.4], "seam_scale": 2}
+    with pytest.raises(BenchError, match="--synth-set 'crop_size=96': give KEY=VALUE with KEY one of seed"):
+        pt.parse_synth_set(["crop_size=96"])
+    assert data_key("compression", {}) == data_key("compression")
+    assert data_key("compression", {"seam_scale": 2}) != data_key("compression")
+    assert pt.main(["--only", "2:Xception", "--synth-set", "seam_scale=2"]) == 2
+    assert "--synth-set makes another data set: give --out FILE" in capsys.readouterr().err
+    calls, prepared = [], []
+
+    def prepare(preset_name, cache, log, synth_set=None):
+        prepared.append(synth_set)
+        return tmp_path / "m.jsonl"
+
+    monkeypatch.setattr(pt, "run_one", _fake_run(calls, threading.Lock()))
+    monkeypatch.setattr(pt, "prepare_data", prepare)
+    out = tmp_path / "t.json"
+    assert pt.main(["--only", "2:Xception", "--seeds", "0", "--synth-set", "seam_scale=2", "--out", str(out)]) == 0
+    assert calls == [("2:Xception", 0)] and prepared == [{"seam_scale": 2}]

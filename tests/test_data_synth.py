@@ -273,3 +273,55 @@ def test_cli_preset_and_flag_overrides(tmp_path, capsys):
     import json
     made = json.loads((out / "synth.json").read_text())
     assert made["traces"] == "lookalike" and made["n_frames"] == 4
+
+
+# ------------------------------------------------------------------------------------------ trace strengths
+def test_trace_strengths_scale_only_their_own_trace():
+    """generator_down, seam_scale and checker_scale change the fragile/lookalike fakes' per-video draws and
+    nothing else: at their defaults the draws are the ones trees were made with before the keys existed."""
+    from rccl.data.synth.forge import fake_params
+
+    base = SynthConfig(**preset("compression")["synth"])
+    default = fake_params(base, "id0_id1_0000")
+    changed = fake_params(SynthConfig(**{**preset("compression")["synth"], "generator_down": (1.1, 1.2),
+                                         "seam_scale": 2.0, "checker_scale": 0.5}), "id0_id1_0000")
+    assert 1.4 <= default["down"] <= 2.0 and 1.1 <= changed["down"] <= 1.2
+    assert changed["seam"] == pytest.approx(2 * default["seam"])
+    np.testing.assert_allclose(changed["checker"], 0.5 * default["checker"])
+    for key in ("misalign", "feather", "colour", "flicker"):
+        np.testing.assert_array_equal(changed[key], default[key])
+
+
+def test_trace_strengths_are_recorded_only_when_changed(tmp_path):
+    """synth.json omits the strengths at their defaults (older trees stay recognised) and holds them when
+    changed; a cached tree made with other strengths is refused, naming the key."""
+    assert not {"generator_down", "seam_scale", "checker_scale"} & set(SynthConfig().record())
+    changed = SynthConfig(generator_down=(1.1, 1.3), seam_scale=2.0).record()
+    assert changed["generator_down"] == [1.1, 1.3] and changed["seam_scale"] == 2.0
+    assert "checker_scale" not in changed
+    kw = {**TINY, "traces": "lookalike", "n_frames": 2, "generator_down": [1.1, 1.3]}
+    out = make_synthetic(tmp_path / "s", **kw)
+    assert make_synthetic(tmp_path / "s", **kw) == out  # [lo, hi] from JSON/YAML: the same tree
+    with pytest.raises(SynthError, match="other parameters.*generator_down"):
+        make_synthetic(tmp_path / "s", **{**kw, "generator_down": (1.4, 2.0)})
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"generator_down": (0.9, 1.2)}, r"generator_down must be \[lo, hi\] with 1 <= lo <= hi.*\[0.9, 1.2\]"),
+    ({"generator_down": (1.5, 1.2)}, r"generator_down must be \[lo, hi\] with 1 <= lo <= hi"),
+    ({"generator_down": 1.5}, r"generator_down must be two numbers \[lo, hi\], got 1.5"),
+    ({"seam_scale": -1}, r"seam_scale must be >= 0, got -1"),
+    ({"checker_scale": -0.5}, r"checker_scale must be >= 0, got -0.5"),
+])
+def test_trace_strengths_bad_values(tmp_path, bad, message):
+    with pytest.raises(SynthError, match=message):
+        make_synthetic(tmp_path / "s", **{**TINY, **bad})
+    assert not (tmp_path / "s").exists()  # refused before anything is written
+
+
+def test_cli_trace_strength_flags():
+    from rccl.cli.synth import build_parser, synth_kwargs
+
+    kw = synth_kwargs(build_parser().parse_args(["--out", "x", "--preset", "compression", "--generator-down",
+                                                 "1.1", "1.3", "--seam-scale", "2", "--checker-scale", "0"]))
+    assert kw["generator_down"] == [1.1, 1.3] and kw["seam_scale"] == 2.0 and kw["checker_scale"] == 0.0

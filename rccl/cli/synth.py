@@ -10,7 +10,8 @@ from rccl.data.synth import PRESETS, TRACES, SynthConfig, make_synthetic, preset
 # flag -> make_synthetic keyword; a flag not given takes the preset's value, else SynthConfig's default
 FLAGS = {"seed": "seed", "identities": "n_identities", "videos_per_identity": "videos_per_identity",
          "test_videos_per_identity": "test_videos_per_identity", "youtube": "n_youtube", "frames": "n_frames",
-         "size": "size", "artifact_strength": "artifact_strength", "traces": "traces"}
+         "size": "size", "artifact_strength": "artifact_strength", "traces": "traces",
+         "generator_down": "generator_down", "seam_scale": "seam_scale", "checker_scale": "checker_scale"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "compression erases, on a swap that brings the other identity's colouring (the "
                         "compression preset before issue 10); lookalike: the same traces on a look-alike swap "
                         f"(the compression preset's) (default: {d.traces})")
+    p.add_argument("--generator-down", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="fragile/lookalike fakes: the generator's resolution loss, a factor drawn per video "
+                        f"from [LO, HI]; 1 1 = none (default: {' '.join(map(str, d.generator_down))})")
+    p.add_argument("--seam-scale", type=float, default=None,
+                   help=f"fragile/lookalike fakes: multiplier of the blending seam's noise (default: {d.seam_scale})")
+    p.add_argument("--checker-scale", type=float, default=None,
+                   help="fragile/lookalike fakes: multiplier of the upsampling checkerboard "
+                        f"(default: {d.checker_scale})")
     p.add_argument("--workers", type=int, default=0, help="processes (default: up to 2)")
     add_common_arguments(p, device=False)
     return p

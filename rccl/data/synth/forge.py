@@ -59,11 +59,12 @@ def fake_params(cfg: SynthConfig, video: str) -> dict:
                 "flicker": np.cumsum(r.normal(0, 1.0, (cfg.n_frames, 3)), 0) * 0.5,
                 "checker": zero_mean_2x2(r) * r.uniform(2.0, 4.0), "frame_rng": r}
     mismatch = (1.5, 3.0) if cfg.traces == "fragile" else (0.5, 1.5)
-    return {"misalign": r.uniform(-0.5, 0.5, 2), "down": r.uniform(1.4, 2.0),
+    return {"misalign": r.uniform(-0.5, 0.5, 2), "down": r.uniform(*cfg.generator_down),
             "feather": r.uniform(0.4, 0.8),
             "colour": direction / np.linalg.norm(direction) * r.uniform(*mismatch) * r.choice([-1, 1]),
             "flicker": np.cumsum(r.normal(0, 0.3, (cfg.n_frames, 3)), 0) * 0.5,
-            "checker": zero_mean_2x2(r) * r.uniform(1.5, 3.0), "seam": r.uniform(5.0, 9.0),
+            "checker": zero_mean_2x2(r) * r.uniform(1.5, 3.0) * cfg.checker_scale,
+            "seam": r.uniform(5.0, 9.0) * cfg.seam_scale,
             "frame_rng": r}
 
 

@@ -38,17 +38,28 @@ class SynthConfig:
     # swapped face brings its own colouring (a mismatch c40 keeps); lookalike: the same traces on a look-alike
     # swap (Y's face shape in X's colours), the compression benchmark's
     traces: str = "robust"
+    # The strengths of the "fragile"/"lookalike" traces (the "robust" fakes ignore them): the generator's
+    # resolution loss, a factor drawn per video from [lo, hi] (1 = none), and multipliers of the seam's and
+    # the upsampling checkerboard's amplitudes. Varied to find what the detectors learn (bench/RESULTS.md).
+    generator_down: tuple[float, float] = (1.4, 2.0)
+    seam_scale: float = 1.0
+    checker_scale: float = 1.0
 
     def record(self) -> dict:
-        """The parameters as synth.json holds them. `traces` is left out at its default so that trees
-        made before it existed are still recognised as the same tree (their synth.json lacks it)."""
+        """The parameters as synth.json holds them (JSON types: a tuple is a list). The keys added after
+        the first trees were made are left out at their defaults, so that those trees are still recognised as
+        the same tree (their synth.json lacks them)."""
         out = asdict(self)
-        if out["traces"] == "robust":
-            del out["traces"]
+        out["generator_down"] = list(self.generator_down)
+        for key in LATER_KEYS:
+            default = getattr(SynthConfig, key)
+            if out[key] == (list(default) if isinstance(default, tuple) else default):
+                del out[key]
         return out
 
 
 SYNTH_KEYS = tuple(f.name for f in fields(SynthConfig))
+LATER_KEYS = ("traces", "generator_down", "seam_scale", "checker_scale")  # omitted from synth.json at default
 
 # Named settings of rccl-synth / make_prepared: what a tree is made with ("synth") and how rccl-prep cuts it
 # ("prep"). The one place each preset's numbers are written down (the tests and bench read them here).

@@ -76,6 +76,15 @@ def make_video(cfg: SynthConfig, item: dict, root: Path, photo_ids) -> str:
     return item["video"]
 
 
+def generator_down_pair(value) -> tuple[float, float]:
+    """generator_down as a (lo, hi) pair of floats (a list from JSON, YAML or the CLI is accepted)."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise SynthError(f"generator_down must be two numbers [lo, hi], got {value!r}") from None
+    return lo, hi
+
+
 def check_config(cfg: SynthConfig) -> None:
     """Every parameter a tree cannot be made with, named."""
     if cfg.n_identities < 2:
@@ -92,6 +101,13 @@ def check_config(cfg: SynthConfig) -> None:
         raise SynthError(f"n_youtube must be >= 0, got {cfg.n_youtube}")
     if cfg.traces not in TRACES:
         raise SynthError(f"traces must be one of {', '.join(TRACES)}, got {cfg.traces!r}")
+    lo, hi = cfg.generator_down
+    if not 1 <= lo <= hi:
+        raise SynthError(f"generator_down must be [lo, hi] with 1 <= lo <= hi (a resolution-loss factor), got "
+                         f"{list(cfg.generator_down)}")
+    for key in ("seam_scale", "checker_scale"):
+        if getattr(cfg, key) < 0:
+            raise SynthError(f"{key} must be >= 0, got {getattr(cfg, key)}")
     if cfg.artifact_strength < 0:
         raise SynthError(f"artifact_strength must be >= 0, got {cfg.artifact_strength}")
 
@@ -103,7 +119,10 @@ def make_synthetic(out_dir: str | os.PathLike, *, seed: int = SynthConfig.seed,
                    n_youtube: int = SynthConfig.n_youtube, n_frames: int = SynthConfig.n_frames,
                    size: int = SynthConfig.size, fps: int = SynthConfig.fps,
                    artifact_strength: float = SynthConfig.artifact_strength, raw_qp: int = SynthConfig.raw_qp,
-                   traces: str = SynthConfig.traces, faces_dir: str | os.PathLike | None = None,
+                   traces: str = SynthConfig.traces,
+                   generator_down: tuple[float, float] = SynthConfig.generator_down,
+                   seam_scale: float = SynthConfig.seam_scale, checker_scale: float = SynthConfig.checker_scale,
+                   faces_dir: str | os.PathLike | None = None,
                    workers: int | None = None, progress: bool = True) -> Path:
     """Write the synthetic Celeb-DF-v2-shaped tree under out_dir (idempotent: a finished tree with the same
     parameters is returned at once; an interrupted one is completed). Returns out_dir."""
@@ -115,7 +134,8 @@ def make_synthetic(out_dir: str | os.PathLike, *, seed: int = SynthConfig.seed,
         photo_ids = photo_ids[:n_identities]
         faces_dir = str(Path(faces_dir).resolve())
     cfg = SynthConfig(seed, n_identities, videos_per_identity, test_videos_per_identity, n_youtube, n_frames, size,
-                      fps, float(artifact_strength), raw_qp, faces_dir, traces)
+                      fps, float(artifact_strength), raw_qp, faces_dir, traces, generator_down_pair(generator_down),
+                      float(seam_scale), float(checker_scale))
     check_config(cfg)
     want = cfg.record()
     done_file, started_file = out / PARAMS_FILE, out / ("." + PARAMS_FILE + ".started")
