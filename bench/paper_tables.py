@@ -5,6 +5,8 @@
     python -m bench.paper_tables --only 2:Ours --only "2:Sup. Con" --seeds 0,1,2
     python -m bench.paper_tables --only 2:Xception --seeds 0 --verify   rerun, compare with the JSON
     python -m bench.paper_tables --list                   the rows, their configs and which rows share a run
+    python -m bench.paper_tables --only 2:Xception --synth-set seam_scale=2 --out /tmp/v/pt.json
+                                                          on a variant of the preset's fakes (own --out)
 
 Each row is its shipped config (configs/tables/table*_*.yaml, on the paper's base configs/celebdf.yaml)
 with the demo-scale overrides of bench/paper_tables.yaml (encoder, input size, budget), on the rccl-synth
