@@ -129,6 +129,50 @@ def test_emulation_refuses_launches_beyond_the_device_limits(misuse, threads, gr
         assert out[0] == 1, "the launch ran"
 
 
+# ---- tensor-core fragments (nvcuda::wmma) are warp-collective, their layout private ----------------
+def _wmma_inputs():
+    i = torch.arange(16)
+    a = ((3 * i[:, None] + 7 * i[None, :]) % 11 - 5) / 4.0
+    b = ((5 * i[:, None] + 2 * i[None, :]) % 13 - 6) / 8.0
+    return a, b
+
+
+def test_emulated_wmma_product_is_exact(misuse):
+    # one warp: load A (row-major) and B (column-major) from shared memory, mma, store: A B exactly
+    out = torch.full((256,), float("nan"))
+    assert ctypes.CDLL(str(misuse)).misuse_wmma(ctypes.c_void_p(out.data_ptr()), 0) == 0
+    a, b = _wmma_inputs()
+    assert torch.equal(out.view(16, 16), a @ b)
+
+
+def test_emulated_wmma_hides_the_fragment_layout(misuse):
+    # a kernel that reads accumulator.x[i] assuming the PTX m16n8k16 register layout gets every value of
+    # A B, at the wrong places: the emulation's lane mapping is scrambled, so layout assumptions fail
+    out = torch.full((256,), float("nan"))
+    assert ctypes.CDLL(str(misuse)).misuse_wmma(ctypes.c_void_p(out.data_ptr()), 1) == 0
+    a, b = _wmma_inputs()
+    assert torch.equal(out.sort().values, (a @ b).reshape(-1).sort().values)
+    assert not torch.equal(out.view(16, 16), a @ b)
+
+
+@pytest.mark.parametrize("mode,message", [
+    (2, "mma_sync in warp 0 of block (0, 0, 0): lane 3 did not take part"),
+    (3, "load_matrix_sync: ldm 12 is not a multiple of 8 elements"),
+    (4, "load_matrix_sync: pointer 0x[0-9a-f]+ is not 256-bit \\(32-byte\\) aligned"),
+    (5, "load_matrix_sync in warp 0 of block (0, 0, 0): lane 0 is at another wmma call or passed other arguments"),
+], ids=["lane-skips-mma", "ldm", "unaligned", "divergent-pointer"])
+def test_emulation_stops_at_wmma_misuse(misuse, mode, message):
+    script = textwrap.dedent(f"""
+        import ctypes
+        out = (ctypes.c_float * 256)()
+        print("returned", ctypes.CDLL({str(misuse)!r}).misuse_wmma(out, {mode}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "returned" not in result.stdout, result.stdout
+    pattern = "rccl-emu: error: " + (message if mode == 4 else re.escape(message))
+    assert re.search(pattern, result.stderr), result.stderr[-2000:]
+
+
 # ---- removing a needed barrier must fail -------------------------------------------------------------
 BARRIER = re.compile(r"__syncthreads\(\);")
 
