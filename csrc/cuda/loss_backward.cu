@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
   constexpr int DC = Cfg::TX * kTD, CK = 16;
   __shared__ A As[Cfg::BK][Cfg::BM + 1];
   __shared__ A Bs[Cfg::BK][Cfg::BN + 1];
-  __shared__ A Hs[Cfg::BM][Cfg::BN + 1];
+  __shared__ __align__(32) A Hs[Cfg::BM][MmaTile<Cfg>::SLD];  // H; for half-precision z first the S tile
   __shared__ A Cs[CK][DC];
   __shared__ int column_label[Cfg::BN];  // -1: not a column (absent extra row, past the end)
   __shared__ A column_lse[Cfg::BN];      // batch columns as anchors: lse, w and 1/|P|
@@ -177,7 +177,17 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
       column_inv_p[tid] = batch_class ? inv_p_class[label] : A(0);
     }
     A s[Cfg::TM][Cfg::TN];
-    tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_z, load_col);
+    if constexpr (TensorCores<scalar_t>::value) {
+      // batch tiles on tensor cores, through Hs (tile_dot_tc's last barrier frees it for H); the extra
+      // tiles (float rows) on CUDA cores in float
+      if (!extra_tile) {
+        tile_dot_tc<Cfg>(s, Hs, a.z, row0, a.n, col0, col_end, a.d);
+      } else {
+        tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_z, load_col);
+      }
+    } else {
+      tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_z, load_col);
+    }
     // H(i, j) = (G(i, j) + G(j, i)) / T; G(j, i) only for batch columns (an extra row is never an anchor)
 #pragma unroll
     for (int r = 0; r < Cfg::TM; ++r) {

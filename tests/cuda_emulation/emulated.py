@@ -161,6 +161,12 @@ class EmulatedOps:
         for name in ("rccl_emu_forward", "rccl_emu_backward", "rccl_emu_hard_banks"):
             getattr(self.lib, name).restype = ctypes.c_int
         self.lib.rccl_emu_set_schedule.restype = None
+        self.lib.rccl_emu_take_mma_calls.restype = ctypes.c_ulonglong
+
+    def take_mma_calls(self) -> int:
+        """wmma::mma_sync calls (per warp and 16 x 16 x 16 product) since the last take: which work ran on
+        the (emulated) tensor cores."""
+        return int(self.lib.rccl_emu_take_mma_calls())
         self.lib.rccl_emu_set_schedule(ctypes.c_uint(concurrency), ctypes.c_ulonglong(seed))
 
     @staticmethod

@@ -455,6 +455,9 @@ inline unsigned int fragment_enter(const char* what, uint64_t token, const void*
   }
   return lane;
 }
+// mma_sync calls since the process started (or the last reset): the tests' proof that a dtype's path
+// really runs on the (emulated) tensor cores
+inline std::atomic<uint64_t> mma_calls{0};
 inline void fragment_leave() { block->warp_barriers[thread_rank / 32]->arrive_and_wait(); }
 
 inline uint64_t fragment_token(unsigned int op, const void* p, unsigned int ldm, unsigned int layout) {
@@ -536,6 +539,7 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix
   using FragB = fragment<matrix_b, 16, 16, 16, T, LayoutB>;
   using FragC = fragment<accumulator, 16, 16, 16, float>;
   const unsigned int lane = emu::fragment_enter("mma_sync", emu::fragment_token(5, nullptr, 0, 0), &a, &b, &c);
+  if (lane == 0) emu::mma_calls.fetch_add(1, std::memory_order_relaxed);  // one per warp
   const auto& args = emu::block->fragment_args;
   const unsigned int warp0 = emu::thread_rank / 32 * 32;
   auto element = [&](auto* tag, int which, unsigned int row, unsigned int col) -> float {
