@@ -105,14 +105,21 @@ def test_emulated_half_precision(ops, dtype):
 
 
 def _tensor_core_products(n: int, d: int, tile: int) -> tuple[int, int]:
-    """mma_sync calls the forward and the backward make for half-precision z: the loss pass's column tiles
-    of batch rows only (n // tile per row tile; a tile holding extra rows runs on CUDA cores), the fold's
-    batch tiles J >= I, once per 128-feature slice of the gradient (its grid's y); each tile (tile / 16)^2
-    fragments, d rounded up to the 32-feature chunks, 16 deep."""
+    """mma_sync calls (per warp) the forward and the backward make for half-precision z.
+    S: the loss pass's column tiles of batch rows only (n // tile per row tile; a tile holding extra rows
+    runs on CUDA cores), the fold's batch tiles J >= I once per 128-feature slice of the gradient (its
+    grid's y); each (tile / 16)^2 fragments, d rounded up to 32-feature chunks of two 16-deep steps.
+    The fold's H products, per batch tile and 32-feature chunk of the slice: 2 (tile / 16) fragments, each
+    tile / 16 steps deep, for H z_J, and as many for H^T z_I off the diagonal (J > I)."""
     row_tiles = -(-n // tile)
-    per_tile = (tile // 16) ** 2 * (-(-d // 32) * 2)
+    s_per_tile = (tile // 16) ** 2 * (-(-d // 32) * 2)
     slices = -(-d // 128)
-    return row_tiles * (n // tile) * per_tile, row_tiles * (row_tiles + 1) // 2 * per_tile * slices
+    chunks = sum(-(-min(128, d - 128 * y) // 32) for y in range(slices))
+    h_per_chunk = 2 * (tile // 16) * (tile // 16)
+    tiles, off_diagonal = row_tiles * (row_tiles + 1) // 2, row_tiles * (row_tiles - 1) // 2
+    forward = row_tiles * (n // tile) * s_per_tile
+    backward = tiles * s_per_tile * slices + (tiles + off_diagonal) * h_per_chunk * chunks
+    return forward, backward
 
 
 TENSOR_CORE_RUNS = [  # (N, D, K, M, n_fake, small_tile_max_n, target_blocks): odd N and D, both tiles

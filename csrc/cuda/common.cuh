@@ -292,17 +292,17 @@ struct MmaTile {
 };
 
 // s[r][c] = z_(row0 + ty + r*TY) . z_(col0 + tx + c*TX), thread (ty, tx) as tile_dot, zero outside
-// [0, rows) x [0, cols) (both batch rows of z) and past d. Ss: a BM x SLD float tile in shared memory,
-// declared __align__(32) (wmma's pointers must be 32-byte aligned): the accumulators are stored there and
-// each thread reads its s from it. Starts and ends with a __syncthreads(): the caller may write Ss (and any
-// shared memory) just before the call and just after it.
+// [0, rows) x [0, cols) (both batch rows of z) and past d. The caller's shared memory, each declared
+// __align__(32) (wmma's pointers must be 32-byte aligned): Zr, Zc (BM x LD, BN x LD of z's dtype) take
+// the rows and the columns of the tile KC features at a time (matrix_a row-major, matrix_b column-major);
+// Ss (BM x SLD floats) takes the accumulators, and each thread reads its s from it. Starts and ends with a
+// __syncthreads(): the caller may write these (and any shared memory) just before the call and after it.
 template <class Cfg, typename scalar_t>
-__device__ void tile_dot_tc(float (&s)[Cfg::TM][Cfg::TN], float (*Ss)[MmaTile<Cfg>::SLD], const scalar_t* z,
+__device__ void tile_dot_tc(float (&s)[Cfg::TM][Cfg::TN], scalar_t (*Zr)[MmaTile<Cfg>::LD],
+                            scalar_t (*Zc)[MmaTile<Cfg>::LD], float (*Ss)[MmaTile<Cfg>::SLD], const scalar_t* z,
                             int64_t row0, int64_t rows, int64_t col0, int64_t cols, int64_t d) {
   namespace wmma = nvcuda::wmma;
   using M = MmaTile<Cfg>;
-  __shared__ __align__(32) scalar_t Zr[Cfg::BM][M::LD];  // rows of the tile, row-major: matrix_a
-  __shared__ __align__(32) scalar_t Zc[Cfg::BN][M::LD];  // columns of the tile: matrix_b, column-major
   const int tid = threadIdx.x, warp = tid / 32, tx = tid % Cfg::TX, ty = tid / Cfg::TX;
   const int fm = warp * M::PER_WARP / M::FN, fn0 = warp * M::PER_WARP % M::FN;
   const bool active = warp < M::ACTIVE;  // warp-uniform
