@@ -8,7 +8,8 @@ no out-of-bounds access or undefined behaviour (NaN centres and overflowing simi
 that the emulation reports CUDA misuse (a barrier only part of a block reaches, a shuffle or ballot with a
 lane missing, launches beyond the device limits). The barrier-removal tests show the race detection has
 teeth: the kernel sources with one `__syncthreads()` deleted must FAIL here. By default they remove the
-two barriers of common.cuh's block_sum, the fold's H barrier and the radix select's histogram barrier;
+two barriers of common.cuh's block_sum, the fold's H barrier, the radix select's histogram barrier and
+the tensor-core tile's barrier between storing its fragments and reading them;
 RCCL_EMU_BARRIER_SWEEP=1 (this file's own switch) removes each
 `__syncthreads()` of csrc/cuda in turn (a TSan rebuild each, ~1-2 min apiece on 2 cores).
 """
@@ -30,7 +31,7 @@ from cuda_emulation import emulated
 
 pytestmark = [pytest.mark.sanitize, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
-TSAN_CASES = ["small_tiles", "large_tiles", "strips", "banks_filling"]
+TSAN_CASES = ["small_tiles", "large_tiles", "strips", "bfloat16_tensor_cores", "banks_filling"]
 
 
 def _sanitizer_problem() -> str | None:
@@ -205,11 +206,12 @@ def _commented_site(name: str, comment: str) -> tuple[str, int, int]:
 
 
 # block_sum's two barriers (before the scratch writes: a previous call's readers; and after them), the
-# backward fold's barrier between writing H and reading it, and the radix select's between zeroing its
-# histogram and counting into it
+# backward fold's barrier between writing H and reading it, the radix select's between zeroing its
+# histogram and counting into it, and the tensor-core tile's between storing the fragments and reading them
 DEFAULT_SITES = [s for s in barrier_sites() if s[0] == "common.cuh" and s[1] in _function_lines("common.cuh", "T block_sum(")]
 DEFAULT_SITES += [_commented_site("loss_backward.cu", "Hs written; the previous Cs consumed"),
-                  _commented_site("common.cuh", "the histogram is zeroed before any thread counts into it")]
+                  _commented_site("common.cuh", "the histogram is zeroed before any thread counts into it"),
+                  _commented_site("common.cuh", "the whole tile stored")]
 SWEEP = os.environ.get("RCCL_EMU_BARRIER_SWEEP") == "1"
 
 
