@@ -175,7 +175,7 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
     row_w[r] = is_class ? w_class[row_label[r]] : A(0);
     row_inv_p[r] = is_class ? inv_p_class[row_label[r]] : A(0);
   }
-  A acc[Cfg::TM][kTD];  // dZ_I over the strip (the tensor-core path: the extra tiles' share only)
+  A acc[Cfg::TM][kTD];  // dZ_I over the strip (CUDA-core path; the tensor-core path keeps it in fragments)
 #pragma unroll
   for (int r = 0; r < Cfg::TM; ++r)
 #pragma unroll
@@ -188,7 +188,6 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
   [[maybe_unused]] const bool frag_warp = warp < FM::ACTIVE;  // warp-uniform
   [[maybe_unused]] FoldFragments<Cfg, kTensorCores> frags;
   [[maybe_unused]] float h_scale = 1.0f, h_unscale = 1.0f;
-  [[maybe_unused]] bool strip_has_extra = false;
   if constexpr (kTensorCores) {
     if (frag_warp)
 #pragma unroll
@@ -230,7 +229,6 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
       if (!extra_tile) {
         tile_dot_tc<Cfg>(s, Zr, Zc, Hs, a.z, row0, a.n, col0, col_end, a.d);
       } else {
-        strip_has_extra = true;
         tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_z, load_col);
       }
     } else {
@@ -267,8 +265,11 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
 #pragma unroll
           for (int c = 0; c < Cfg::TN; ++c) Hh[ty + r * Cfg::TY][tx + c * Cfg::TX] = from_acc<scalar_t>(hv[r][c] * h_scale);
         const scalar_t zero = from_acc<scalar_t>(0.0f);
-        for (int ch = 0; ch < FM::CHUNKS && d0 + ch * FM::FC < a.d; ++ch) {
+        // unrolled: dz_i[ch] must be indexed by constants to stay in registers (not the local stack)
+#pragma unroll
+        for (int ch = 0; ch < FM::CHUNKS; ++ch) {
           const int64_t f0 = d0 + ch * FM::FC;
+          if (f0 >= a.d) break;  // block-uniform
           __syncthreads();  // Hh written; the previous chunk's Zr, Zc and staging consumed
           for (int e = tid; e < Cfg::BN * FM::FC; e += kThreads) {
             const int r = e / FM::FC, f = e % FM::FC;
@@ -316,7 +317,17 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
     for (int r = 0; r < Cfg::TM; ++r)
 #pragma unroll
       for (int c = 0; c < Cfg::TN; ++c) Hs[ty + r * Cfg::TY][tx + c * Cfg::TX] = hv[r][c];
-    // acc[rows of I][d0 .. d0 + DC) += Hs (BM x BN) @ the tile's columns (BN x DC), CK columns at a time
+    // with half-precision z only an extra tile gets here: its share of dZ_I goes to tile_acc, flushed
+    // right after it, so that no float accumulator stays live beside the dZ_I fragments (registers)
+    A tile_acc[Cfg::TM][kTD];
+    if constexpr (kTensorCores) {
+#pragma unroll
+      for (int r = 0; r < Cfg::TM; ++r)
+#pragma unroll
+        for (int jd = 0; jd < kTD; ++jd) tile_acc[r][jd] = A(0);
+    }
+    A (&dz)[Cfg::TM][kTD] = kTensorCores ? tile_acc : acc;
+    // dz[rows of I][d0 .. d0 + DC) += Hs (BM x BN) @ the tile's columns (BN x DC), CK columns at a time
     for (int k0 = 0; k0 < Cfg::BN; k0 += CK) {
       __syncthreads();  // Hs written; the previous Cs consumed
       for (int e = tid; e < CK * DC; e += kThreads) {
@@ -331,9 +342,22 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
         for (int r = 0; r < Cfg::TM; ++r) {
           const A h = Hs[ty + r * Cfg::TY][k0 + kk];
 #pragma unroll
-          for (int jd = 0; jd < kTD; ++jd) acc[r][jd] = fma(h, Cs[kk][tx + jd * Cfg::TX], acc[r][jd]);
+          for (int jd = 0; jd < kTD; ++jd) dz[r][jd] = fma(h, Cs[kk][tx + jd * Cfg::TX], dz[r][jd]);
         }
       }
+    }
+    if constexpr (kTensorCores) {
+#pragma unroll
+      for (int r = 0; r < Cfg::TM; ++r) {
+        const int64_t i = row0 + ty + r * Cfg::TY;
+        if (i >= a.n) continue;
+#pragma unroll
+        for (int jd = 0; jd < kTD; ++jd) {
+          const int64_t k = d0 + tx + jd * Cfg::TX;
+          if (k < a.d) atomicAdd(&a.accumulator[i * a.d + k], tile_acc[r][jd]);
+        }
+      }
+      continue;  // an extra tile: no transpose product
     }
     if (!transpose) continue;
     // dZ_J[d0 .. d0 + DC) += Hs^T (BN x BM) @ z_I (BM x DC): thread rows are now the tile's columns
@@ -375,7 +399,9 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
   if constexpr (kTensorCores) {
     // flush dZ_I's fragments (the batch tiles' share), unscaled, through the staging
     float (*stage)[FM::FC] = reinterpret_cast<float (*)[FM::FC]>(&Cs[0][0]);
-    for (int ch = 0; ch < FM::CHUNKS && d0 + ch * FM::FC < a.d; ++ch) {
+#pragma unroll
+    for (int ch = 0; ch < FM::CHUNKS; ++ch) {
+      if (d0 + ch * FM::FC >= a.d) break;  // block-uniform
       __syncthreads();  // the staging's previous readers are done
       if (frag_warp)
         wmma::store_matrix_sync(&stage[frag_row * 16][frag_col * 16], frags.dz_i[ch], FM::FC, wmma::mem_row_major);
@@ -385,16 +411,17 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
         if (i < a.n && k < a.d) atomicAdd(&a.accumulator[i * a.d + k], stage[e / FM::FC][e % FM::FC] * h_unscale);
       }
     }
-    if (!strip_has_extra) return;  // acc holds only the extra tiles' share (uniform: the same strip for all)
-  }
+    // (the extra tiles' share went out after each of them)
+  } else {
 #pragma unroll
-  for (int r = 0; r < Cfg::TM; ++r) {
-    const int64_t i = row0 + ty + r * Cfg::TY;
-    if (i >= a.n) continue;
+    for (int r = 0; r < Cfg::TM; ++r) {
+      const int64_t i = row0 + ty + r * Cfg::TY;
+      if (i >= a.n) continue;
 #pragma unroll
-    for (int jd = 0; jd < kTD; ++jd) {
-      const int64_t k = d0 + tx + jd * Cfg::TX;
-      if (k < a.d) atomicAdd(&a.accumulator[i * a.d + k], acc[r][jd]);
+      for (int jd = 0; jd < kTD; ++jd) {
+        const int64_t k = d0 + tx + jd * Cfg::TX;
+        if (k < a.d) atomicAdd(&a.accumulator[i * a.d + k], acc[r][jd]);
+      }
     }
   }
 }
