@@ -13,7 +13,8 @@
 # 3. compute-sanitizer memcheck, racecheck, synccheck and initcheck of bench/cuda_sanitize_case.py, each on
 #    both tile sizes and a NaN-centre case (before any timing: correctness first)
 # 4. bench/cuda_speed.py: eager and CUDA-graph rows, the autograd floor, the eager and torch.compile'd
-#    reference, peak memory at N = 16384, the targets as PASS/FAIL; then 64 x 64 tiles at small N
+#    reference, peak memory at N = 16384, the targets as PASS/FAIL (float32: CUDA cores); then
+#    bfloat16 (the tensor-core path) and 64 x 64 tiles at small N
 # 5. bench/miner_speed.py (CUDA device) when it exists; the DALI checks when --dali-stage is given
 # and prints a short table last. Exit status 0 only when the build, the tests and every sanitizer pass (the
 # speed targets are reported as PASS/FAIL lines, not enforced).
@@ -132,6 +133,12 @@ if [ $ok -eq 1 ]; then
     echo "compute-sanitizer not found: sanitizer steps skipped"; ok=0
   fi
   step speed 150 "$OUT/cuda_speed.log" "$PY" -m bench.cuda_speed --compile --out "$OUT/cuda_speed.json"
+  # bfloat16 features (what the training step feeds under autocast): the tensor-core path, where the
+  # N = 4096 and 16384 targets are met by design (docs/cuda.md); the float32 rows above stay on CUDA cores
+  if step speed-bf16 75 "$OUT/cuda_speed_bf16.log" "$PY" -m bench.cuda_speed --dtype bfloat16 --no-reference \
+    --repeats 5 --out "$OUT/cuda_speed_bf16.json"; then
+    [ "$DRY" -eq 0 ] && sed -i 's/^\(PASS\|FAIL\) /\1 [bfloat16] /' "$OUT/cuda_speed_bf16.log"
+  fi
   # 64 x 64 tiles at small N too (ops.cpp's default: 32 x 32 up to N = 1024): which size wins there
   if step speed-64x64 45 "$OUT/cuda_speed_64x64.log" "$PY" -m bench.cuda_speed --small-tile-max-n 0 \
     --sizes 256 1024 --no-reference --repeats 5 --out "$OUT/cuda_speed_64x64.json"; then
@@ -158,7 +165,7 @@ grep -hE "passed|failed|error" "$OUT/tests.log" 2>/dev/null | tail -1
 for tool in memcheck racecheck synccheck initcheck; do
   grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|FAILED" "$OUT/sanitizer_$tool.log" 2>/dev/null | sed "s/^/$tool: /" | tail -2
 done
-grep -hE "^(PASS|FAIL) " "$OUT/cuda_speed.log" "$OUT/cuda_speed_64x64.log" 2>/dev/null
+grep -hE "^(PASS|FAIL) " "$OUT/cuda_speed.log" "$OUT/cuda_speed_bf16.log" "$OUT/cuda_speed_64x64.log" 2>/dev/null
 grep -hE "^(PASS|FAIL)" "$OUT/dali.log" 2>/dev/null
 if [ "$DRY" -eq 1 ]; then
   if [ "$dry_ok" -eq 1 ]; then echo "VERDICT: dry run ok (nothing was built or run on a GPU)"; else echo "VERDICT: dry run FAILED"; fi

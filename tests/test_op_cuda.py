@@ -409,6 +409,26 @@ def test_both_tile_sizes_match_the_reference(tile_threshold, tiles, N):
     torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("tiles", ["small", "large"])
+@pytest.mark.parametrize("N,D", [(47, 40), (150, 130), (600, 16)])
+def test_tensor_core_path_matches_the_reference(tile_threshold, tiles, N, D, dtype):
+    # half-precision z runs its similarity tiles and the fold's H products on tensor cores (wmma): against
+    # float64 on the same rounded inputs, the loss float32-close, the gradient within the rounding of H and
+    # of grad_z to the dtype (the emulated tests' limits); odd N and D: partial fragments zero-padded
+    tile_threshold(1 << 40 if tiles == "small" else 0)
+    inputs = _cuda_inputs(N, D, 4, 5, None, dtype, seed=N + D)
+    loss, extra, extra_labels, lse = _op(inputs, **OPTIONS)
+    (grad,) = torch.autograd.grad(loss, inputs["z"], torch.tensor(0.7, device=CUDA))
+    ref_loss, ref_extra, ref_labels, ref_lse, ref_grad = _reference64(inputs, **OPTIONS)
+    assert torch.equal(extra_labels, ref_labels)
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(extra.double(), ref_extra, rtol=1e-5, atol=1e-5)
+    _assert_lse_close(lse, ref_lse, 1e-4)
+    assert grad.dtype == dtype
+    assert _relative(grad, 0.7 * ref_grad) <= (1e-2 if dtype == torch.bfloat16 else 2e-3)
+
+
 def test_tile_threshold_rejects_a_negative_value():
     with pytest.raises(RuntimeError, match="max_n: expected an int >= 0"):
         torch.ops.rccl._cuda_set_small_tile_max_n(-1)

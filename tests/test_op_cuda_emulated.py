@@ -104,6 +104,55 @@ def test_emulated_half_precision(ops, dtype):
     assert result["grad"] <= LIMITS[dtype]
 
 
+def _tensor_core_products(n: int, d: int, tile: int) -> tuple[int, int]:
+    """mma_sync calls (per warp) the forward and the backward make for half-precision z.
+    S: the loss pass's column tiles of batch rows only (n // tile per row tile; a tile holding extra rows
+    runs on CUDA cores), the fold's batch tiles J >= I once per 128-feature slice of the gradient (its
+    grid's y); each (tile / 16)^2 fragments, d rounded up to 32-feature chunks of two 16-deep steps.
+    The fold's H products, per batch tile and 32-feature chunk of the slice: 2 (tile / 16) fragments, each
+    tile / 16 steps deep, for H z_J, and as many for H^T z_I off the diagonal (J > I)."""
+    row_tiles = -(-n // tile)
+    s_per_tile = (tile // 16) ** 2 * (-(-d // 32) * 2)
+    slices = -(-d // 128)
+    chunks = sum(-(-min(128, d - 128 * y) // 32) for y in range(slices))
+    h_per_chunk = 2 * (tile // 16) * (tile // 16)
+    tiles, off_diagonal = row_tiles * (row_tiles + 1) // 2, row_tiles * (row_tiles - 1) // 2
+    forward = row_tiles * (n // tile) * s_per_tile
+    backward = tiles * s_per_tile * slices + (tiles + off_diagonal) * h_per_chunk * chunks
+    return forward, backward
+
+
+TENSOR_CORE_RUNS = [  # (N, D, K, M, n_fake, small_tile_max_n, target_blocks): odd N and D, both tiles
+    (47, 16, 4, 4, None, 1024, 0), (70, 40, 2, 3, 9, 0, 0), (150, 40, 16, 16, None, 1024, 10),
+    (64, 130, 3, 5, None, 0, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("run", TENSOR_CORE_RUNS, ids=str)
+def test_emulated_half_precision_runs_on_tensor_cores(run, dtype):
+    # the values match the reference AND the similarity tiles went through wmma fragments: exactly the
+    # expected number of mma_sync calls (none for float32, which stays on CUDA cores)
+    N, D, K, M, n_fake, small_tile_max_n, target_blocks = run
+    ops = emulated.EmulatedOps(emulated.build(), small_tile_max_n=small_tile_max_n, target_blocks=target_blocks)
+    x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, seed=N + D, n_fake=n_fake, requires_grad=False)
+    ops.take_mma_calls()
+    loss, extra, extra_labels, lse = ops.real_centric_loss(*x.values(), 2, 0.1, 0.2)
+    forward_calls = ops.take_mma_calls()
+    ops.backward(torch.tensor(0.7, dtype=torch.float64), x["z"], x["labels"], extra, extra_labels, lse, 0.1, 0.2)
+    backward_calls = ops.take_mma_calls()
+    tile = 32 if N <= small_tile_max_n else 64
+    assert (forward_calls, backward_calls) == _tensor_core_products(N, D, tile)
+    result = emulated.compare(ops, x, 2, verbose=False)
+    assert result["labels_equal"] and result["lse_inf_equal"], result
+    for key in ("loss", "extra", "lse", "grad"):
+        assert result[key] <= LIMITS[dtype], (key, result)
+    x32 = {k: v.float() if v.is_floating_point() else v for k, v in x.items()}
+    ops.take_mma_calls()
+    ops.real_centric_loss(*x32.values(), 2, 0.1, 0.2)
+    assert ops.take_mma_calls() == 0, "float32 stays on CUDA cores"
+
+
 def test_emulated_exact_ties_go_to_the_lowest_index(ops):
     z = torch.tensor([[0.6, 0.8], [0.6, -0.8], [0.8, 0.6], [-0.8, 0.6], [0.0, -1.0]])
     args = (z, torch.tensor([0, 0, 1, 1, 1]), torch.tensor([0.0, 1.0]), torch.tensor([[1.0, 0.0]]),

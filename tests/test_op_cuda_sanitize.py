@@ -8,7 +8,8 @@ no out-of-bounds access or undefined behaviour (NaN centres and overflowing simi
 that the emulation reports CUDA misuse (a barrier only part of a block reaches, a shuffle or ballot with a
 lane missing, launches beyond the device limits). The barrier-removal tests show the race detection has
 teeth: the kernel sources with one `__syncthreads()` deleted must FAIL here. By default they remove the
-two barriers of common.cuh's block_sum, the fold's H barrier and the radix select's histogram barrier;
+two barriers of common.cuh's block_sum, the fold's H barrier, the radix select's histogram barrier and
+the tensor-core tile's barrier between storing its fragments and reading them;
 RCCL_EMU_BARRIER_SWEEP=1 (this file's own switch) removes each
 `__syncthreads()` of csrc/cuda in turn (a TSan rebuild each, ~1-2 min apiece on 2 cores).
 """
@@ -30,7 +31,7 @@ from cuda_emulation import emulated
 
 pytestmark = [pytest.mark.sanitize, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
-TSAN_CASES = ["small_tiles", "large_tiles", "strips", "banks_filling"]
+TSAN_CASES = ["small_tiles", "large_tiles", "strips", "bfloat16_tensor_cores", "banks_filling"]
 
 
 def _sanitizer_problem() -> str | None:
@@ -129,6 +130,50 @@ def test_emulation_refuses_launches_beyond_the_device_limits(misuse, threads, gr
         assert out[0] == 1, "the launch ran"
 
 
+# ---- tensor-core fragments (nvcuda::wmma) are warp-collective, their layout private ----------------
+def _wmma_inputs():
+    i = torch.arange(16)
+    a = ((3 * i[:, None] + 7 * i[None, :]) % 11 - 5) / 4.0
+    b = ((5 * i[:, None] + 2 * i[None, :]) % 13 - 6) / 8.0
+    return a, b
+
+
+def test_emulated_wmma_product_is_exact(misuse):
+    # one warp: load A (row-major) and B (column-major) from shared memory, mma, store: A B exactly
+    out = torch.full((256,), float("nan"))
+    assert ctypes.CDLL(str(misuse)).misuse_wmma(ctypes.c_void_p(out.data_ptr()), 0) == 0
+    a, b = _wmma_inputs()
+    assert torch.equal(out.view(16, 16), a @ b)
+
+
+def test_emulated_wmma_hides_the_fragment_layout(misuse):
+    # a kernel that reads accumulator.x[i] assuming the PTX m16n8k16 register layout gets every value of
+    # A B, at the wrong places: the emulation's lane mapping is scrambled, so layout assumptions fail
+    out = torch.full((256,), float("nan"))
+    assert ctypes.CDLL(str(misuse)).misuse_wmma(ctypes.c_void_p(out.data_ptr()), 1) == 0
+    a, b = _wmma_inputs()
+    assert torch.equal(out.sort().values, (a @ b).reshape(-1).sort().values)
+    assert not torch.equal(out.view(16, 16), a @ b)
+
+
+@pytest.mark.parametrize("mode,message", [
+    (2, "mma_sync in warp 0 of block (0, 0, 0): lane 3 did not take part"),
+    (3, "load_matrix_sync: ldm 12 is not a multiple of 8 elements"),
+    (4, "load_matrix_sync: pointer 0x[0-9a-f]+ is not 256-bit \\(32-byte\\) aligned"),
+    (5, "load_matrix_sync in warp 0 of block (0, 0, 0): lane 0 is at another wmma call or passed other arguments"),
+], ids=["lane-skips-mma", "ldm", "unaligned", "divergent-pointer"])
+def test_emulation_stops_at_wmma_misuse(misuse, mode, message):
+    script = textwrap.dedent(f"""
+        import ctypes
+        out = (ctypes.c_float * 256)()
+        print("returned", ctypes.CDLL({str(misuse)!r}).misuse_wmma(out, {mode}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "returned" not in result.stdout, result.stdout
+    pattern = "rccl-emu: error: " + (message if mode == 4 else re.escape(message))
+    assert re.search(pattern, result.stderr), result.stderr[-2000:]
+
+
 # ---- removing a needed barrier must fail -------------------------------------------------------------
 BARRIER = re.compile(r"__syncthreads\(\);")
 
@@ -161,11 +206,12 @@ def _commented_site(name: str, comment: str) -> tuple[str, int, int]:
 
 
 # block_sum's two barriers (before the scratch writes: a previous call's readers; and after them), the
-# backward fold's barrier between writing H and reading it, and the radix select's between zeroing its
-# histogram and counting into it
+# backward fold's barrier between writing H and reading it, the radix select's between zeroing its
+# histogram and counting into it, and the tensor-core tile's between storing the fragments and reading them
 DEFAULT_SITES = [s for s in barrier_sites() if s[0] == "common.cuh" and s[1] in _function_lines("common.cuh", "T block_sum(")]
 DEFAULT_SITES += [_commented_site("loss_backward.cu", "Hs written; the previous Cs consumed"),
-                  _commented_site("common.cuh", "the histogram is zeroed before any thread counts into it")]
+                  _commented_site("common.cuh", "the histogram is zeroed before any thread counts into it"),
+                  _commented_site("common.cuh", "the whole tile stored")]
 SWEEP = os.environ.get("RCCL_EMU_BARRIER_SWEEP") == "1"
 
 

@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <cassert>
 #include <cmath>
@@ -259,6 +260,94 @@ __device__ __forceinline__ void tile_dot(A (&s)[Cfg::TM][Cfg::TN], A (*As)[Cfg::
     }
   }
   __syncthreads();
+}
+
+// ---- the tensor-core tile product (float16 / bfloat16 z) ------------------------------------------
+// For half-precision z the batch x batch similarity tiles run on tensor cores: nvcuda::wmma 16 x 16 x 16
+// fragments of z's dtype, float accumulation (each product of two rounded inputs is exact in float, the
+// sums are float, as on the CUDA cores). float32 stays on CUDA cores (exact IEEE FMA), float64 on FP64.
+// bf16 fragments need sm_80, the oldest target of the build; below it (and only there) the CUDA-core
+// path is compiled instead. The host pass (no __CUDA_ARCH__) and the CPU emulation take the tensor cores.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#define RCCL_TENSOR_CORES 0
+#else
+#define RCCL_TENSOR_CORES 1
+#endif
+template <typename T> struct TensorCores { static constexpr bool value = false; };
+template <> struct TensorCores<__half> { static constexpr bool value = RCCL_TENSOR_CORES != 0; };
+template <> struct TensorCores<__nv_bfloat16> { static constexpr bool value = RCCL_TENSOR_CORES != 0; };
+
+// The tile's fragments over the block's 8 warps: 64 x 64 has 16, two per warp (one row of A, two
+// columns of B); 32 x 32 has 4, one per warp for warps 0..3 (warps 4..7 skip the collectives, whole
+// warps, as wmma requires). Features go through shared memory in chunks of KC (two 16-deep mma steps).
+template <class Cfg>
+struct MmaTile {
+  static constexpr int KC = 32;
+  static constexpr int LD = KC + 8;        // ldm of the z tiles: a multiple of 8 elements, rows 80 bytes apart
+  static constexpr int SLD = Cfg::BN + 4;  // ldm of the float result tile: a multiple of 4 floats
+  static constexpr int FM = Cfg::BM / 16, FN = Cfg::BN / 16, WARPS = kThreads / 32;
+  static constexpr int PER_WARP = FM * FN >= WARPS ? FM * FN / WARPS : 1;
+  static constexpr int ACTIVE = FM * FN / PER_WARP;  // warps holding fragments
+  static_assert(Cfg::BM % 16 == 0 && Cfg::BN % 16 == 0 && FN % PER_WARP == 0 && ACTIVE <= WARPS, "fragment grid");
+};
+
+// s[r][c] = z_(row0 + ty + r*TY) . z_(col0 + tx + c*TX), thread (ty, tx) as tile_dot, zero outside
+// [0, rows) x [0, cols) (both batch rows of z) and past d. The caller's shared memory, each declared
+// __align__(32) (wmma's pointers must be 32-byte aligned): Zr, Zc (BM x LD, BN x LD of z's dtype) take
+// the rows and the columns of the tile KC features at a time (matrix_a row-major, matrix_b column-major);
+// Ss (BM x SLD floats) takes the accumulators, and each thread reads its s from it. Starts and ends with a
+// __syncthreads(): the caller may write these (and any shared memory) just before the call and after it.
+template <class Cfg, typename scalar_t>
+__device__ void tile_dot_tc(float (&s)[Cfg::TM][Cfg::TN], scalar_t (*Zr)[MmaTile<Cfg>::LD],
+                            scalar_t (*Zc)[MmaTile<Cfg>::LD], float (*Ss)[MmaTile<Cfg>::SLD], const scalar_t* z,
+                            int64_t row0, int64_t rows, int64_t col0, int64_t cols, int64_t d) {
+  namespace wmma = nvcuda::wmma;
+  using M = MmaTile<Cfg>;
+  const int tid = threadIdx.x, warp = tid / 32, tx = tid % Cfg::TX, ty = tid / Cfg::TX;
+  const int fm = warp * M::PER_WARP / M::FN, fn0 = warp * M::PER_WARP % M::FN;
+  const bool active = warp < M::ACTIVE;  // warp-uniform
+  const scalar_t zero = from_acc<scalar_t>(0.0f);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[M::PER_WARP];
+  if (active)
+#pragma unroll
+    for (int p = 0; p < M::PER_WARP; ++p) wmma::fill_fragment(acc[p], 0.0f);
+  for (int64_t k0 = 0; k0 < d; k0 += M::KC) {
+    __syncthreads();  // the previous chunk's fragments are loaded; the caller's writes are done
+    for (int e = tid; e < Cfg::BM * M::KC; e += kThreads) {
+      const int r = e / M::KC, k = e % M::KC;
+      const int64_t i = row0 + r, kk = k0 + k;
+      Zr[r][k] = (i < rows && kk < d) ? z[i * d + kk] : zero;
+    }
+    for (int e = tid; e < Cfg::BN * M::KC; e += kThreads) {
+      const int c = e / M::KC, k = e % M::KC;
+      const int64_t j = col0 + c, kk = k0 + k;
+      Zc[c][k] = (j < cols && kk < d) ? z[j * d + kk] : zero;
+    }
+    __syncthreads();
+    if (active) {
+#pragma unroll
+      for (int ks = 0; ks < M::KC; ks += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, scalar_t, wmma::row_major> fa;
+        wmma::load_matrix_sync(fa, &Zr[fm * 16][ks], M::LD);
+#pragma unroll
+        for (int p = 0; p < M::PER_WARP; ++p) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, scalar_t, wmma::col_major> fb;
+          wmma::load_matrix_sync(fb, &Zc[(fn0 + p) * 16][ks], M::LD);
+          wmma::mma_sync(acc[p], fa, fb, acc[p]);
+        }
+      }
+    }
+  }
+  if (active)
+#pragma unroll
+    for (int p = 0; p < M::PER_WARP; ++p)
+      wmma::store_matrix_sync(&Ss[fm * 16][(fn0 + p) * 16], acc[p], M::SLD, wmma::mem_row_major);
+  __syncthreads();  // the whole tile stored
+#pragma unroll
+  for (int r = 0; r < Cfg::TM; ++r)
+#pragma unroll
+    for (int c = 0; c < Cfg::TN; ++c) s[r][c] = Ss[ty + r * Cfg::TY][tx + c * Cfg::TX];
+  __syncthreads();  // every thread has its s: Ss may be overwritten
 }
 
 // ---- reductions -------------------------------------------------------------------------------------

@@ -113,14 +113,40 @@ inline FoldGrid fold_grid(int64_t n, int64_t e, int64_t bm, int64_t target_block
   return g;
 }
 
+// The fold's two H products of a batch tile on tensor cores (half-precision z): H is scaled by a power of
+// two (exact) that brings max |H| <= 2 w_max / T to [0.5, 2), then rounded to z's dtype: at large N,
+// H ~ w / T ~ 1 / (N T) would fall into float16's subnormals unscaled. The output goes FC features at a
+// time (the DC features of the block in CHUNKS chunks), one 16 x 16 fragment per warp and chunk: warp w <
+// ACTIVE takes fragment row w % FM, column w / FM of the chunk. dZ_I's fragments stay in registers over
+// the strip (scaled; unscaled when flushed), dZ_J's are staged through Cs into the atomics per tile.
+template <class Cfg>
+struct FoldMma {
+  using M = MmaTile<Cfg>;
+  static constexpr int DC = Cfg::TX * kTD;  // the block's features
+  static constexpr int FC = 32, CHUNKS = DC / FC;
+  static constexpr int HLD = Cfg::BN + 8;  // ldm of the rounded H: a multiple of 8 elements
+  static constexpr int FM = Cfg::BM / 16, ACTIVE = FM * (FC / 16);
+  static_assert(Cfg::BM == Cfg::BN && DC % FC == 0 && ACTIVE <= kThreads / 32 && FC <= M::LD, "fold fragments");
+};
+// dZ_I's accumulators of the tensor-core path (nothing for the CUDA-core path, which keeps dZ_I in acc)
+template <class Cfg, bool kTensorCores>
+struct FoldFragments {};
+template <class Cfg>
+struct FoldFragments<Cfg, true> {
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> dz_i[FoldMma<Cfg>::CHUNKS];
+};
+
 template <class Cfg, typename scalar_t, typename A>
 __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A> a) {
   static_assert(Cfg::BM == Cfg::BN, "the fold transposes square tiles");
   constexpr int DC = Cfg::TX * kTD, CK = 16;
   __shared__ A As[Cfg::BK][Cfg::BM + 1];
   __shared__ A Bs[Cfg::BK][Cfg::BN + 1];
-  __shared__ A Hs[Cfg::BM][Cfg::BN + 1];
-  __shared__ A Cs[CK][DC];
+  __shared__ __align__(32) A Hs[Cfg::BM][MmaTile<Cfg>::SLD];  // H; for half-precision z first the S tile
+  __shared__ __align__(32) A Cs[CK][DC];  // z chunks (CUDA cores); the tensor cores' output staging
+  // the tensor-core tile's z chunks (half-precision z; a single row otherwise)
+  __shared__ __align__(32) scalar_t Zr[TensorCores<scalar_t>::value ? Cfg::BM : 1][MmaTile<Cfg>::LD];
+  __shared__ __align__(32) scalar_t Zc[TensorCores<scalar_t>::value ? Cfg::BN : 1][MmaTile<Cfg>::LD];
   __shared__ int column_label[Cfg::BN];  // -1: not a column (absent extra row, past the end)
   __shared__ A column_lse[Cfg::BN];      // batch columns as anchors: lse, w and 1/|P|
   __shared__ A column_w[Cfg::BN];
@@ -149,11 +175,31 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
     row_w[r] = is_class ? w_class[row_label[r]] : A(0);
     row_inv_p[r] = is_class ? inv_p_class[row_label[r]] : A(0);
   }
-  A acc[Cfg::TM][kTD];  // dZ_I over the strip
+  A acc[Cfg::TM][kTD];  // dZ_I over the strip (CUDA-core path; the tensor-core path keeps it in fragments)
 #pragma unroll
   for (int r = 0; r < Cfg::TM; ++r)
 #pragma unroll
     for (int j = 0; j < kTD; ++j) acc[r][j] = A(0);
+  constexpr bool kTensorCores = TensorCores<scalar_t>::value;
+  using FM = FoldMma<Cfg>;
+  namespace wmma = nvcuda::wmma;
+  [[maybe_unused]] const int warp = tid / 32;
+  [[maybe_unused]] const int frag_row = warp % FM::FM, frag_col = warp / FM::FM;
+  [[maybe_unused]] const bool frag_warp = warp < FM::ACTIVE;  // warp-uniform
+  [[maybe_unused]] FoldFragments<Cfg, kTensorCores> frags;
+  [[maybe_unused]] float h_scale = 1.0f, h_unscale = 1.0f;
+  if constexpr (kTensorCores) {
+    if (frag_warp)
+#pragma unroll
+      for (int ch = 0; ch < FM::CHUNKS; ++ch) wmma::fill_fragment(frags.dz_i[ch], 0.0f);
+    const float w_abs = fabsf(w_class[0]) > fabsf(w_class[1]) ? fabsf(w_class[0]) : fabsf(w_class[1]);
+    const float h_max = w_abs * fabsf(a.inv_t);
+    if (h_max > 0.0f && is_finite_value(h_max)) {
+      int exponent = 0;
+      frexpf(h_max, &exponent);  // h_max = m 2^exponent, m in [0.5, 1)
+      h_scale = ldexpf(1.0f, -exponent), h_unscale = ldexpf(1.0f, exponent);
+    }
+  }
 
   auto load_z = [&](int64_t i, int64_t k) -> A { return to_acc(a.z[i * a.d + k]); };
   auto load_col = [&](int64_t j, int64_t k) -> A {
@@ -177,8 +223,19 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
       column_inv_p[tid] = batch_class ? inv_p_class[label] : A(0);
     }
     A s[Cfg::TM][Cfg::TN];
-    tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_z, load_col);
+    if constexpr (TensorCores<scalar_t>::value) {
+      // batch tiles on tensor cores, through Hs (tile_dot_tc's last barrier frees it for H); the extra
+      // tiles (float rows) on CUDA cores in float
+      if (!extra_tile) {
+        tile_dot_tc<Cfg>(s, Zr, Zc, Hs, a.z, row0, a.n, col0, col_end, a.d);
+      } else {
+        tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_z, load_col);
+      }
+    } else {
+      tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_z, load_col);
+    }
     // H(i, j) = (G(i, j) + G(j, i)) / T; G(j, i) only for batch columns (an extra row is never an anchor)
+    A hv[Cfg::TM][Cfg::TN];
 #pragma unroll
     for (int r = 0; r < Cfg::TM; ++r) {
       const int64_t i = row0 + ty + r * Cfg::TY;
@@ -195,10 +252,82 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
           const A w = column_w[cc];
           if (w != A(0)) h += w * (acc_exp(logit - column_lse[cc]) - (positive ? column_inv_p[cc] : A(0)));
         }
-        Hs[ty + r * Cfg::TY][cc] = h * a.inv_t;
+        hv[r][c] = h * a.inv_t;
       }
     }
-    // acc[rows of I][d0 .. d0 + DC) += Hs (BM x BN) @ the tile's columns (BN x DC), CK columns at a time
+    if constexpr (kTensorCores) {
+      if (!extra_tile) {
+        // H scaled and rounded to z's dtype, into Hs's memory (free since tile_dot_tc's last barrier)
+        scalar_t (*Hh)[FM::HLD] = reinterpret_cast<scalar_t (*)[FM::HLD]>(&Hs[0][0]);
+        float (*stage)[FM::FC] = reinterpret_cast<float (*)[FM::FC]>(&Cs[0][0]);
+#pragma unroll
+        for (int r = 0; r < Cfg::TM; ++r)
+#pragma unroll
+          for (int c = 0; c < Cfg::TN; ++c) Hh[ty + r * Cfg::TY][tx + c * Cfg::TX] = from_acc<scalar_t>(hv[r][c] * h_scale);
+        const scalar_t zero = from_acc<scalar_t>(0.0f);
+        // unrolled: dz_i[ch] must be indexed by constants to stay in registers (not the local stack)
+#pragma unroll
+        for (int ch = 0; ch < FM::CHUNKS; ++ch) {
+          const int64_t f0 = d0 + ch * FM::FC;
+          if (f0 >= a.d) break;  // block-uniform
+          __syncthreads();  // Hh written; the previous chunk's Zr, Zc and staging consumed
+          for (int e = tid; e < Cfg::BN * FM::FC; e += kThreads) {
+            const int r = e / FM::FC, f = e % FM::FC;
+            const int64_t j = col0 + r, i = row0 + r, k = f0 + f;
+            Zr[r][f] = (j < a.n && k < a.d) ? a.z[j * a.d + k] : zero;                // z_J
+            if (transpose) Zc[r][f] = (i < a.n && k < a.d) ? a.z[i * a.d + k] : zero;  // z_I
+          }
+          __syncthreads();
+          if (frag_warp) {
+            // dZ_I[:, chunk] += H (BM x BN) z_J[:, chunk]
+#pragma unroll
+            for (int ks = 0; ks < Cfg::BN; ks += 16) {
+              wmma::fragment<wmma::matrix_a, 16, 16, 16, scalar_t, wmma::row_major> fh;
+              wmma::fragment<wmma::matrix_b, 16, 16, 16, scalar_t, wmma::row_major> fz;
+              wmma::load_matrix_sync(fh, &Hh[frag_row * 16][ks], FM::HLD);
+              wmma::load_matrix_sync(fz, &Zr[ks][frag_col * 16], MmaTile<Cfg>::LD);
+              wmma::mma_sync(frags.dz_i[ch], fh, fz, frags.dz_i[ch]);
+            }
+          }
+          if (!transpose) continue;
+          if (frag_warp) {
+            // dZ_J[:, chunk] = H^T (BN x BM) z_I[:, chunk]: H^T is Hh read column-major
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> dz_j;
+            wmma::fill_fragment(dz_j, 0.0f);
+#pragma unroll
+            for (int ks = 0; ks < Cfg::BM; ks += 16) {
+              wmma::fragment<wmma::matrix_a, 16, 16, 16, scalar_t, wmma::col_major> fht;
+              wmma::fragment<wmma::matrix_b, 16, 16, 16, scalar_t, wmma::row_major> fz;
+              wmma::load_matrix_sync(fht, &Hh[ks][frag_row * 16], FM::HLD);
+              wmma::load_matrix_sync(fz, &Zc[ks][frag_col * 16], MmaTile<Cfg>::LD);
+              wmma::mma_sync(dz_j, fht, fz, dz_j);
+            }
+            wmma::store_matrix_sync(&stage[frag_row * 16][frag_col * 16], dz_j, FM::FC, wmma::mem_row_major);
+          }
+          __syncthreads();  // dZ_J's chunk staged
+          for (int e = tid; e < Cfg::BN * FM::FC; e += kThreads) {
+            const int64_t j = col0 + e / FM::FC, k = f0 + e % FM::FC;
+            if (j < a.n && k < a.d) atomicAdd(&a.accumulator[j * a.d + k], stage[e / FM::FC][e % FM::FC] * h_unscale);
+          }
+        }
+        continue;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < Cfg::TM; ++r)
+#pragma unroll
+      for (int c = 0; c < Cfg::TN; ++c) Hs[ty + r * Cfg::TY][tx + c * Cfg::TX] = hv[r][c];
+    // with half-precision z only an extra tile gets here: its share of dZ_I goes to tile_acc, flushed
+    // right after it, so that no float accumulator stays live beside the dZ_I fragments (registers)
+    A tile_acc[Cfg::TM][kTD];
+    if constexpr (kTensorCores) {
+#pragma unroll
+      for (int r = 0; r < Cfg::TM; ++r)
+#pragma unroll
+        for (int jd = 0; jd < kTD; ++jd) tile_acc[r][jd] = A(0);
+    }
+    A (&dz)[Cfg::TM][kTD] = kTensorCores ? tile_acc : acc;
+    // dz[rows of I][d0 .. d0 + DC) += Hs (BM x BN) @ the tile's columns (BN x DC), CK columns at a time
     for (int k0 = 0; k0 < Cfg::BN; k0 += CK) {
       __syncthreads();  // Hs written; the previous Cs consumed
       for (int e = tid; e < CK * DC; e += kThreads) {
@@ -213,9 +342,22 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
         for (int r = 0; r < Cfg::TM; ++r) {
           const A h = Hs[ty + r * Cfg::TY][k0 + kk];
 #pragma unroll
-          for (int jd = 0; jd < kTD; ++jd) acc[r][jd] = fma(h, Cs[kk][tx + jd * Cfg::TX], acc[r][jd]);
+          for (int jd = 0; jd < kTD; ++jd) dz[r][jd] = fma(h, Cs[kk][tx + jd * Cfg::TX], dz[r][jd]);
         }
       }
+    }
+    if constexpr (kTensorCores) {
+#pragma unroll
+      for (int r = 0; r < Cfg::TM; ++r) {
+        const int64_t i = row0 + ty + r * Cfg::TY;
+        if (i >= a.n) continue;
+#pragma unroll
+        for (int jd = 0; jd < kTD; ++jd) {
+          const int64_t k = d0 + tx + jd * Cfg::TX;
+          if (k < a.d) atomicAdd(&a.accumulator[i * a.d + k], tile_acc[r][jd]);
+        }
+      }
+      continue;  // an extra tile: no transpose product
     }
     if (!transpose) continue;
     // dZ_J[d0 .. d0 + DC) += Hs^T (BN x BM) @ z_I (BM x DC): thread rows are now the tile's columns
@@ -254,14 +396,32 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
     }
   }
 
+  if constexpr (kTensorCores) {
+    // flush dZ_I's fragments (the batch tiles' share), unscaled, through the staging
+    float (*stage)[FM::FC] = reinterpret_cast<float (*)[FM::FC]>(&Cs[0][0]);
 #pragma unroll
-  for (int r = 0; r < Cfg::TM; ++r) {
-    const int64_t i = row0 + ty + r * Cfg::TY;
-    if (i >= a.n) continue;
+    for (int ch = 0; ch < FM::CHUNKS; ++ch) {
+      if (d0 + ch * FM::FC >= a.d) break;  // block-uniform
+      __syncthreads();  // the staging's previous readers are done
+      if (frag_warp)
+        wmma::store_matrix_sync(&stage[frag_row * 16][frag_col * 16], frags.dz_i[ch], FM::FC, wmma::mem_row_major);
+      __syncthreads();  // dZ_I's chunk staged
+      for (int e = tid; e < Cfg::BM * FM::FC; e += kThreads) {
+        const int64_t i = row0 + e / FM::FC, k = d0 + ch * FM::FC + e % FM::FC;
+        if (i < a.n && k < a.d) atomicAdd(&a.accumulator[i * a.d + k], stage[e / FM::FC][e % FM::FC] * h_unscale);
+      }
+    }
+    // (the extra tiles' share went out after each of them)
+  } else {
 #pragma unroll
-    for (int jd = 0; jd < kTD; ++jd) {
-      const int64_t k = d0 + tx + jd * Cfg::TX;
-      if (k < a.d) atomicAdd(&a.accumulator[i * a.d + k], acc[r][jd]);
+    for (int r = 0; r < Cfg::TM; ++r) {
+      const int64_t i = row0 + ty + r * Cfg::TY;
+      if (i >= a.n) continue;
+#pragma unroll
+      for (int jd = 0; jd < kTD; ++jd) {
+        const int64_t k = d0 + tx + jd * Cfg::TX;
+        if (k < a.d) atomicAdd(&a.accumulator[i * a.d + k], acc[r][jd]);
+      }
     }
   }
 }

@@ -326,6 +326,10 @@ __global__ void __launch_bounds__(kThreads) loss_kernel(ForwardArgs<scalar_t, A>
   // block (row tile, split): the anchors row0 .. row0 + BM against the column tiles of split blockIdx.y
   __shared__ A As[Cfg::BK][Cfg::BM + 1];
   __shared__ A Bs[Cfg::BK][Cfg::BN + 1];
+  // the tensor-core tile's z chunks and float result (half-precision z; a single row otherwise)
+  __shared__ __align__(32) float Ss[TensorCores<scalar_t>::value ? Cfg::BM : 1][MmaTile<Cfg>::SLD];
+  __shared__ __align__(32) scalar_t Zr[TensorCores<scalar_t>::value ? Cfg::BM : 1][MmaTile<Cfg>::LD];
+  __shared__ __align__(32) scalar_t Zc[TensorCores<scalar_t>::value ? Cfg::BN : 1][MmaTile<Cfg>::LD];
   __shared__ int column_label[Cfg::BN];  // -1 = not in the contrast set (absent row or past the end)
   __shared__ bool last_split;
   __shared__ bool last_row_tile;
@@ -357,7 +361,18 @@ __global__ void __launch_bounds__(kThreads) loss_kernel(ForwardArgs<scalar_t, A>
       column_label[tid] = j < a.n ? static_cast<int>(a.labels[j]) : (j < col_end ? static_cast<int>(a.extra_labels[j - a.n]) : -1);
     }
     A s[Cfg::TM][Cfg::TN];
-    tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_row, load_col);
+    const int64_t tile_end = col0 + Cfg::BN < col_end ? col0 + Cfg::BN : col_end;
+    if constexpr (TensorCores<scalar_t>::value) {
+      // batch columns only: tensor cores. A tile holding extra rows (float: hard positives, negatives)
+      // stays on CUDA cores in float, so they are not rounded to z's dtype (at most two tiles per row tile).
+      if (tile_end <= a.n) {
+        tile_dot_tc<Cfg>(s, Zr, Zc, Ss, a.z, row0, a.n, col0, tile_end, a.d);
+      } else {
+        tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_row, load_col);
+      }
+    } else {
+      tile_dot<Cfg>(s, As, Bs, row0, a.n, col0, col_end, a.d, load_row, load_col);
+    }
 #pragma unroll
     for (int r = 0; r < Cfg::TM; ++r) {
       const int64_t i = row0 + ty + r * Cfg::TY;

@@ -27,6 +27,9 @@ extern "C" void rccl_emu_set_schedule(unsigned int concurrency, unsigned long lo
   emu::set_schedule(concurrency, seed);
 }
 
+// mma_sync calls (one per warp and fragment product) since the last call; resets the count
+extern "C" unsigned long long rccl_emu_take_mma_calls() { return emu::mma_calls.exchange(0); }
+
 extern "C" int rccl_emu_forward(int dtype, int64_t n, int64_t d, int64_t k_real, int64_t k_fake, int64_t m,
                                 int64_t neighbors, double temperature, double margin, const void* z,
                                 const int64_t* labels, const void* center, const void* bank_real,

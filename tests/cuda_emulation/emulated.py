@@ -35,8 +35,9 @@ DTYPES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2, torch.float64: 
 LAUNCH = re.compile(r"(\w+(?:<[^<>;]*>)?)<<<([^;]*?)>>>\(([^;]*?)\);")
 # extern __shared__ T name[];  ->  T* name = emu::dynamic_shared<T>();
 DYNAMIC_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([^;]*?)\s+(\w+)\s*\[\s*\]\s*;")
-# __shared__ T name[a][b];  ->  static char emu_tag_name; auto& name = emu::shared<T[a][b]>(&emu_tag_name);
-STATIC_SHARED = re.compile(r"__shared__\s+([^;]*?)\s+(\w+)\s*((?:\[[^\]]*\])*)\s*;")
+# __shared__ [__align__(n)] T name[a][b];  ->
+#     static char emu_tag_name; auto& name = emu::shared<T[a][b][, n]>(&emu_tag_name);
+STATIC_SHARED = re.compile(r"__shared__\s+(?:__align__\((\d+)\)\s+)?([^;]*?)\s+(\w+)\s*((?:\[[^\]]*\])*)\s*;")
 FLAGS = {
     "plain": ["-O1"],
     "tsan": ["-O1", "-fsanitize=thread"],
@@ -50,7 +51,11 @@ def emulate(text: str) -> str:
     references into the running block's own shared memory."""
     text = LAUNCH.sub(r"emu::launch(\1, \2, \3);", text)
     text = DYNAMIC_SHARED.sub(r"\1* \2 = emu::dynamic_shared<\1>();", text)
-    return STATIC_SHARED.sub(r"static char emu_tag_\2; auto& \2 = emu::shared<\1\3>(&emu_tag_\2);", text)
+    def static_shared(m: re.Match) -> str:
+        align, type_, name, dims = m.groups()
+        return f"static char emu_tag_{name}; auto& {name} = emu::shared<{type_}{dims}{', ' + align if align else ''}>(&emu_tag_{name});"
+
+    return STATIC_SHARED.sub(static_shared, text)
 
 
 def build(out_dir: Path | None = None, *, kernels: Path = KERNELS, variant: str = "plain") -> Path:
@@ -156,6 +161,12 @@ class EmulatedOps:
         for name in ("rccl_emu_forward", "rccl_emu_backward", "rccl_emu_hard_banks"):
             getattr(self.lib, name).restype = ctypes.c_int
         self.lib.rccl_emu_set_schedule.restype = None
+        self.lib.rccl_emu_take_mma_calls.restype = ctypes.c_ulonglong
+
+    def take_mma_calls(self) -> int:
+        """wmma::mma_sync calls (per warp and 16 x 16 x 16 product) since the last take: which work ran on
+        the (emulated) tensor cores."""
+        return int(self.lib.rccl_emu_take_mma_calls())
         self.lib.rccl_emu_set_schedule(ctypes.c_uint(concurrency), ctypes.c_ulonglong(seed))
 
     @staticmethod

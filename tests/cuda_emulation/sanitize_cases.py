@@ -31,6 +31,10 @@ LOSS_CASES = {
     # few target blocks: 2 column splits of 2 tiles each (merged by the row tile's last split) and fold
     # strips of 2 tiles (dZ_I kept in registers across tiles, dZ_J by atomics), as large N runs on a GPU
     "strips": (70, 20, 2, 3, 9, 2, torch.float32, 1024, 6),
+    # the tensor-core path on 64 x 64 tiles: wmma fragments for S and the fold's H products, a fold strip
+    # of three tiles (the diagonal, an off-diagonal batch tile, the extra tile on CUDA cores), D = 40: a
+    # partial feature chunk
+    "bfloat16_tensor_cores": (70, 40, 2, 3, 9, 2, torch.bfloat16, 0, 2),
 }
 BANK_CASES = {"banks_filling": (30, 4, 8, 10), "banks_full": (23, 6, 4, None)}  # (N, K_old, k, n_fake)
 

@@ -16,6 +16,9 @@
 // - atomicAdd is a relaxed atomic read-modify-write (as CUDA's), __threadfence a release+acquire
 //   read-modify-write of one global word: built with ThreadSanitizer, a missing barrier or fence between
 //   two threads' accesses to shared or global memory is reported as a data race;
+// - tensor-core fragments (nvcuda::wmma, 16 x 16 x 16, bf16/fp16 inputs, float accumulators) are
+//   warp-collective: each lane holds only its share, under a deliberately scrambled lane mapping; every
+//   lane must be in the same call with the same arguments; pointer alignment and ldm are checked;
 // - launch configurations beyond the device limits (threads per block, block and grid dimensions, dynamic
 //   shared memory above 48 KiB without cudaFuncSetAttribute's opt-in, static shared memory above 48 KiB)
 //   fail as they would on a GPU: cudaErrorInvalidConfiguration from cudaGetLastError, or an abort for the
@@ -26,6 +29,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
@@ -36,9 +40,11 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <random>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -114,13 +120,19 @@ struct BlockState {
   std::vector<uint64_t> exchange_seq;  // which collective of its warp each thread's slot belongs to
   std::vector<uint64_t> warp_ops;      // warp collectives done, per thread
   std::vector<uint64_t> syncs;         // __syncthreads passed, per thread
+  std::vector<std::array<const void*, 3>> fragment_args;  // a wmma collective's fragments, per thread
   std::mutex shared_mutex;
-  std::vector<std::pair<const void*, std::unique_ptr<unsigned char[]>>> shared;
+  struct SharedVariable {
+    const void* tag;
+    unsigned char* object;
+    std::shared_ptr<unsigned char> allocation;
+  };
+  std::vector<SharedVariable> shared;
   size_t static_shared_bytes = 0;
   std::unique_ptr<unsigned char[]> dynamic_shared;
 
   BlockState(dim3 i, unsigned int n, size_t dynamic_bytes)
-      : idx(i), threads(n), barrier(n), exchange(n), exchange_seq(n), warp_ops(n), syncs(n) {
+      : idx(i), threads(n), barrier(n), exchange(n), exchange_seq(n), warp_ops(n), syncs(n), fragment_args(n) {
     for (unsigned int w = 0; w < (n + 31) / 32; ++w)
       warp_barriers.emplace_back(std::make_unique<Barrier>(std::min(32u, n - w * 32)));
     if (dynamic_bytes) {
@@ -164,19 +176,26 @@ inline size_t max_dynamic_shared(const void* kernel) {
 
 // The running block's copy of the __shared__ variable declared at `tag` (a static unique to the
 // declaration), allocated and poisoned by the first thread of the block to reach the declaration.
-template <typename T>
+// `Align` is the declaration's alignment (alignof(T), or its __align__(n)). A variable is placed at
+// exactly that alignment and deliberately NOT at 32 bytes when it asks for less: wmma's
+// load_matrix_sync / store_matrix_sync need 32-byte-aligned pointers, which only an __align__(32)
+// declaration guarantees on a GPU, so a missing __align__ fails here every time rather than by chance.
+template <typename T, size_t Align = alignof(T)>
 T& shared(const void* tag) {
+  static_assert(Align >= alignof(T) && (Align & (Align - 1)) == 0, "__align__ must be a power of two >= alignof(T)");
   BlockState* b = block;
   std::lock_guard<std::mutex> lock(b->shared_mutex);
-  for (auto& [t, p] : b->shared)
-    if (t == tag) return *reinterpret_cast<T*>(p.get());
+  for (auto& v : b->shared)
+    if (v.tag == tag) return *reinterpret_cast<T*>(v.object);
   b->static_shared_bytes += sizeof(T);
   if (b->static_shared_bytes > kDefaultSharedBytes) fail("a kernel's static __shared__ memory exceeds 48 KiB (ptxas refuses it)");
-  std::unique_ptr<unsigned char[]> p(new unsigned char[sizeof(T)]);
-  std::memset(p.get(), 0xff, sizeof(T));
-  T& ref = *reinterpret_cast<T*>(p.get());
-  b->shared.emplace_back(tag, std::move(p));
-  return ref;
+  constexpr size_t align = Align < 32 ? 32 : Align, offset = Align < 32 ? 16 : 0;  // 16 mod 32 below 32
+  unsigned char* base = static_cast<unsigned char*>(::operator new(sizeof(T) + offset, std::align_val_t(align)));
+  std::shared_ptr<unsigned char> allocation(base, [](unsigned char* q) { ::operator delete(q, std::align_val_t(align)); });
+  unsigned char* object = base + offset;  // the allocation ends where the variable ends: ASan sees an overrun
+  std::memset(object, 0xff, sizeof(T));
+  b->shared.push_back({tag, object, std::move(allocation)});
+  return *reinterpret_cast<T*>(object);
 }
 template <typename T>
 T* dynamic_shared() {
@@ -325,6 +344,222 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {  // round to nearest even (n
   u += 0x7fffu + ((u >> 16) & 1u);
   return __nv_bfloat16{static_cast<uint16_t>(u >> 16)};
 }
+
+// ---- tensor-core fragments (nvcuda::wmma, <mma.h>) -----------------------------------------------------
+// The 16 x 16 x 16 shape with __half / __nv_bfloat16 inputs and float accumulators, as WARP-COLLECTIVE
+// operations: every lane holds only its own share of a fragment (num_elements = 8 of the 256 elements),
+// and fill_fragment, load_matrix_sync, mma_sync and store_matrix_sync must be called by all 32 lanes of
+// the warp in the same collective with the same arguments (pointer, ldm, layout); a lane missing (it left
+// the kernel or is at another collective) or passing other arguments is reported, as a shuffle's is.
+//
+// The lane-to-element mapping is unspecified in CUDA. The one chosen here is scrambled on purpose, so that
+// code reading or writing fragment.x[i] as if it knew which element x[i] is gets wrong values: element
+// (row, col) of the fragment's matrix (matrix_a: M x K, matrix_b: K x N, accumulator: M x N), e = 16 row +
+// col, sits in slot s = (167 e + salt) mod 256 (a bijection: 167 is odd), lane s / 8, x[s % 8]; the salt
+// differs per use and layout (matrix_a row/col major 29/53, matrix_b 71/97, accumulator 113). Elementwise
+// operations applied alike to every x[i] (scaling an accumulator) are layout-free and work, as in CUDA.
+//
+// mma_sync computes D = A B + C in float: each product of two bf16 (fp16) inputs is exact in float, the
+// sum over k runs in float, k ascending (the hardware's internal summation order differs: float rounding).
+// load/store check CUDA's documented rules: the pointer 256-bit (32-byte) aligned, ldm a multiple of 8
+// elements for 16-bit types and of 4 for float (16 bytes). Violations print "rccl-emu: error: ..." and
+// abort, as the other misuse reports.
+namespace nvcuda {
+namespace wmma {
+struct row_major {};
+struct col_major {};
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K, typename T, class Layout = void>
+class fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "the emulation models the 16 x 16 x 16 shape only");
+  static_assert(std::is_same_v<Use, accumulator>
+                    ? std::is_same_v<T, float> && std::is_same_v<Layout, void>
+                    : (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>) &&
+                          (std::is_same_v<Layout, row_major> || std::is_same_v<Layout, col_major>),
+                "fragments: matrix_a / matrix_b of __half or __nv_bfloat16 with a layout, accumulator of float");
+
+ public:
+  enum { num_elements = 8 };
+  using element_type = T;
+  using storage_element_type = T;
+  using use = Use;
+  using layout = Layout;
+  T x[num_elements];
+};
+}  // namespace wmma
+}  // namespace nvcuda
+
+namespace emu {
+template <class Frag>
+constexpr unsigned int fragment_salt() {
+  using Use = typename Frag::use;
+  using Layout = typename Frag::layout;
+  if constexpr (std::is_same_v<Use, nvcuda::wmma::matrix_a>) return std::is_same_v<Layout, nvcuda::wmma::row_major> ? 29 : 53;
+  else if constexpr (std::is_same_v<Use, nvcuda::wmma::matrix_b>) return std::is_same_v<Layout, nvcuda::wmma::row_major> ? 71 : 97;
+  else return 113;
+}
+// where element (row, col) of a fragment lives: slot = lane * 8 + i
+template <class Frag>
+constexpr unsigned int fragment_slot(unsigned int row, unsigned int col) {
+  return (167u * (16u * row + col) + fragment_salt<Frag>()) & 255u;
+}
+// which element slot s holds: the inverse (167 * 23 = 3841 = 15 * 256 + 1)
+template <class Frag>
+constexpr unsigned int fragment_element(unsigned int slot) {
+  return (23u * ((slot + 256u - fragment_salt<Frag>()) & 255u)) & 255u;
+}
+static_assert(fragment_slot<nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>>(
+                  fragment_element<nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>>(200) / 16,
+                  fragment_element<nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>>(200) % 16) == 200,
+              "the slot mapping and its inverse agree");
+
+inline float element_value(float v) { return v; }
+inline float element_value(__half v) { return __half2float(v); }
+inline float element_value(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+// Enter a fragment collective: publish this lane's token (what it is doing, with which arguments) and
+// fragments, wait for the warp, check that all 32 lanes are in this same collective with the same token.
+// Returns the lane. The caller reads other lanes' published fragments, then calls fragment_leave().
+inline unsigned int fragment_enter(const char* what, uint64_t token, const void* f0 = nullptr, const void* f1 = nullptr,
+                                   const void* f2 = nullptr) {
+  BlockState* b = block;
+  const unsigned int t = thread_rank, warp = t / 32, lane = t % 32;
+  const unsigned int lanes = std::min(32u, b->threads - warp * 32);
+  char message[320];
+  if (lanes != 32) {
+    std::snprintf(message, sizeof message, "%s in warp %u of block (%u, %u, %u): the warp has %u threads, a wmma "
+                  "collective needs all 32 lanes", what, warp, b->idx.x, b->idx.y, b->idx.z, lanes);
+    fail(message);
+  }
+  const uint64_t seq = ++b->warp_ops[t];
+  b->exchange[t] = token;
+  b->exchange_seq[t] = seq;
+  b->fragment_args[t] = {f0, f1, f2};
+  b->warp_barriers[warp]->arrive_and_wait();
+  for (unsigned int l = 0; l < 32; ++l) {
+    if (b->exchange_seq[warp * 32 + l] != seq) {
+      std::snprintf(message, sizeof message, "%s in warp %u of block (%u, %u, %u): lane %u did not take part (it left "
+                    "the kernel or is at another collective)", what, warp, b->idx.x, b->idx.y, b->idx.z, l);
+      fail(message);
+    }
+    if (b->exchange[warp * 32 + l] != token) {
+      std::snprintf(message, sizeof message, "%s in warp %u of block (%u, %u, %u): lane %u is at another wmma call or "
+                    "passed other arguments (pointer, ldm and layout must be the same for the whole warp)", what, warp,
+                    b->idx.x, b->idx.y, b->idx.z, l);
+      fail(message);
+    }
+  }
+  return lane;
+}
+// mma_sync calls since the process started (or the last reset): the tests' proof that a dtype's path
+// really runs on the (emulated) tensor cores
+inline std::atomic<uint64_t> mma_calls{0};
+inline void fragment_leave() { block->warp_barriers[thread_rank / 32]->arrive_and_wait(); }
+
+inline uint64_t fragment_token(unsigned int op, const void* p, unsigned int ldm, unsigned int layout) {
+  return (reinterpret_cast<uintptr_t>(p) * 0x9E3779B97F4A7C15ull) ^ (static_cast<uint64_t>(ldm) << 8) ^ (layout << 4) ^ op;
+}
+
+template <typename T>
+void check_matrix_pointer(const char* what, const T* p, unsigned int ldm) {
+  char message[256];
+  constexpr unsigned int multiple = 16 / sizeof(T);  // 8 for 16-bit types, 4 for float
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) {
+    std::snprintf(message, sizeof message, "%s: pointer %p is not 256-bit (32-byte) aligned", what,
+                  static_cast<const void*>(p));
+    fail(message);
+  }
+  if (ldm == 0 || ldm % multiple != 0) {
+    std::snprintf(message, sizeof message, "%s: ldm %u is not a multiple of %u elements (16 bytes)", what, ldm, multiple);
+    fail(message);
+  }
+}
+}  // namespace emu
+
+namespace nvcuda {
+namespace wmma {
+template <class Use, typename T, class Layout>
+void fill_fragment(fragment<Use, 16, 16, 16, T, Layout>& f, T value) {
+  emu::fragment_enter("fill_fragment", emu::fragment_token(1, nullptr, 0, 0) ^ std::hash<float>{}(emu::element_value(value)));
+  for (int i = 0; i < 8; ++i) f.x[i] = value;
+  emu::fragment_leave();
+}
+// fill_fragment(acc, 0.0f) for an accumulator of float
+inline void fill_fragment(fragment<accumulator, 16, 16, 16, float>& f, float value) {
+  emu::fragment_enter("fill_fragment", emu::fragment_token(1, nullptr, 0, 0) ^ std::hash<float>{}(value));
+  for (int i = 0; i < 8; ++i) f.x[i] = value;
+  emu::fragment_leave();
+}
+
+// matrix_a (M x K) and matrix_b (K x N): the layout is the fragment's
+template <class Use, typename T, class Layout>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned int ldm) {
+  static_assert(!std::is_same_v<Use, accumulator>, "an accumulator's load takes a layout_t");
+  using Frag = fragment<Use, 16, 16, 16, T, Layout>;
+  constexpr bool row = std::is_same_v<Layout, row_major>;
+  emu::check_matrix_pointer("load_matrix_sync", p, ldm);
+  const unsigned int lane = emu::fragment_enter("load_matrix_sync", emu::fragment_token(2, p, ldm, row));
+  for (unsigned int i = 0; i < 8; ++i) {
+    const unsigned int e = emu::fragment_element<Frag>(lane * 8 + i), r = e / 16, c = e % 16;
+    f.x[i] = row ? p[r * ldm + c] : p[c * ldm + r];
+  }
+  emu::fragment_leave();
+}
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned int ldm, layout_t layout) {
+  using Frag = fragment<accumulator, 16, 16, 16, float>;
+  emu::check_matrix_pointer("load_matrix_sync", p, ldm);
+  const unsigned int lane = emu::fragment_enter("load_matrix_sync", emu::fragment_token(3, p, ldm, layout));
+  for (unsigned int i = 0; i < 8; ++i) {
+    const unsigned int e = emu::fragment_element<Frag>(lane * 8 + i), r = e / 16, c = e % 16;
+    f.x[i] = layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
+  }
+  emu::fragment_leave();
+}
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned int ldm, layout_t layout) {
+  using Frag = fragment<accumulator, 16, 16, 16, float>;
+  emu::check_matrix_pointer("store_matrix_sync", p, ldm);
+  const unsigned int lane = emu::fragment_enter("store_matrix_sync", emu::fragment_token(4, p, ldm, layout));
+  for (unsigned int i = 0; i < 8; ++i) {
+    const unsigned int e = emu::fragment_element<Frag>(lane * 8 + i), r = e / 16, c = e % 16;
+    (layout == mem_row_major ? p[r * ldm + c] : p[c * ldm + r]) = f.x[i];
+  }
+  emu::fragment_leave();
+}
+
+// d = a b + c. Each lane computes its own share of d from every lane's share of a, b and c (published by
+// fragment_enter; read before fragment_leave, so d may be c).
+template <typename T, class LayoutA, class LayoutB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, LayoutA>& a,
+              const fragment<matrix_b, 16, 16, 16, T, LayoutB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
+  using FragA = fragment<matrix_a, 16, 16, 16, T, LayoutA>;
+  using FragB = fragment<matrix_b, 16, 16, 16, T, LayoutB>;
+  using FragC = fragment<accumulator, 16, 16, 16, float>;
+  const unsigned int lane = emu::fragment_enter("mma_sync", emu::fragment_token(5, nullptr, 0, 0), &a, &b, &c);
+  if (lane == 0) emu::mma_calls.fetch_add(1, std::memory_order_relaxed);  // one per warp
+  const auto& args = emu::block->fragment_args;
+  const unsigned int warp0 = emu::thread_rank / 32 * 32;
+  auto element = [&](auto* tag, int which, unsigned int row, unsigned int col) -> float {
+    using Frag = std::remove_pointer_t<decltype(tag)>;
+    const unsigned int s = emu::fragment_slot<Frag>(row, col);
+    return emu::element_value(static_cast<const Frag*>(args[warp0 + s / 8][which])->x[s % 8]);
+  };
+  float out[8];
+  for (unsigned int i = 0; i < 8; ++i) {
+    const unsigned int e = emu::fragment_element<FragC>(lane * 8 + i), r = e / 16, col = e % 16;
+    float sum = element(static_cast<FragC*>(nullptr), 2, r, col);
+    for (unsigned int k = 0; k < 16; ++k)
+      sum += element(static_cast<FragA*>(nullptr), 0, r, k) * element(static_cast<FragB*>(nullptr), 1, k, col);
+    out[i] = sum;
+  }
+  emu::fragment_leave();  // every lane has read a, b and c
+  for (unsigned int i = 0; i < 8; ++i) d.x[i] = out[i];
+}
+}  // namespace wmma
+}  // namespace nvcuda
 
 // ---- launches ----------------------------------------------------------------------------------------
 namespace emu {
