@@ -160,7 +160,8 @@ def test_emulated_wmma_hides_the_fragment_layout(misuse):
     (2, "mma_sync in warp 0 of block (0, 0, 0): lane 3 did not take part"),
     (3, "load_matrix_sync: ldm 12 is not a multiple of 8 elements"),
     (4, "load_matrix_sync: pointer 0x[0-9a-f]+ is not 256-bit \\(32-byte\\) aligned"),
-    (5, "load_matrix_sync in warp 0 of block (0, 0, 0): lane 0 is at another wmma call or passed other arguments"),
+    (5, "load_matrix_sync in warp 0 of block (0, 0, 0): lane 1 is at another wmma call than lane 0 or passed "
+        "other arguments"),
 ], ids=["lane-skips-mma", "ldm", "unaligned", "divergent-pointer"])
 def test_emulation_stops_at_wmma_misuse(misuse, mode, message):
     script = textwrap.dedent(f"""

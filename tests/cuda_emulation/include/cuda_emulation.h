@@ -446,10 +446,11 @@ inline unsigned int fragment_enter(const char* what, uint64_t token, const void*
                     "the kernel or is at another collective)", what, warp, b->idx.x, b->idx.y, b->idx.z, l);
       fail(message);
     }
-    if (b->exchange[warp * 32 + l] != token) {
-      std::snprintf(message, sizeof message, "%s in warp %u of block (%u, %u, %u): lane %u is at another wmma call or "
-                    "passed other arguments (pointer, ldm and layout must be the same for the whole warp)", what, warp,
-                    b->idx.x, b->idx.y, b->idx.z, l);
+    // against lane 0's token, not this lane's: every lane then names the same culprit, whichever fails first
+    if (b->exchange[warp * 32 + l] != b->exchange[warp * 32]) {
+      std::snprintf(message, sizeof message, "%s in warp %u of block (%u, %u, %u): lane %u is at another wmma call than "
+                    "lane 0 or passed other arguments (pointer, ldm and layout must be the same for the whole warp)",
+                    what, warp, b->idx.x, b->idx.y, b->idx.z, l);
       fail(message);
     }
   }
