@@ -136,6 +136,32 @@ struct FoldFragments<Cfg, true> {
   nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> dz_i[FoldMma<Cfg>::CHUNKS];
 };
 
+// The fold's two ways of adding a share of dZ into the (n, d) accumulator (atomics: several blocks add to
+// the same rows). A thread's register block: its rows first_row + r * TY, its features first_k + jd * TX.
+template <class Cfg, int ROWS, typename A>
+__device__ __forceinline__ void flush_block(A* accumulator, int64_t n, int64_t d, int64_t first_row, int64_t first_k,
+                                            const A (&block)[ROWS][kTD]) {
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    const int64_t i = first_row + r * Cfg::TY;
+    if (i >= n) continue;
+#pragma unroll
+    for (int jd = 0; jd < kTD; ++jd) {
+      const int64_t k = first_k + jd * Cfg::TX;
+      if (k < d) atomicAdd(&accumulator[i * d + k], block[r][jd]);
+    }
+  }
+}
+// A staged chunk of the tensor-core path: ROWS x FC floats for rows row0.., features k0.., unscaled as added.
+template <int ROWS, int FC, typename A>
+__device__ __forceinline__ void flush_staged(A* accumulator, int64_t n, int64_t d, const float (*stage)[FC],
+                                             int64_t row0, int64_t k0, float unscale, int tid) {
+  for (int e = tid; e < ROWS * FC; e += kThreads) {
+    const int64_t i = row0 + e / FC, k = k0 + e % FC;
+    if (i < n && k < d) atomicAdd(&accumulator[i * d + k], stage[e / FC][e % FC] * unscale);
+  }
+}
+
 template <class Cfg, typename scalar_t, typename A>
 __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A> a) {
   static_assert(Cfg::BM == Cfg::BN, "the fold transposes square tiles");
@@ -305,10 +331,7 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
             wmma::store_matrix_sync(&stage[frag_row * 16][frag_col * 16], dz_j, FM::FC, wmma::mem_row_major);
           }
           __syncthreads();  // dZ_J's chunk staged
-          for (int e = tid; e < Cfg::BN * FM::FC; e += kThreads) {
-            const int64_t j = col0 + e / FM::FC, k = f0 + e % FM::FC;
-            if (j < a.n && k < a.d) atomicAdd(&a.accumulator[j * a.d + k], stage[e / FM::FC][e % FM::FC] * h_unscale);
-          }
+          flush_staged<Cfg::BN, FM::FC>(a.accumulator, a.n, a.d, stage, col0, f0, h_unscale, tid);
         }
         continue;
       }
@@ -347,16 +370,7 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
       }
     }
     if constexpr (kTensorCores) {
-#pragma unroll
-      for (int r = 0; r < Cfg::TM; ++r) {
-        const int64_t i = row0 + ty + r * Cfg::TY;
-        if (i >= a.n) continue;
-#pragma unroll
-        for (int jd = 0; jd < kTD; ++jd) {
-          const int64_t k = d0 + tx + jd * Cfg::TX;
-          if (k < a.d) atomicAdd(&a.accumulator[i * a.d + k], tile_acc[r][jd]);
-        }
-      }
+      flush_block<Cfg>(a.accumulator, a.n, a.d, row0 + ty, d0 + tx, tile_acc);
       continue;  // an extra tile: no transpose product
     }
     if (!transpose) continue;
@@ -384,16 +398,7 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
         }
       }
     }
-#pragma unroll
-    for (int c = 0; c < Cfg::TN; ++c) {
-      const int64_t j = col0 + ty + c * Cfg::TY;
-      if (j >= a.n) continue;
-#pragma unroll
-      for (int jd = 0; jd < kTD; ++jd) {
-        const int64_t k = d0 + tx + jd * Cfg::TX;
-        if (k < a.d) atomicAdd(&a.accumulator[j * a.d + k], acc_t[c][jd]);
-      }
-    }
+    flush_block<Cfg>(a.accumulator, a.n, a.d, col0 + ty, d0 + tx, acc_t);
   }
 
   if constexpr (kTensorCores) {
@@ -406,23 +411,11 @@ __global__ void __launch_bounds__(kThreads) fold_kernel(BackwardArgs<scalar_t, A
       if (frag_warp)
         wmma::store_matrix_sync(&stage[frag_row * 16][frag_col * 16], frags.dz_i[ch], FM::FC, wmma::mem_row_major);
       __syncthreads();  // dZ_I's chunk staged
-      for (int e = tid; e < Cfg::BM * FM::FC; e += kThreads) {
-        const int64_t i = row0 + e / FM::FC, k = d0 + ch * FM::FC + e % FM::FC;
-        if (i < a.n && k < a.d) atomicAdd(&a.accumulator[i * a.d + k], stage[e / FM::FC][e % FM::FC] * h_unscale);
-      }
+      flush_staged<Cfg::BM, FM::FC>(a.accumulator, a.n, a.d, stage, row0, d0 + ch * FM::FC, h_unscale, tid);
     }
     // (the extra tiles' share went out after each of them)
   } else {
-#pragma unroll
-    for (int r = 0; r < Cfg::TM; ++r) {
-      const int64_t i = row0 + ty + r * Cfg::TY;
-      if (i >= a.n) continue;
-#pragma unroll
-      for (int jd = 0; jd < kTD; ++jd) {
-        const int64_t k = d0 + tx + jd * Cfg::TX;
-        if (k < a.d) atomicAdd(&a.accumulator[i * a.d + k], acc[r][jd]);
-      }
-    }
+    flush_block<Cfg>(a.accumulator, a.n, a.d, row0 + ty, d0 + tx, acc);
   }
 }
 
