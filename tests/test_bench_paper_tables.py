@@ -56,6 +56,25 @@ def test_bench_overrides_apply_to_every_row_config():
         assert cfg["loss"] == bare["loss"] and cfg["data"]["pairing"] == bare["data"]["pairing"], config
 
 
+def test_bench_training_views_are_not_resampled():
+    """The bench's augmentation keeps every pixel where it was (no resized crop: its resampling smoothed the
+    1-2 px traces c40 erases, bench/RESULTS.md): without flip and jitter a training view is the eval view."""
+    import torch
+
+    from rccl.data.transforms import eval_transform, train_transform
+
+    _, overrides = read_bench_config(BENCH_CONFIG)
+    cfg = load_config(ROOT / ROWS[0][2], overrides)
+    augment = {**cfg["data"]["augment"], "flip": 0.0, "color_jitter": 0.0}
+    size = cfg["data"]["image_size"]
+    image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    for _ in range(5):  # the crop's draw is random: every draw must pass the pixels through
+        assert torch.equal(train_transform(size, augment)(image), eval_transform(size)(image))
+    resized = train_transform(size, {**augment, "scale": [0.6, 1.0]})  # the demo's crop does resample
+    assert not all(torch.equal(resized(image), eval_transform(size)(image)) for _ in range(5))
+
+
 def test_merge_parts_and_replace_a_seed(tmp_path):
     results = load_results(tmp_path / "none.json")
     assert results == {"seeds": [], "rows": []}
