@@ -153,6 +153,19 @@ def test_emulated_half_precision_runs_on_tensor_cores(run, dtype):
     assert ops.take_mma_calls() == 0, "float32 stays on CUDA cores"
 
 
+def test_emulated_ops_set_the_schedule_they_are_given(ops):
+    # the block order a sanitizer case runs under is the one it asks for, and a new EmulatedOps starts its
+    # schedule afresh (an earlier instance's launches do not shift its block order)
+    x = make_inputs(20, D=8, K=2, M=2, dtype=torch.float32, seed=3, requires_grad=False)
+    ops.real_centric_loss(*x.values(), 2, 0.1, 0.2)
+    assert ops.schedule()[2] > 0
+    other = emulated.EmulatedOps(ops.library, concurrency=3, seed=7)
+    assert other.schedule() == (3, 7, 0)
+    other.real_centric_loss(*x.values(), 2, 0.1, 0.2)
+    assert other.schedule()[:2] == (3, 7) and other.schedule()[2] > 0
+    assert emulated.EmulatedOps(ops.library, concurrency=0, seed=1).schedule() == (1, 1, 0)  # 0: one at a time
+
+
 def test_emulated_exact_ties_go_to_the_lowest_index(ops):
     z = torch.tensor([[0.6, 0.8], [0.6, -0.8], [0.8, 0.6], [-0.8, 0.6], [0.0, -1.0]])
     args = (z, torch.tensor([0, 0, 1, 1, 1]), torch.tensor([0.0, 1.0]), torch.tensor([[1.0, 0.0]]),

@@ -26,6 +26,11 @@ struct Workspace {
 extern "C" void rccl_emu_set_schedule(unsigned int concurrency, unsigned long long seed) {
   emu::set_schedule(concurrency, seed);
 }
+// The schedule in force: concurrency, seed and launches since it was set (what EmulatedOps asked for)
+extern "C" void rccl_emu_get_schedule(unsigned int* concurrency, unsigned long long* seed,
+                                      unsigned long long* launches) {
+  *concurrency = emu::schedule.concurrency, *seed = emu::schedule.seed, *launches = emu::schedule.launches;
+}
 
 // mma_sync calls (one per warp and fragment product) since the last call; resets the count
 extern "C" unsigned long long rccl_emu_take_mma_calls() { return emu::mma_calls.exchange(0); }

@@ -155,19 +155,26 @@ class EmulatedOps:
         target_blocks: the blocks the loss pass's column split and the backward fold's strips aim for (0 =
         the kernels' default, 264 and 528; a small value makes small problems run splits and strips of
         several tiles, the shape large N has on a GPU)."""
-        self.lib = ctypes.CDLL(str(library or build()))
+        self.library = Path(library or build())
+        self.lib = ctypes.CDLL(str(self.library))
         self.small_tile_max_n = small_tile_max_n
         self.target_blocks = target_blocks
         for name in ("rccl_emu_forward", "rccl_emu_backward", "rccl_emu_hard_banks"):
             getattr(self.lib, name).restype = ctypes.c_int
         self.lib.rccl_emu_set_schedule.restype = None
         self.lib.rccl_emu_take_mma_calls.restype = ctypes.c_ulonglong
+        self.lib.rccl_emu_set_schedule(ctypes.c_uint(concurrency), ctypes.c_ulonglong(seed))
+
+    def schedule(self) -> tuple[int, int, int]:
+        """(concurrency, seed, launches since the schedule was set) of the library's block scheduler."""
+        c, s, n = ctypes.c_uint(), ctypes.c_ulonglong(), ctypes.c_ulonglong()
+        self.lib.rccl_emu_get_schedule(ctypes.byref(c), ctypes.byref(s), ctypes.byref(n))
+        return c.value, s.value, n.value
 
     def take_mma_calls(self) -> int:
         """wmma::mma_sync calls (per warp and 16 x 16 x 16 product) since the last take: which work ran on
         the (emulated) tensor cores."""
         return int(self.lib.rccl_emu_take_mma_calls())
-        self.lib.rccl_emu_set_schedule(ctypes.c_uint(concurrency), ctypes.c_ulonglong(seed))
 
     @staticmethod
     def _acc(z):
