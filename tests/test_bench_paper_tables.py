@@ -7,6 +7,7 @@ import json
 import threading
 
 import pytest
+import torch
 import yaml
 
 import bench.paper_tables as pt
@@ -14,6 +15,7 @@ from bench.paper_tables import (BENCH_CONFIG, PAPER, ROOT, ROWS, BenchError, con
                                 load_results, merge_result, parse_only, parse_seeds, plan_runs, plan_units,
                                 read_bench_config, render_markdown, training_config)
 from rccl.data.synth import PRESETS
+from rccl.data.transforms import eval_transform, train_transform
 from rccl.train.config import load_config
 
 
@@ -59,10 +61,6 @@ def test_bench_overrides_apply_to_every_row_config():
 def test_bench_training_views_are_not_resampled():
     """The bench's augmentation keeps every pixel where it was (no resized crop: its resampling smoothed the
     1-2 px traces c40 erases, bench/RESULTS.md): without flip and jitter a training view is the eval view."""
-    import torch
-
-    from rccl.data.transforms import eval_transform, train_transform
-
     _, overrides = read_bench_config(BENCH_CONFIG)
     cfg = load_config(ROOT / ROWS[0][2], overrides)
     augment = {**cfg["data"]["augment"], "flip": 0.0, "color_jitter": 0.0}
