@@ -64,7 +64,8 @@ def tiny_overrides(manifest: Path, out: Path, **extra) -> list[str]:
     """Config overrides for a run that takes a second or two on the CPU."""
     settings = {
         "data.manifest": str(manifest), "data.image_size": 16, "data.workers": 0, "data.backend": "torch",
-        "model.encoder": "test_byobnet", "model.channels_last": "false", "model.proj_hidden": 32,
+        "model.encoder": "test_byobnet", "model.pretrained": "false",
+        "model.allow_scratch": "true", "model.channels_last": "false", "model.proj_hidden": 32,
         "model.proj_dim": 16, "stage1.epochs": 2, "stage1.batch_size": 8, "stage2.epochs": 1,
         "stage2.batch_size": 8, "loss.bank_size": 4, "loss.negatives": 4, "train.out": str(out),
         "train.progress": "false", "train.threads": 1, "eval.after_training": "false",
@@ -127,7 +128,8 @@ def make_tiny_run(root: Path, videos=VIDEOS) -> Path:
     write_manifest(data / "manifest.jsonl", rows)
     run = root / "run"
     cfg = load_config(overrides=[f"data.manifest={data / 'manifest.jsonl'}", f"data.image_size={IMAGE_SIZE}",
-                                 f"model.encoder={ENCODER}", "data.workers=0", "train.progress=false"])
+                                 f"model.encoder={ENCODER}", "model.pretrained=false",
+                                 "model.allow_scratch=true", "data.workers=0", "train.progress=false"])
     save_config(cfg, run / "config.yaml")
     return run
 

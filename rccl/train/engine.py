@@ -62,6 +62,11 @@ class Runtime:
         if self.dist.is_main:
             log.info(message)
 
+    def warn(self, message: str) -> None:
+        """Something the user should act on (e.g. a collapsed contrastive stage), from rank 0 only."""
+        if self.dist.is_main:
+            log.warning("warning: " + message)
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -132,7 +137,10 @@ class EpochLog:
     """RUN/epochs.csv (one row per finished epoch, both stages; rewritten whole through the atomic writer,
     it is small) and RUN/tb/ TensorBoard scalars."""
 
-    FIELDS = ("stage", "epoch", "loss", "lr", "seconds", "views_per_s", "accuracy", "pairing")
+    # class_gap .. at_collapse: stage 1's collapse watch (rccl.train.collapse); empty for stage 2 and CE
+    FIELDS = ("stage", "epoch", "loss", "lr", "seconds", "views_per_s", "accuracy", "class_gap", "mean_cosine",
+              "collapsed_loss", "at_collapse", "pairing")
+    SCALARS = ("loss", "lr", "views_per_s", "accuracy", "class_gap", "mean_cosine", "collapsed_loss", "at_collapse")
 
     def __init__(self, run: RunDir, enabled: bool):
         self.path = run.epochs_csv
@@ -165,7 +173,7 @@ class EpochLog:
         writer = self._tb()
         if writer is not None:
             step = row["epoch"]
-            for key in ("loss", "lr", "views_per_s", "accuracy"):
+            for key in self.SCALARS:
                 if isinstance(row.get(key), (int, float)):
                     writer.add_scalar(f"stage{row['stage']}/{key}", row[key], step)
             writer.flush()
@@ -221,8 +229,9 @@ class Stage:
     describe: str                     # one line: what is trained, for the log
     loss_fn: nn.Module | None = None  # its buffers are checkpointed; reset() at each epoch start
     compile: bool = False
-    # row(sums) -> extra epochs.csv fields from the epoch's sums (already means over ranks where it matters)
-    row: Callable[[dict], dict] = field(default=lambda sums: {})
+    # row(sums, epoch) -> extra epochs.csv fields from the epoch's sums (already means over ranks where it
+    # matters); epoch is 1-based
+    row: Callable[[dict, int], dict] = field(default=lambda sums, epoch: {})
 
 
 def _reseed_other_ranks(rt: Runtime, epoch: int) -> None:
@@ -331,7 +340,7 @@ def run_stage(rt: Runtime, model: nn.Module, stage: Stage, resume: dict | None, 
         means = {k: float(v) for k, v in sums.items()}
         mean_loss = mean_over_ranks(means.pop("loss") / max(1, steps), rt.device)
         row = {"stage": n, "epoch": epoch + 1, "loss": round(mean_loss, 6), "lr": scheduler.get_last_lr()[0],
-               "seconds": round(seconds, 2), "views_per_s": round(views / seconds, 1), **stage.row(means)}
+               "seconds": round(seconds, 2), "views_per_s": round(views / seconds, 1), **stage.row(means, epoch + 1)}
         sampler.set_epoch(epoch + 1)  # the state saved is "next epoch to run"
         if rt.dist.is_main:
             state = state_to_save(rt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
