@@ -33,7 +33,9 @@ from rccl.train.config import load_config, save_config
 
 # -- training data ---------------------------------------------------------------------------------------
 def make_tiny_manifest(root: Path, *, identities: int = 3, videos_per_identity: int = 2, frames: int = 4,
-                       size: int = 16, qualities=("raw", "c23"), seed: int = 0, dataset: str = "synthetic") -> Path:
+                       size: int = 16, qualities=("raw", "c23"), seed: int = 0, dataset: str = "synthetic",
+                       identical: bool = False) -> Path:
+    """identical: every crop the same image (nothing to learn: a contrastive run collapses at once)."""
     rng = np.random.default_rng(seed)
     rows = []
     naturals = [(f"id{i}", f"id{i}_{v:04d}") for i in range(identities) for v in range(videos_per_identity)]
@@ -46,7 +48,9 @@ def make_tiny_manifest(root: Path, *, identities: int = 3, videos_per_identity: 
             split = "test" if vi % videos_per_identity == videos_per_identity - 1 and vi % 3 == 0 else "train"
             for frame in range(frames):
                 img = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
-                if label:
+                if identical:
+                    img[:] = 90
+                elif label:
                     img[size // 4: 3 * size // 4, size // 4: 3 * size // 4] += 120
                 rel = f"crops/{quality}/{Path(video).stem}/{frame:06d}.png"
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
