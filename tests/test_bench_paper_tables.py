@@ -307,3 +307,20 @@ def test_synth_set_makes_another_data_set(tmp_path, monkeypatch, capsys):
     out = tmp_path / "t.json"
     assert pt.main(["--only", "2:Xception", "--seeds", "0", "--synth-set", "seam_scale=2", "--out", str(out)]) == 0
     assert calls == [("2:Xception", 0)] and prepared == [{"seam_scale": 2}]
+
+
+def test_stage1_summary_and_paired_comparison(tmp_path):
+    (tmp_path / "epochs.csv").write_text(
+        "stage,epoch,loss,lr,seconds,views_per_s,accuracy,class_gap,mean_cosine,collapsed_loss,at_collapse,pairing\n"
+        "1,1,5.5,0.01,1,1,,0.02,0.0,4.1431,0.0,\n1,2,3.5,0.0,1,1,,1.7,0.0,4.1431,0.0,\n2,1,0.3,0.01,1,1,0.9,,,,,\n")
+    assert pt.stage1_summary(tmp_path) == {"loss_first": 5.5, "loss_last": 3.5, "collapsed_loss": 4.1431,
+                                           "train_class_gap": 1.7}
+    results = load_results(tmp_path / "none.json")
+    for seed, (ours, supcon) in enumerate(((0.97, 0.99), (0.98, 0.96))):
+        merge_result(results, "2", "Ours", "o.yaml", seed, _metrics(ours, ours - 0.1), 1.0)
+        merge_result(results, "2", "Sup. Con", "s.yaml", seed, _metrics(supcon, supcon - 0.2), 1.0)
+    lines = pt.paired_comparison(results)
+    auc = next(line for line in lines if line.startswith("| Ours − Sup. Con | AUC"))
+    # raw: -2.0 and +2.0 points (mean 0.0, sd 2.8); c40: +8.0 and +12.0 (mean +10.0)
+    assert "-2.0 / +2.0 (mean +0.0 ± 2.8)" in auc and "+8.0 / +12.0 (mean +10.0 ± 2.8)" in auc
+    assert not any(line.startswith("| Ours − Xception") for line in lines)  # no CE row: no pair

@@ -108,9 +108,10 @@ def test_a_run_that_collapses_is_told_so_at_the_epoch_it_happens(tmp_path, caplo
 
 
 def test_a_run_that_learns_gets_no_warning(tmp_path, caplog):
-    """The fakes carry a bright square: the projections separate the classes and the loss leaves its
-    collapsed value."""
+    """The fakes carry a bright square: the projections separate the classes, no epoch is at the collapsed
+    loss value."""
     rows, warnings = _run(tmp_path, caplog, identical=False)
     assert warnings == []
-    assert float(rows[-1]["loss"]) < 0.99 * float(rows[-1]["collapsed_loss"])
-    assert float(rows[-1]["class_gap"]) > 0.1
+    # the classes lie apart on the sphere (same-class pairs much closer than natural-fake pairs) from the
+    # first epoch; at temperature 0.1 the loss itself can stay above ln 15 while the views of a class spread
+    assert all(float(r["at_collapse"]) == 0.0 and float(r["class_gap"]) > 0.5 for r in rows)
