@@ -320,7 +320,7 @@ def test_stage1_summary_and_paired_comparison(tmp_path):
         merge_result(results, "2", "Ours", "o.yaml", seed, _metrics(ours, ours - 0.1), 1.0)
         merge_result(results, "2", "Sup. Con", "s.yaml", seed, _metrics(supcon, supcon - 0.2), 1.0)
     lines = pt.paired_comparison(results)
-    auc = next(line for line in lines if line.startswith("| Ours − Sup. Con | AUC"))
+    auc = next(line for line in lines if line.startswith("| 2:Ours − Sup. Con | AUC"))
     # raw: -2.0 and +2.0 points (mean 0.0, sd 2.8); c40: +8.0 and +12.0 (mean +10.0)
     assert "-2.0 / +2.0 (mean +0.0 ± 2.8)" in auc and "+8.0 / +12.0 (mean +10.0 ± 2.8)" in auc
-    assert not any(line.startswith("| Ours − Xception") for line in lines)  # no CE row: no pair
+    assert not any(line.startswith("| 2:Ours − Xception") for line in lines)  # no CE row: no pair
