@@ -23,8 +23,8 @@ import sys
 import torch
 
 import rccl
-from rccl import reference
-from tests.conftest import make_inputs
+from rccl import accuracy, reference
+from rccl.accuracy import make_inputs
 
 CASES = [  # (N, D, K, M, n_fake, dtype)
     (37, 20, 3, 5, None, torch.float32),
@@ -47,13 +47,9 @@ def check_loss(N, D, K, M, n_fake, dtype, nan_centre=False) -> float:
     args = [x["z"], x["labels"]] + [x[k].to(acc) for k in ("center", "bank_real", "bank_fake", "lam")]
     loss, extra, extra_labels, lse = torch.ops.rccl.real_centric_loss(*args, 2, 0.1, 0.2)
     (grad,) = torch.autograd.grad(loss, x["z"])
-    z64 = x["z"].detach().double().requires_grad_(True)
-    ref = reference.real_centric_loss_outputs(z64, x["labels"], *[a.double() for a in args[2:]], 2, 0.1, 0.2)
-    (ref_grad,) = torch.autograd.grad(ref[0], z64)
-    assert torch.equal(extra_labels, ref[2]), "extra_labels"
-    loss_error = abs(loss.double() - ref[0]).item() / max(abs(ref[0].item()), 1e-12)
-    grad_error = ((grad.double() - ref_grad).norm() / ref_grad.norm().clamp(min=1e-12)).item()
-    return max(loss_error, grad_error)
+    found = accuracy.errors((loss, extra, extra_labels, lse, grad), accuracy.reference_outputs(x, 2, 0.1, 0.2))
+    assert found["labels_equal"], "extra_labels"
+    return accuracy.worst(found)
 
 
 def check_banks(N, K, k, dtype, nan_centre=False) -> None:
@@ -93,7 +89,7 @@ def main(argv=None) -> int:
         check_banks(30, 4, 8, torch.float32, nan_centre=True)
         print(f"tiles {tiles}: done", flush=True)
     torch.cuda.synchronize()
-    limits = {torch.float32: 1e-4, torch.float64: 1e-9, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+    limits = accuracy.BOUNDS  # the bounds of the op tests and rccl-check
     failed = [f"{dtype}: {error:.2e} > {limits[dtype]:.0e}" for dtype, error in worst.items() if error > limits[dtype]]
     for dtype, error in worst.items():
         print(f"{str(dtype):16s} worst relative error vs float64 reference {error:.2e}")

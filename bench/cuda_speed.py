@@ -21,7 +21,6 @@ per call. Rows:
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -31,8 +30,9 @@ import torch
 import rccl
 from rccl import reference
 from rccl.fileio import write_json
+from rccl.accuracy import make_inputs
 from rccl.functional import real_centric_loss
-from tests.conftest import make_inputs
+from rccl.timing import capture, time_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,42 +40,6 @@ OPTIONS = (2, 0.1, 0.2)  # neighbors, temperature, margin
 TARGETS_GRAPH_US = {256: 40.0, 4096: 150.0, 16384: 2000.0}
 EAGER_OVER_FLOOR = 1.2
 PEAK_MIB_AT_16384 = 64.0
-
-
-def time_calls(fn, inner: int, repeats: int, warmup: int = 3) -> dict:
-    """Per-call microseconds: median and min-max over `repeats` runs of `inner` back-to-back calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1000.0 / inner)
-    return {"median_us": statistics.median(samples), "min_us": min(samples), "max_us": max(samples)}
-
-
-def capture(fn, z: torch.Tensor | None):
-    """A CUDA graph of fn (warmed up on a side stream first); z.grad is reset so backward allocates in
-    the graph's pool."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            if z is not None:
-                z.grad = None
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    if z is not None:
-        z.grad = None
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
 
 
 def op_args(x):
