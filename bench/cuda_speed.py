@@ -29,7 +29,7 @@ import torch
 
 import rccl
 from rccl import reference
-from rccl.fileio import write_json
+from rccl.fileio import append_json_line, write_json
 from rccl.accuracy import make_inputs
 from rccl.functional import real_centric_loss
 from rccl.timing import capture, time_calls
@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="no GPU needed: check the arguments, imports and inputs on the CPU, time nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cuda_speed.json")
+    parser.add_argument("--jsonl", type=Path, default=None,
+                        help="also append each size's rows here as JSON lines as soon as they are measured "
+                             "(a run cut short by a time limit keeps them)")
     args = parser.parse_args(argv)
     if args.dry_run:
         for N in args.sizes:
@@ -182,15 +185,27 @@ def main(argv=None) -> int:
     results = {
         "device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
         "commit": git_commit(), "dtype": args.dtype, "D": args.dim, "K": args.bank, "M": args.mix,
-        "inner": args.inner, "repeats": args.repeats, "small_tile_max_n": args.small_tile_max_n, "floor": floor_rows(args.inner, args.repeats), "sizes": {},
+        "inner": args.inner, "repeats": args.repeats, "small_tile_max_n": args.small_tile_max_n,
+        "floor": floor_rows(args.inner, args.repeats), "sizes": {},
     }
+    meta = {k: results[k] for k in ("device", "torch", "commit", "dtype", "D", "K", "M", "small_tile_max_n")}
+
+    def record(N, rows):
+        if args.jsonl:
+            for row, t in rows.items():
+                append_json_line(args.jsonl, {"kind": "cuda_speed", **meta, "N": N, "row": row, **t})
+
+    record(256, results["floor"])
     for N in args.sizes:
         inner = args.inner if N <= 4096 else max(5, args.inner // 10)
         results["sizes"][str(N)] = op_rows(N, args.dim, args.bank, args.mix, dtype, inner, args.repeats,
                                            not args.no_reference, args.compile)
-        print(f"N={N} done", file=sys.stderr, flush=True)
+        record(N, results["sizes"][str(N)])
+        print(f"N={N} done: op graph fwd+bwd {results['sizes'][str(N)]['op graph fwd+bwd']['median_us']:.1f} us",
+              file=sys.stderr, flush=True)
     if 16384 in args.sizes:
         results["peak_extra_mib_16384"] = peak_extra_mib(16384, args.dim, args.bank, args.mix, dtype)
+        record(16384, {"peak extra MiB fwd+bwd": {"median_us": None, "mib": results["peak_extra_mib_16384"]}})
     results["verdicts"] = verdicts(results, args.sizes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)
