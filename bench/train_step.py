@@ -16,7 +16,8 @@ Rows (images = views: two per anchor), each written to --jsonl as soon as it is 
   parts               the step cut at synchronisations: model forward, loss forward+backward (centre, banks,
                       op; autograd.grad to z), model backward (z.backward), optimizer (step + zero_grad)
 Timing: wall clock around `--steps` steps after `--warmup`, synchronised on a GPU, median of `--repeats`;
-on the CPU run it niced with few threads. The model is built from the project's config and model code
+also the process's CPU time (the figure a shared CPU machine does not distort; with workers=0 the loader's
+work is in it too). On the CPU run it niced. The model is built from the project's config and model code
 (rccl.train.config, rccl.model.build_model, random weights), the loss from RealCentricLoss.from_config, the
 optimiser from rccl.train.engine.build_optimizer.
 """
@@ -61,17 +62,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def per_step_seconds(fn, device, warmup: int, steps: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
+def per_step_seconds(fns: dict, device, warmup: int, steps: int, repeats: int) -> dict:
+    """{name: (wall seconds, CPU seconds of this process) per step, one sample per repeat}. The functions
+    take turns within each repeat, so that a drift of the machine (warming caches, other jobs) touches
+    them alike. On a shared CPU the CPU seconds are the figure that does not depend on the other jobs."""
+    for fn in fns.values():
+        for _ in range(warmup):
             fn()
-        sync(device)
-        samples.append((time.perf_counter() - start) / steps)
+    samples = {name: ([], []) for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                fn()
+            sync(device)
+            samples[name][0].append((time.perf_counter() - start) / steps)
+            samples[name][1].append((time.process_time() - start_cpu) / steps)
     return samples
 
 
@@ -82,15 +89,14 @@ class StepParts:
 
     def __init__(self, net, loss_fn, optimizer, autocast, device):
         self.net, self.loss_fn, self.optimizer, self.autocast, self.device = net, loss_fn, optimizer, autocast, device
-        self.seconds = dict.fromkeys(self.NAMES, 0.0)
-        self.calls = 0
+        self.reset()
 
     def __call__(self, views, labels):
-        marks = [time.perf_counter()]
+        marks = [(time.perf_counter(), time.process_time())]
 
         def mark():
             sync(self.device)
-            marks.append(time.perf_counter())
+            marks.append((time.perf_counter(), time.process_time()))
 
         with self.autocast():
             z = self.net(views)
@@ -105,11 +111,13 @@ class StepParts:
         self.optimizer.zero_grad(set_to_none=True)
         mark()
         for name, start, end in zip(self.NAMES, marks, marks[1:]):
-            self.seconds[name] += end - start
+            self.seconds[name] += end[0] - start[0]
+            self.cpu_seconds[name] += end[1] - start[1]
         self.calls += 1
 
     def reset(self):
         self.seconds = dict.fromkeys(self.NAMES, 0.0)
+        self.cpu_seconds = dict.fromkeys(self.NAMES, 0.0)
         self.calls = 0
 
 
@@ -128,7 +136,7 @@ def data_rate(cfg, batch: int, device, work: Path, crop: int, batches: int) -> d
     for _ in range(2):
         next(it)
     sync(device)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
         b = next(it)
         for key in ("view1", "view2"):
@@ -137,8 +145,9 @@ def data_rate(cfg, batch: int, device, work: Path, crop: int, batches: int) -> d
                 v = v.contiguous(memory_format=torch.channels_last)
     sync(device)
     seconds = (time.perf_counter() - start) / batches
+    cpu_seconds = (time.process_time() - start_cpu) / batches  # this process only: not the workers'
     del it, loader
-    return {"seconds_per_batch": seconds, "workers": cfg["data"]["workers"]}
+    return {"seconds_per_batch": seconds, "cpu_seconds_per_batch": cpu_seconds, "workers": cfg["data"]["workers"]}
 
 
 def run(args) -> int:
@@ -208,13 +217,15 @@ def run(args) -> int:
 
     # the loss module starts an epoch: centre and banks reset (its banks fill within the warm-up)
     loss_fn.reset()
-    step_s = per_step_seconds(full_step, device, args.warmup, args.steps, args.repeats)
+    timed = per_step_seconds({"step": full_step, "model alone": model_alone}, device, args.warmup, args.steps,
+                             args.repeats)
+    (step_s, step_cpu), (alone_s, alone_cpu) = timed["step"], timed["model alone"]
     record({"row": "step", "images_per_s": views_per_step / statistics.median(step_s),
-            "ms_per_step": 1e3 * statistics.median(step_s)})
-    alone_s = per_step_seconds(model_alone, device, args.warmup, args.steps, args.repeats)
+            "ms_per_step": 1e3 * statistics.median(step_s), "cpu_ms_per_step": 1e3 * statistics.median(step_cpu)})
     record({"row": "model alone", "images_per_s": views_per_step / statistics.median(alone_s),
-            "ms_per_step": 1e3 * statistics.median(alone_s),
-            "step_over_model_alone": statistics.median(step_s) / statistics.median(alone_s)})
+            "ms_per_step": 1e3 * statistics.median(alone_s), "cpu_ms_per_step": 1e3 * statistics.median(alone_cpu),
+            "step_over_model_alone": statistics.median(step_s) / statistics.median(alone_s),
+            "step_over_model_alone_cpu": statistics.median(step_cpu) / statistics.median(alone_cpu)})
     parts = StepParts(net, loss_fn, optimizer, autocast, device)
     for _ in range(args.warmup):
         parts(views, labels)
@@ -223,11 +234,14 @@ def run(args) -> int:
         parts(views, labels)
     total = sum(parts.seconds.values())
     record({"row": "parts", **{f"{name} ms": 1e3 * s / parts.calls for name, s in parts.seconds.items()},
-            "loss share": parts.seconds["loss fwd+bwd"] / total})
+            "loss share": parts.seconds["loss fwd+bwd"] / total,
+            **{f"{name} cpu ms": 1e3 * s / parts.calls for name, s in parts.cpu_seconds.items()},
+            "loss share cpu": parts.cpu_seconds["loss fwd+bwd"] / max(sum(parts.cpu_seconds.values()), 1e-12)})
     if not args.no_data:
         data = data_rate(cfg, batch, device, Path(args.work), SETTINGS[args.setting][3], args.data_batches)
         record({"row": "data", "images_per_s": views_per_step / data["seconds_per_batch"],
-                "ms_per_step": 1e3 * data["seconds_per_batch"], "workers": data["workers"]})
+                "ms_per_step": 1e3 * data["seconds_per_batch"], "cpu_ms_per_step": 1e3 * data["cpu_seconds_per_batch"],
+                "workers": data["workers"]})
     return 0
 
 
