@@ -10,13 +10,16 @@ import pytest
 import torch
 import yaml
 
-import bench.paper_tables as pt
-from bench.paper_tables import (ROW_OVERRIDES, row_key, row_overrides, run_name, BENCH_CONFIG, PAPER, ROOT, ROWS, BenchError, config_hash, data_key, find_row,
+pytest.importorskip("av", reason="needs PyAV (pip install av): the bench's data is synthetic video written with PyAV")
+
+import bench.paper_tables as pt  # noqa: E402
+from bench.paper_tables import (ROW_OVERRIDES, BENCH_CONFIG, PAPER, ROOT, ROWS, BenchError, config_hash,  # noqa: E402
+                                data_key, find_row, row_key, row_overrides, run_name,
                                 load_results, merge_result, parse_only, parse_seeds, plan_runs, plan_units,
                                 read_bench_config, render_markdown, training_config)
-from rccl.data.synth import PRESETS
-from rccl.data.transforms import eval_transform, train_transform
-from rccl.train.config import load_config
+from rccl.data.synth import PRESETS  # noqa: E402
+from rccl.data.transforms import eval_transform, train_transform  # noqa: E402
+from rccl.train.config import load_config  # noqa: E402
 
 
 def _metrics(auc_raw, auc_c40):
