@@ -191,7 +191,7 @@ def run(args) -> int:
               flush=True)
 
     def full_step():
-        loss = contrastive_step(net, loss_fn, v1, v2, labels, autocast())
+        loss, _ = contrastive_step(net, loss_fn, v1, v2, labels, autocast())  # (loss, the collapse watch's sums)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
