@@ -26,8 +26,10 @@ class BlendParams:
     hull_directions: int = 64                        # the hull as the intersection of this many half-planes
     deform: float = 0.02                             # elastic displacement up to this fraction of the half-side
     deform_grid: int = 5                             # the displacement field's control points per side
-    morph: float = 0.05                              # erode (-) or dilate (+) by up to this fraction of the side
-    blur_sigma: tuple[float, float] = (0.015, 0.05)  # Gaussian blur of the mask, sigma as a fraction of the side
+    morph: float = 0.04                              # erode (-) or dilate (+) by up to this fraction of the side
+    # Gaussian blur of the mask, sigma as a fraction of the side; its window (3 sigma) reaches ~8% of the side
+    # at most, SBI's ~5% (kernels up to 25 px at 192-256 px); the floor keeps a 0-to-1 ramp >= ~3 mask pixels
+    blur_sigma: tuple[float, float] = (0.015, 0.025)
     ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # the blend ratio, one drawn uniformly
 
 
