@@ -71,7 +71,13 @@ class PairViews(_Crops):
         return len(self.records)
 
     def _images(self, indices) -> dict[int, torch.Tensor]:
-        images = {i: self.image(self.records[i].get(BLEND_KEY, i)) for i in indices}
+        decoded: dict[int, torch.Tensor] = {}  # a pseudo-fake and its source (same batch) share one decode
+        images = {}
+        for i in indices:
+            src = self.records[i].get(BLEND_KEY, i)
+            if src not in decoded:
+                decoded[src] = self.image(src)
+            images[i] = decoded[src]
         pseudo = [i for i in indices if BLEND_KEY in self.records[i]]
         by_shape: dict[tuple, list[int]] = {}
         for i in pseudo:
