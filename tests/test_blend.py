@@ -194,3 +194,17 @@ def test_training_run_records_the_mode(tiny):
     run = train(cfg)
     assert run.config()["data"]["fakes"] == "sbi"
     assert "data.fakes=sbi" in summary_table(run) and "never seen" in summary_table(run)
+
+
+def test_dali_loader_refuses_pseudo_fakes_when_called_directly(tiny):
+    from rccl.data.loaders import dali_available
+
+    if not dali_available():
+        pytest.skip("NVIDIA DALI is not installed (pip install -e .[dali])")
+    from rccl.data.dali_loader import DaliDataError, build_dali_train_loader
+
+    manifest, root, records = tiny
+    cfg = load_config(None, tiny_overrides(manifest, root / "runs", **{"data.backend": "dali"}))
+    chosen = training_set(records, "sbi").records
+    with pytest.raises(DaliDataError, match="does not make self-blended pseudo-fakes"):
+        build_dali_train_loader(cfg, chosen, ForgeryPairSampler(chosen, 6, "instance", seed=0))
