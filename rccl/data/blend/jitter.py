@@ -39,32 +39,35 @@ def colour(images: torch.Tensor, params: BlendParams = DEFAULT_PARAMS, generator
     return out.clamp_(0, 1).view(b, 3, h, w)
 
 
-def frequency(images: torch.Tensor, params: BlendParams = DEFAULT_PARAMS, generator=None) -> torch.Tensor:
-    """Half the samples lose resolution (area down by a factor of params.downscale, bilinear back up), the
-    other half are sharpened (x + a * (x - blur(x)), a in params.sharpen). Each op runs on its samples only."""
-    b, _, h, w = images.shape
+def frequency_and_move(images: torch.Tensor, theta: torch.Tensor, params: BlendParams = DEFAULT_PARAMS,
+                       generator=None) -> torch.Tensor:
+    """Half the samples lose resolution (area down by a factor of params.downscale), the other half are
+    sharpened (x + a * (x - blur(x)), a in params.sharpen); then every sample is zoomed and shifted by its
+    `theta` (rccl.data.blend.mask.source_affine), the border repeated outward so that the copy has no black
+    edge for the mask to pick up. One bilinear resampling per sample: a lowered sample is resampled from its
+    small copy directly (bilinear back up and the move in one grid_sample)."""
+    b, c, h, w = images.shape
     u = torch.rand(b, 3, generator=generator)
-    out = images.clone()
+    grid = F.affine_grid(theta, (b, c, h, w), align_corners=False)
+    out = torch.empty_like(images)
     sharpen_it = u[:, 0] < 0.5
+    n = len(params.downscale)
+    factors = torch.tensor(params.downscale)[(u[:, 2] * n).long().clamp(max=n - 1)]
+    factors = torch.where(sharpen_it | (factors * 2 > min(h, w)), 1, factors)
     idx = sharpen_it.nonzero().squeeze(1)
     if len(idx):
         x = images.index_select(0, idx)
         a = (params.sharpen[0] + (params.sharpen[1] - params.sharpen[0]) * u[idx, 1]).view(-1, 1, 1, 1)
         # the unsharp mask's blur: a 2x down-up (a 3x3 window measured 8x slower on the CPU)
         smooth = F.interpolate(F.avg_pool2d(x, 2, ceil_mode=True), size=(h, w), mode="bilinear", align_corners=False)
-        out[idx] = (x + a * (x - smooth)).clamp_(0, 1)
-    n = len(params.downscale)
-    factors = torch.tensor(params.downscale)[(u[:, 2] * n).long().clamp(max=n - 1)]
-    for f in params.downscale:
+        out[idx] = _resample((x + a * (x - smooth)).clamp_(0, 1), grid[idx])
+    for f in set(factors[~sharpen_it].tolist()):
         idx = (~sharpen_it & (factors == f)).nonzero().squeeze(1)
-        if len(idx) and h >= 2 * f and w >= 2 * f:
-            small = F.interpolate(images.index_select(0, idx), size=(h // f, w // f), mode="area")
-            out[idx] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        x = images.index_select(0, idx)
+        small = x if f == 1 else F.interpolate(x, size=(h // f, w // f), mode="area")
+        out[idx] = _resample(small, grid[idx])
     return out
 
 
-def move(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """The zoom and shift of `theta` (rccl.data.blend.mask.source_affine); the border repeats outward, so the
-    copy has no black edge for the mask to pick up."""
-    grid = F.affine_grid(theta, tuple(images.shape), align_corners=False)
+def _resample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -28,7 +28,7 @@ def self_blend(crops: torch.Tensor, landmarks: torch.Tensor, params: BlendParams
         raise ValueError(f"self_blend: landmarks must be ({b}, P, 2), got {list(landmarks.shape)}")
     target = crops.float() / 255
     theta = source_affine(b, params, generator)
-    source = jitter.move(jitter.frequency(jitter.colour(target, params, generator), params, generator), theta)
+    source = jitter.frequency_and_move(jitter.colour(target, params, generator), theta, params, generator)
     mask = blend_masks(landmarks, h, theta, params, generator)
     blended = target + mask * (source - target)  # exactly the target where the mask is 0
     return (blended * 255).round_().clamp_(0, 255).to(torch.uint8), mask
