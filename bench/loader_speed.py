@@ -334,6 +334,8 @@ def compare_self_blending(records: list[dict], a, workers: int) -> tuple[list[fl
     blended = build_train_loader({**cfg, "data": {**cfg["data"], "fakes": "sbi"}}, sbi_records, sbi_s)
     plain_rates, sbi_rates = [], []
     timer = time.process_time if workers == 0 else time.perf_counter
+    if workers == 0:
+        torch.set_num_threads(1)  # as in a DataLoader worker (and no idle thread spinning on the CPU clock)
     for r in range(a.repeats):
         plain_rates += _views_per_second(plain, plain_s, a.warmup, a.batches, r, timer)
         sbi_rates += _views_per_second(blended, sbi_s, a.warmup, a.batches, r, timer)
