@@ -23,7 +23,6 @@ import csv
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict

@@ -100,7 +100,6 @@ def test_no_landmarks_flag_and_missing_model(tmp_path, monkeypatch):
     import importlib.util
 
     from rccl.cli.prep import main
-    from tiny_data import make_tiny_manifest  # noqa: F401  (the tests folder is importable)
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
