@@ -11,6 +11,13 @@ Run from the repository root as a module (the checkout's rccl is then importable
     python -m bench.loader_speed --format jpg         # JPEG q95 crops (what nvJPEG decodes on the GPU)
     python -m bench.loader_speed --quick              # small and short: a smoke run (~1 min on 2 cores)
     python -m bench.loader_speed --manifest OUT/manifest.jsonl   # your own crops
+    python -m bench.loader_speed --only torch,torch-sbi --no-model   # + self-blended fakes (data.fakes=sbi)
+
+The torch-sbi row is the torch loader on the same naturals with a self-blended pseudo-fake of each in place
+of the dataset's fakes (rccl.data.blend; the synthetic crops get face-sized ellipse landmarks): the same
+views per batch, plus the blending. Its repeats alternate with the plain loader's, and the ratio of the
+medians of the two step times is printed (target <= 1.3x). With --workers 0 the two are timed in CPU
+seconds of this process (time.process_time), which other work on a shared machine hardly disturbs.
 
 Prints a table and, with --json PATH, adds one JSON object per row (device, torch, DALI, commit, date) to
 that file (rewritten whole through rccl.fileio, so an interrupted run never leaves half a line).
@@ -246,6 +253,15 @@ def main(argv=None) -> int:
         return _CyclingSampler(ForgeryPairSampler(records, a.batch, "semantic", 0))
 
     wanted = set(a.only.split(","))
+    if {"torch", "torch-sbi"} <= wanted:
+        plain_rates, sbi_rates = compare_self_blending(records, a, workers)
+        per = "views per CPU second, in-process loading" if workers == 0 else f"{workers} workers"
+        report("torch loader", plain_rates, f"{per}, the dataset's fakes")
+        report("torch loader, self-blended fakes", sbi_rates, f"{per}, data.fakes=sbi")
+        ratio = statistics.median(plain_rates) / statistics.median(sbi_rates)
+        rows[-1]["step_time_ratio"] = round(ratio, 3)
+        print(f"# step time with self-blending: {ratio:.2f}x the plain loader's (target <= 1.3x)", flush=True)
+        wanted -= {"torch", "torch-sbi"}
     if "torch" in wanted:
         s = sampler()
         loader = build_train_loader(loader_config("torch", a.image_size, workers, 0, "cpu", a.cache_images), records, s)
@@ -297,6 +313,46 @@ def main(argv=None) -> int:
         earlier = Path(a.json).read_text(encoding="utf-8").splitlines() if Path(a.json).is_file() else []
         write_lines(a.json, earlier + [json.dumps({**meta, **row}) for row in rows])
     return 0
+
+
+def compare_self_blending(records: list[dict], a, workers: int) -> tuple[list[float], list[float]]:
+    """views/s of the torch loader with the dataset's fakes and with self-blended ones, repeats alternating
+    (a shared machine's load then weighs on both alike)."""
+    from rccl.data.blend import training_set
+
+    def with_landmarks(r: dict) -> dict:
+        side = r.get("crop_size") or a.crop_size
+        t = np.linspace(0, 2 * np.pi, 68, endpoint=False)  # a face-sized ellipse: the mask's cost, not its place
+        pts = np.stack([(0.5 + 0.3 * np.cos(t)) * side, (0.55 + 0.35 * np.sin(t)) * side], 1)
+        return r if r.get("landmarks") else {**r, "landmarks": pts.round(1).tolist(), "crop_size": side}
+
+    sbi_records = training_set([with_landmarks(r) for r in records], "sbi").records
+    cfg = loader_config("torch", a.image_size, workers, 0, "cpu", a.cache_images)
+    plain_s = _CyclingSampler(ForgeryPairSampler(records, a.batch, "semantic", 0))
+    sbi_s = _CyclingSampler(ForgeryPairSampler(sbi_records, a.batch, "semantic", 0))
+    plain = build_train_loader(cfg, records, plain_s)
+    blended = build_train_loader({**cfg, "data": {**cfg["data"], "fakes": "sbi"}}, sbi_records, sbi_s)
+    plain_rates, sbi_rates = [], []
+    timer = time.process_time if workers == 0 else time.perf_counter
+    if workers == 0:
+        torch.set_num_threads(1)  # as in a DataLoader worker (and no idle thread spinning on the CPU clock)
+    for r in range(a.repeats):
+        plain_rates += _views_per_second(plain, plain_s, a.warmup, a.batches, r, timer)
+        sbi_rates += _views_per_second(blended, sbi_s, a.warmup, a.batches, r, timer)
+    return plain_rates, sbi_rates
+
+
+def _views_per_second(loader, sampler, warmup: int, batches: int, epoch: int, timer) -> list[float]:
+    """One repeat of time_loader on the CPU, by `timer`: time.process_time with --workers 0 (the loading is
+    this process's own CPU time, which a shared machine's load hardly changes), else the wall clock."""
+    sampler.set_epoch(epoch)
+    it = iter(loader)
+    for _ in range(warmup):
+        next(it)
+    t0, views = timer(), 0
+    for _ in range(batches):
+        views += 2 * next(it)["view1"].shape[0]
+    return [views / (timer() - t0)]
 
 
 class _CyclingSampler:

@@ -19,6 +19,9 @@ DEFAULTS: dict = {
         "train_split": "train",
         "train_qualities": ["raw"],  # the paper trains on the original (raw) version only
         "pairing": "semantic",     # preset (instance | temporal | semantic | class) or {strategy: weight}
+        # the fakes trained on (rccl.data.blend): real = the manifest's own; sbi = none of them, a self-blended
+        # pseudo-fake of each natural crop instead (needs rccl-prep's landmarks); mixed = both
+        "fakes": "real",
         "workers": 4,
         "cache_images": False,     # decode every training crop once and keep it in memory (small sets)
         "augment": {

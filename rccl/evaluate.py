@@ -186,12 +186,27 @@ def _metrics_files(run: RunDir) -> list[tuple[str, str, Path]]:
     return found
 
 
+TRAINING_FAKES = {"real": "the training manifest's own fakes",
+                  "sbi": "self-blended pseudo-fakes of its naturals only (its own fakes never seen)",
+                  "mixed": "the training manifest's own fakes and self-blended pseudo-fakes of its naturals"}
+
+
+def _training_fakes(run: RunDir) -> str:
+    """The line saying what the detector was trained on as fakes (data.fakes of the run's config)."""
+    try:
+        mode = (run.config().get("data") or {}).get("fakes", "real")
+    except RcclError:
+        return "Trained on: (the run's config.yaml cannot be read)"
+    return f"Trained on (data.fakes={mode}): {TRAINING_FAKES.get(mode, 'unknown mode')}."
+
+
 def summary_table(run: RunDir) -> str:
     """A Markdown table, one row per (dataset, split, quality) evaluated for the run (values in %)."""
     head = "| dataset | split | quality | " + " | ".join(c for c, _, _ in SUMMARY_COLUMNS) + " | crops | videos |"
     lines = [f"# Evaluations of {run.path.name}", "",
              "Threshold 0.5, fake = positive, values in %; one row per dataset and quality "
-             "(rccl-eval --manifest adds datasets).", "", head, "|" + "---|" * (len(SUMMARY_COLUMNS) + 5)]
+             "(rccl-eval --manifest adds datasets).", "", _training_fakes(run), "",
+             head, "|" + "---|" * (len(SUMMARY_COLUMNS) + 5)]
     for dataset, split, path in _metrics_files(run):
         try:
             results = json.loads(path.read_text(encoding="utf-8"))

@@ -34,8 +34,10 @@ from rccl.train.config import load_config, save_config
 # -- training data ---------------------------------------------------------------------------------------
 def make_tiny_manifest(root: Path, *, identities: int = 3, videos_per_identity: int = 2, frames: int = 4,
                        size: int = 16, qualities=("raw", "c23"), seed: int = 0, dataset: str = "synthetic",
-                       identical: bool = False) -> Path:
-    """identical: every crop the same image (nothing to learn: a contrastive run collapses at once)."""
+                       identical: bool = False, landmarks: bool = False) -> Path:
+    """identical: every crop the same image (nothing to learn: a contrastive run collapses at once).
+    landmarks: every row gets 68 landmarks (an ellipse about the crop's centre, as rccl-prep's column) so
+    that the naturals can be self-blended (data.fakes=sbi)."""
     rng = np.random.default_rng(seed)
     rows = []
     naturals = [(f"id{i}", f"id{i}_{v:04d}") for i in range(identities) for v in range(videos_per_identity)]
@@ -59,9 +61,18 @@ def make_tiny_manifest(root: Path, *, identities: int = 3, videos_per_identity: 
                              "video": video, "label": label, "frame": frame, "pair": frame // 2,
                              "source": source if label else "", "target": target, "identity": ident,
                              "box": [0, 0, size, size]})
+                if landmarks:
+                    rows[-1]["landmarks"] = ellipse_landmarks(size)
+                    rows[-1]["crop_size"] = size
     path = root / "manifest.jsonl"
     write_manifest(path, rows)
     return path
+
+
+def ellipse_landmarks(size: int, rx: float = 0.3, ry: float = 0.35, cx: float = 0.5, cy: float = 0.55) -> list:
+    """68 points on an ellipse (radii and centre as fractions of the crop's side): a face-like hull."""
+    t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    return np.round(np.stack([(cx + rx * np.cos(t)) * size, (cy + ry * np.sin(t)) * size], 1), 1).tolist()
 
 
 def tiny_overrides(manifest: Path, out: Path, **extra) -> list[str]:

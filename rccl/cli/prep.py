@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames-root", default=None,
                    help="deepfakebench: the folder its relative frame paths start from (default: the JSON's folder)")
     p.add_argument("--retry-skipped", action="store_true", help="try again the videos an earlier run skipped")
+    p.add_argument("--no-landmarks", action="store_false", dest="landmarks",
+                   help="do not fit the 68 facial landmarks per crop (self-blending, data.fakes=sbi, needs them)")
     add_common_arguments(p, device=False)
     return p
 
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                          jpeg_quality=args.jpeg_quality, compression=args.compression, preset=args.preset,
                          workers=args.workers, shard=args.shard, ffpp_splits=args.ffpp_splits,
                          retry_skipped=args.retry_skipped, boxes=args.boxes, decoder=args.decoder,
-                         detector=args.detector)
+                         detector=args.detector, landmarks=args.landmarks)
         try:
             summary = run_prep(cfg, progress=not args.no_progress)
         except ValueError as e:  # a value rccl.data rejects with a plain ValueError (not an RcclError)

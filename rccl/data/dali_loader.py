@@ -26,6 +26,7 @@ from collections import deque
 import numpy as np
 import torch
 
+from rccl.data.blend.records import BLEND_KEY
 from rccl.data.dali_video import DaliUnavailable  # one class for "DALI cannot do this here"
 from rccl.data.transforms import Normalization, blur_kernel
 from rccl.defaults import DEFAULTS
@@ -277,6 +278,9 @@ def augment_params(cfg: dict) -> dict:
 def build_dali_train_loader(cfg: dict, records: list[dict], sampler) -> DaliTrainLoader:
     """The loader rccl.data.loaders.build_train_loader returns for data.backend: dali (or auto when DALI is installed)."""
     require_dali()
+    if any(BLEND_KEY in r for r in records):  # a pseudo-fake has no file of its own
+        raise DaliDataError("the DALI loader does not make self-blended pseudo-fakes (data.fakes sbi or mixed); "
+                            "use data.backend=torch (auto picks it for these modes)")
     data = _section(cfg, "data")
     missing = [r["abspath"] for r in records if not os.path.isfile(r["abspath"])]
     if missing:

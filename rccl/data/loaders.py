@@ -16,6 +16,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm import tqdm
 
+from rccl.data.blend import BLEND_KEY, self_blend
 from rccl.data.transforms import Normalization, eval_transform, train_transform
 from rccl.errors import RcclError
 from rccl.model import input_normalization
@@ -52,20 +53,53 @@ class _Crops(Dataset):
 
 
 class PairViews(_Crops):
-    """Item: an (anchor, partner) index pair -> {view1, view2, label, index}."""
+    """Item: an (anchor, partner) index pair -> {view1, view2, label, index}.
 
-    def __init__(self, records: list[dict], transform):
+    A record with "blend_of" (a self-blended pseudo-fake, rccl.data.blend.records) has no file of its own:
+    its image is made from its natural source's crop and landmarks. The DataLoader fetches a whole batch
+    through __getitems__, so the batch's pseudo-fakes are blended together in one batched call, and an
+    anchor that is its own partner (instance pairing) gives both views from the one blend."""
+
+    def __init__(self, records: list[dict], transform, blend_params=None):
         super().__init__(records)
         self.transform = transform
+        self.blend_params = blend_params
+        self._landmarks = {i: torch.tensor(r["landmarks"], dtype=torch.float32)
+                           for i, r in enumerate(records) if BLEND_KEY in r}
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, pair):
-        anchor, partner = pair
-        return {"view1": self.transform(self.image(anchor)), "view2": self.transform(self.image(partner)),
+    def _images(self, indices) -> dict[int, torch.Tensor]:
+        decoded: dict[int, torch.Tensor] = {}  # a pseudo-fake and its source (same batch) share one decode
+        images = {}
+        for i in indices:
+            src = self.records[i].get(BLEND_KEY, i)
+            if src not in decoded:
+                decoded[src] = self.image(src)
+            images[i] = decoded[src]
+        pseudo = [i for i in indices if BLEND_KEY in self.records[i]]
+        by_shape: dict[tuple, list[int]] = {}
+        for i in pseudo:
+            by_shape.setdefault(tuple(images[i].shape), []).append(i)
+        for group in by_shape.values():  # crops of one size blend together (a manifest normally has one)
+            blended, _ = self_blend(torch.stack([images[i] for i in group]),
+                                    torch.stack([self._landmarks[i] for i in group]),
+                                    **({"params": self.blend_params} if self.blend_params else {}))
+            images.update(zip(group, blended))
+        return images
+
+    def _item(self, images, anchor: int, partner: int) -> dict:
+        return {"view1": self.transform(images[anchor]), "view2": self.transform(images[partner]),
                 "label": torch.tensor(int(self.records[anchor]["label"]), dtype=torch.int64),
                 "index": torch.tensor(anchor, dtype=torch.int64)}
+
+    def __getitem__(self, pair):
+        return self._item(self._images(sorted(set(pair))), *pair)
+
+    def __getitems__(self, pairs):
+        images = self._images(sorted({i for pair in pairs for i in pair}))
+        return [self._item(images, a, p) for a, p in pairs]
 
 
 class Frames(_Crops):
@@ -99,8 +133,14 @@ def resolve_backend(backend: str) -> str:
 
 
 def build_train_loader(cfg: dict, records: list[dict], sampler):
-    """An iterable of training batches, one per sampler batch; call sampler.set_epoch before each epoch."""
-    backend = resolve_backend(cfg["data"]["backend"])
+    """An iterable of training batches, one per sampler batch; call sampler.set_epoch before each epoch.
+    Records with pseudo-fakes (data.fakes sbi or mixed) take the torch loader: "auto" picks it, and "dali"
+    is refused (the DALI pipeline does not self-blend)."""
+    blending = any(BLEND_KEY in r for r in records)
+    backend = "torch" if blending and cfg["data"]["backend"] == "auto" else resolve_backend(cfg["data"]["backend"])
+    if backend == "dali" and blending:
+        raise RcclError(f"data.fakes={cfg['data'].get('fakes')}: the DALI loader does not make self-blended "
+                        f"pseudo-fakes; use data.backend=torch (or auto, which picks it for this mode)")
     if backend == "dali":
         if not dali_available():
             raise RuntimeError("data.backend=dali but NVIDIA DALI (nvidia-dali-cuda130) or rccl.data.dali_loader is "
@@ -126,12 +166,18 @@ def build_eval_loader(cfg: dict, records: list[dict], batch_size: int | None = N
                       shuffle=False, num_workers=workers, pin_memory=torch.cuda.is_available())
 
 
-def check_train_records(records: list[dict], manifest: str, split: str, qualities) -> None:
-    """Errors a user can act on, before any worker starts: nothing selected, one class only."""
+def check_train_records(records: list[dict], manifest: str, split: str, qualities, fakes: str = "real") -> None:
+    """Errors a user can act on, before any worker starts: nothing selected, one class only (with
+    fakes="sbi" naturals alone are enough: the fakes are made from them)."""
     if not records:
         raise ValueError(f"manifest {manifest}: no crop with split={split!r} and quality in {list(qualities)}; "
                          f"check data.train_split / data.train_qualities")
     labels = {int(r["label"]) for r in records}
+    if fakes == "sbi":
+        if 0 not in labels:
+            raise ValueError(f"manifest {manifest}: the {split!r} split (qualities {list(qualities)}) has no natural "
+                             f"crop; data.fakes=sbi makes its fakes from naturals")
+        return
     if labels != {0, 1}:
         present = "naturals" if labels == {0} else "fakes"
         raise ValueError(f"manifest {manifest}: the {split!r} split (qualities {list(qualities)}) has only {present} "

@@ -14,6 +14,13 @@ temporal -> instance); `stats` counts what was used. Partners always come from t
 Presets (Table 3): "instance" (instance-only), "temporal" (instance + temporal), "semantic" (the paper's
 method: instance + temporal + semantic), "class" (all four), in equal parts.
 
+Self-blended pseudo-fakes (records with "blend_of", rccl.data.blend.records): each is put in the batch
+beside its natural source, a same-frame pair across the classes, as a face swap and its source frame. With
+pseudo-fakes only (data.fakes=sbi) the fake half of every batch is the pseudo-fakes of its natural half; with
+the dataset's fakes too (mixed) every other fake slot is, the others take dataset fakes. A pseudo-fake's own
+partner follows the strategies like any fake's (instance: the same pseudo-fake, two augmentations; temporal:
+the pseudo-fake of the other frame; semantic: one of another video of the same identity).
+
 Balance: each epoch takes m = min(#naturals, #fakes) anchors of each class (the larger class, normally
 the fakes, under-sampled afresh each epoch) and every batch holds batch_size/2 of each. With world_size
 ranks, one global permutation (seeded by seed and epoch) is cut into global batches and each rank takes
@@ -77,11 +84,22 @@ class ForgeryPairSampler:
         labels = np.array([int(r["label"]) for r in records], dtype=np.int64)
         self.naturals = np.flatnonzero(labels == 0)
         self.fakes = np.flatnonzero(labels == 1)
+        # natural index -> its pseudo-fake's index; the dataset's own fakes stay in self.fakes
+        self._twin = {int(r["blend_of"]): i for i, r in enumerate(records) if "blend_of" in r}
+        self.blending = None
+        if self._twin:
+            self.fakes = np.array([i for i in self.fakes if "blend_of" not in records[i]], dtype=np.int64)
+            self.blending = "mixed" if len(self.fakes) else "sbi"
+            if self.blending == "sbi":
+                self.naturals = np.array(sorted(self._twin), dtype=np.int64)  # every anchor brings its twin
+                self.fakes = np.array(sorted(self._twin.values()), dtype=np.int64)
         if len(self.naturals) == 0 or len(self.fakes) == 0:
             absent = "natural (label 0)" if len(self.naturals) == 0 else "fake (label 1)"
             raise ValueError(f"ForgeryPairSampler: the training records have no {absent} crop "
                              f"({len(self.naturals)} natural, {len(self.fakes)} fake); both classes are needed")
         self.per_class = min(len(self.naturals), len(self.fakes))
+        if self.blending == "mixed":  # half the fake slots take dataset fakes: they may run out later
+            self.per_class = min(len(self.naturals), 2 * len(self.fakes))
         half_global = batch_size // 2 * world_size
         if self.per_class < half_global:
             raise ValueError(f"ForgeryPairSampler: {self.per_class} crop(s) per class after balancing, fewer than "
@@ -93,7 +111,7 @@ class ForgeryPairSampler:
         temporal, by_source, by_target, by_identity, by_class = (defaultdict(list) for _ in range(5))
         for i, r in enumerate(self.records):
             q, video, label = r["quality"], r["video"], int(r["label"])
-            temporal[(q, video, r["pair"])].append(i)
+            temporal[(q, video, r["pair"], label)].append(i)  # a pseudo-fake shares its source's video
             by_class[(q, label)].append(i)
             if label == 1:
                 if r["source"]:
@@ -142,7 +160,7 @@ class ForgeryPairSampler:
             if strategy == "instance":
                 return anchor, "instance"
             if strategy == "temporal":
-                group = self._temporal[(q, r["video"], r["pair"])]
+                group = self._temporal[(q, r["video"], r["pair"], int(r["label"]))]
                 others = group[group != anchor]
                 if len(others):
                     partner = int(others[rng.integers(len(others))])
@@ -173,6 +191,19 @@ class ForgeryPairSampler:
         fakes = rng.permutation(self.fakes)[: self.per_class]
         return naturals, fakes
 
+    def _fake_slots(self, naturals: np.ndarray, fakes: np.ndarray, start: int) -> np.ndarray:
+        """The fake half of a batch with pseudo-fakes: the twin of the natural in the same place (every slot
+        under sbi, every other one under mixed, where the natural has a twin), else the dataset fake at the
+        batch's place in the epoch's fake order (cycled: under mixed fewer are used than there are slots)."""
+        out = np.empty(len(naturals), dtype=np.int64)
+        for j, n in enumerate(naturals.tolist()):
+            twin = self._twin.get(n)
+            if twin is not None and (self.blending == "sbi" or j % 2 == 0):
+                out[j] = twin
+            else:
+                out[j] = fakes[(start + j) % len(fakes)]
+        return out
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         naturals, fakes = self._epoch_order()
         half = self.batch_size // 2
@@ -183,7 +214,8 @@ class ForgeryPairSampler:
             start = (b * self.world_size + self.rank) * half
             anchors = np.empty(self.batch_size, dtype=np.int64)
             anchors[0::2] = naturals[start:start + half]
-            anchors[1::2] = fakes[start:start + half]
+            anchors[1::2] = fakes[start:start + half] if self.blending is None else \
+                self._fake_slots(naturals[start:start + half], fakes, start)
             rng = np.random.default_rng([self.seed, self.epoch, b, self.rank, 1])
             drawn = rng.choice(len(names), size=self.batch_size, p=probs)
             batch = []

@@ -14,6 +14,7 @@ from typing import Iterable
 
 import yaml
 
+from rccl.data.blend.records import FAKES_MODES
 from rccl.defaults import DEFAULTS  # noqa: F401  (re-exported: the config room's one table of keys)
 from rccl.errors import RcclError
 from rccl.reference import FUSIONS, MIXED_AS
@@ -124,6 +125,7 @@ def validate(cfg: dict) -> None:
     """Checks that span keys or values (the per-key type checks happen while merging)."""
     choices = {
         "data.backend": ("torch", "dali", "auto"),
+        "data.fakes": FAKES_MODES,
         "loss.kind": ("rccl", "supcon", "ce"),
         "train.amp_dtype": ("bfloat16", "float16"),
         "train.amp_cpu": ("auto", "force", "off"),

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from rccl.data.blend import TrainingSet, training_set
 from rccl.data.loaders import check_train_records
 from rccl.data.manifest import read_manifest
 from rccl.model import build_model
@@ -34,7 +35,8 @@ def _agree(value, info: DistInfo):
     return box[0]
 
 
-def training_records(cfg: dict) -> list[dict]:
+def training_records(cfg: dict) -> TrainingSet:
+    """The training split's records, with the pseudo-fakes of data.fakes (rccl.data.blend.records)."""
     data = cfg["data"]
     manifest = data["manifest"]
     if not manifest:
@@ -42,8 +44,8 @@ def training_records(cfg: dict) -> list[dict]:
                             "on the command line or in the config, or run the demo (rccl-train, or --config demo)")
     records = read_manifest(manifest, check_files=True)
     selected = [r for r in records if r["split"] == data["train_split"] and r["quality"] in data["train_qualities"]]
-    check_train_records(selected, manifest, data["train_split"], data["train_qualities"])
-    return selected
+    check_train_records(selected, manifest, data["train_split"], data["train_qualities"], data["fakes"])
+    return training_set(selected, data["fakes"])
 
 
 def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = None) -> RunDir:
@@ -60,7 +62,8 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
     torch.manual_seed(seed + info.rank)
 
     # read and check the data before a run folder exists: a bad manifest must leave nothing behind
-    records = training_records(cfg)
+    chosen = training_records(cfg)
+    records = chosen.records
     if resume_dir is not None:
         run = RunDir(resume_dir)
         if not run.config_path.is_file():
@@ -76,6 +79,7 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
            f"{'autocast ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else 'float32'})")
     n_fake = sum(int(r["label"]) for r in records)
     rt.log(f"training crops: {len(records)} ({len(records) - n_fake} natural, {n_fake} fake) from {cfg['data']['manifest']}")
+    rt.log(chosen.describe())
 
     resume1 = run.latest_checkpoint(1) if resume_dir is not None else None
     resume2 = run.latest_checkpoint(2) if resume_dir is not None else None

@@ -53,6 +53,9 @@ class PrepConfig:
     # face detector (rccl.data.faces.DETECTOR_NAMES); the manifest's `detector` column says which one
     # found each box (the cascade's two stages by name)
     detector: str = DEFAULT_DETECTOR
+    # 68 landmarks per crop in crop pixels (rccl.data.faces.landmarks; self-blending needs them). Not one of
+    # the settings: a manifest's rows say themselves whether they have them (no column: made without).
+    landmarks: bool = True
 
     def settings(self) -> dict:
         return {k: getattr(self, k) for k in _SETTINGS_KEYS}

@@ -12,6 +12,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from rccl.data.faces import DEFAULT_DETECTOR
+from rccl.data.faces.landmarks import default_weights as landmark_weights
 from rccl.data.layouts import QUALITIES, Layout, VideoRecord, read_layout
 from rccl.data.manifest import write_manifest
 from rccl.fileio import write_text
@@ -34,6 +35,8 @@ class PrepSummary:
     rows: int = 0
     rows_by_quality: dict[str, int] = field(default_factory=dict)
     boxes_by_source: dict[str, int] = field(default_factory=dict)   # first-quality rows: detector / nearest / truth
+    landmarks: dict[str, int] = field(default_factory=dict)   # rows: fitted / failed / absent (made without)
+    landmark_problems: list[str] = field(default_factory=list)  # "CROP: reason" of the rows whose fit failed
     videos_in_manifest: int = 0
     videos_total: int = 0
     seconds: float = 0.0
@@ -47,6 +50,9 @@ class PrepSummary:
                  f"  face boxes: {', '.join(f'{s} {n}' for s, n in sorted(self.boxes_by_source.items())) or 'none'}"
                  f" (a detector's name: found on that frame by it; nearest: carried from the nearest frame of the"
                  f" same face track; truth: a synthetic tree's true box)",
+                 f"  landmarks: {', '.join(f'{s} {n}' for s, n in sorted(self.landmarks.items())) or 'none'}"
+                 f" (failed: no usable 68-point fit, the crop's reason in the manifest's landmarks_problem;"
+                 f" absent: rows made without landmarks)",
                  f"  manifest covers {self.videos_in_manifest} of {self.videos_total} videos of the dataset",
                  f"  time: {self.seconds:.1f} s"]
         for video, reasons in sorted(self.skipped.items())[:20]:
@@ -54,6 +60,10 @@ class PrepSummary:
                 lines.append(f"  skipped {video} [{q}]: {why}")
         if len(self.skipped) > 20:
             lines.append(f"  ... {len(self.skipped) - 20} more skipped videos in prep_report.json")
+        for p in self.landmark_problems[:5]:
+            lines.append(f"  no landmarks: {p}")
+        if len(self.landmark_problems) > 5:
+            lines.append(f"  ... {len(self.landmark_problems) - 5} more crops without landmarks in prep_report.json")
         for w in self.warnings[:10]:
             lines.append(f"  warning: {w}")
         if self.problems:
@@ -73,6 +83,8 @@ def run_prep(cfg: PrepConfig, *, progress: bool = True, log=print) -> PrepSummar
     validate(cfg)
     resolve_box_mode(cfg)
     frame_reader(cfg.decoder)  # a decoder that cannot work here fails now, not once per video
+    if cfg.landmarks:
+        landmark_weights()  # so does a missing landmark model
     out = Path(cfg.out)
     kw = {"splits_dir": cfg.ffpp_splits, "qualities": cfg.qualities} if cfg.dataset == "ffpp" else \
         {"qualities": cfg.qualities} if cfg.dataset == "dfd" else {}
@@ -147,6 +159,10 @@ def _assemble_manifest(out: Path, records: list[VideoRecord], summary: PrepSumma
     summary.boxes_by_source = dict(Counter(r.get("box_source", "?") for r in rows
                                            if r["quality"] == first_quality[r["video"]]))
     summary.videos_in_manifest = len(videos)
+    state = lambda r: "absent" if "landmarks" not in r else "failed" if r["landmarks"] is None else "fitted"  # noqa: E731
+    summary.landmarks = dict(Counter(state(r) for r in rows))
+    summary.landmark_problems = [f"{r['path']}: {r.get('landmarks_problem') or 'no landmarks'}" for r in rows
+                                 if state(r) == "failed"]
     summary.videos_total = len(records)
 
 
@@ -154,7 +170,7 @@ def prepare(dataset: str, root: str | os.PathLike, out: str | os.PathLike, *, qu
             workers: int = 0, pairs_per_video: int = 16, crop_size: int = 320, enlarge: float = 1.3,
             detect_size: int = 640, crop_format: str = "png", jpeg_quality: int = 98, compression: str = "qp",
             preset: str = "medium", boxes: str = "auto", decoder: str = "pyav", detector: str = DEFAULT_DETECTOR,
-            shard: tuple[int, int] = (0, 1),
+            shard: tuple[int, int] = (0, 1), landmarks: bool = True,
             ffpp_splits=None, retry_skipped: bool = False, progress: bool = True, log=print) -> Path:
     """Python entry point of rccl-prep: prepares `root` into `out` and returns the manifest's path."""
     if isinstance(qualities, str):
@@ -162,7 +178,7 @@ def prepare(dataset: str, root: str | os.PathLike, out: str | os.PathLike, *, qu
     cfg = PrepConfig(dataset=dataset, root=str(root), out=str(out), qualities=tuple(qualities),
                      pairs_per_video=pairs_per_video, crop_size=crop_size, enlarge=enlarge, detect_size=detect_size,
                      crop_format=crop_format, jpeg_quality=jpeg_quality, compression=compression, preset=preset,
-                     boxes=boxes, decoder=decoder, detector=detector,
+                     boxes=boxes, decoder=decoder, detector=detector, landmarks=landmarks,
                      workers=workers, shard=tuple(shard), ffpp_splits=str(ffpp_splits) if ffpp_splits else None,
                      retry_skipped=retry_skipped)
     return run_prep(cfg, progress=progress, log=log).manifest

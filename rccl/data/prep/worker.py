@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rccl.data.faces import FaceCropper
+from rccl.data.faces.landmarks import LandmarkPredictor, box_in_crop, crop_landmarks
 from rccl.data.layouts import VideoRecord
 from rccl.data.video import VideoError, VideoInfo, pair_indices, probe
 from rccl.fileio import write_text
@@ -83,6 +84,8 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
     source_of = dict(zip(boxes["frames"], boxes["box_source"]))
     detector_of = dict(zip(boxes["frames"], boxes.get("detector") or [None] * len(boxes["frames"])))
     pair_of = {i: k for k, p in enumerate(pairs) for i in p}
+    landmarks_of: dict[int, dict] = {}  # frame -> landmark columns, fitted on the first quality's crop
+    predictor = LandmarkPredictor() if cfg.landmarks else None
     for q in todo:
         try:
             path = ensure_copy(cfg, rec, q, threads)
@@ -107,8 +110,15 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
                     h, w = frames[i].shape[:2]
                     box = cropper.enlarge_box(box_of[i], w, h)
                     rel = crop_relpath(q, rec.video, i, cfg.crop_format)
-                    save_image_atomic(out / rel, cropper.crop(frames[i], box), cfg.crop_format, cfg.jpeg_quality)
-                    rows.append(manifest_row(cfg, rec, q, rel, i, pair_of[i], box, source_of[i], detector_of[i]))
+                    crop = cropper.crop(frames[i], box)
+                    save_image_atomic(out / rel, crop, cfg.crop_format, cfg.jpeg_quality)
+                    row = manifest_row(cfg, rec, q, rel, i, pair_of[i], box, source_of[i], detector_of[i])
+                    if predictor is not None:
+                        if i not in landmarks_of:  # the same geometry at every quality: fit once
+                            pts, problem = crop_landmarks(predictor, crop, box_in_crop(box_of[i], box, cfg.crop_size))
+                            landmarks_of[i] = {"landmarks": pts, "landmarks_problem": problem}
+                        row.update(landmarks_of[i])
+                    rows.append(row)
             write_text(part_path(out, q, rec.video), "".join(json.dumps(r) + "\n" for r in rows))
             res.done[q] = len(rows)
         except VideoError as e:

@@ -1,0 +1,266 @@
+"""What self-blending buys: CE, Sup. Con and the method trained on the synthetic compression set's natural
+videos only (data.fakes=sbi: self-blended pseudo-fakes, the set's fakes never seen) against the same
+budget trained on its true fakes, tested on its fakes at raw / c23 / c40; then every run scored on the
+real FF++ and DFDC samples of ../shared/data/real (the cross-dataset protocol, rccl-eval --manifest),
+per video: far too few videos for an AUC, so the table lists each video's mean fake probability.
+
+    python -m bench.sbi_tables                         every row, seeds 0,1,2 (rows/seeds in the JSON kept)
+    python -m bench.sbi_tables --only sbi:Ours --seeds 0
+    python -m bench.sbi_tables --list                  the rows, their configs and the commands; run nothing
+
+Rows (ROWS): setting "sbi" (configs/sbi/{ce,supcon,ours}.yaml), "true" (configs/tables/table2_*.yaml, the
+same methods on the set's fakes: the rows of bench/paper_tables.py) and "mixed" (configs/sbi/ours_mixed.yaml).
+Every row runs with the budget of bench/paper_tables.yaml (its overrides and synthetic preset), on that
+preset prepared afresh in its own cache folder (the pseudo-fakes need rccl-prep's landmarks, which a cache
+made before them lacks). A run is a subprocess of the public CLIs: rccl-train (which evaluates the set's test
+split), then rccl-eval --manifest on each real sample's split; the results JSON (bench/results/sbi_tables.json)
+and its markdown are rewritten after every run. Runs go one at a time (--jobs is paper_tables'); --nice N.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from bench.paper_tables import (BENCH_CONFIG, QUALITIES, ROOT, BenchError, config_hash, default_cache,
+                                parse_seeds, read_bench_config, run_child, run_name, run_one, training_config)
+from rccl.errors import RcclError
+from rccl.fileio import write_json, write_text
+
+OUT_JSON = ROOT / "bench" / "results" / "sbi_tables.json"
+REAL = ROOT.parent / "shared" / "data" / "real"
+
+# (setting, method, config)
+ROWS = [
+    ("sbi", "CE", "configs/sbi/ce.yaml"),
+    ("sbi", "Sup. Con", "configs/sbi/supcon.yaml"),
+    ("sbi", "Ours", "configs/sbi/ours.yaml"),
+    ("true", "CE", "configs/tables/table2_xception.yaml"),
+    ("true", "Sup. Con", "configs/tables/table2_supcon.yaml"),
+    ("true", "Ours", "configs/tables/table2_ours.yaml"),
+    ("mixed", "Ours", "configs/sbi/ours_mixed.yaml"),
+]
+SETTINGS = {"sbi": "naturals + self-blended pseudo-fakes (the set's fakes never seen)",
+            "true": "naturals + the set's own fakes", "mixed": "naturals + the set's fakes + pseudo-fakes"}
+# The real samples: (name, rccl-prep dataset, folder under --real, quality as distributed, splits to score)
+CROSS = [("ffpp", "ffpp", "ffpp", "c23", ("train", "val", "test")),
+         ("dfdc", "dfdc", "dfdc", "raw", ("train",))]
+
+
+def parse_only(values: list[str] | None) -> list[tuple[str, str, str]]:
+    """--only SETTING[:METHOD] (repeatable, comma lists) -> the ROWS chosen, in ROWS' order."""
+    if not values:
+        return list(ROWS)
+    chosen = set()
+    for item in (v.strip() for value in values for v in value.split(",")):
+        setting, _, method = item.partition(":")
+        hits = [r for r in ROWS if r[0] == setting and (not method or r[1] == method)]
+        if not hits:
+            raise BenchError(f"--only {item!r}: no such row (rows: {', '.join(f'{s}:{m}' for s, m, _ in ROWS)})")
+        chosen.update(hits)
+    return [r for r in ROWS if r in chosen]
+
+
+def prepare_data(preset_name: str, cache: Path, log) -> Path:
+    """The preset with landmarks, made and prepared once (its own folder: a paper_tables cache has none)."""
+    from bench.paper_tables import data_key
+    from rccl.data.synth import make_prepared
+
+    folder = cache / data_key(preset_name).replace("paper-tables-", "sbi-tables-")
+    t0 = time.perf_counter()
+    manifest = make_prepared(folder, preset_name, progress=False, log=None)
+    log(f"sbi_tables: data {manifest} ({time.perf_counter() - t0:.0f} s)")
+    return Path(manifest)
+
+
+def prepare_real(real: Path, cache: Path, log) -> dict[str, Path]:
+    """{name: manifest} of the real samples in CROSS, prepared once (the default face detector)."""
+    from rccl.data.prep import prepare
+
+    out = {}
+    for name, dataset, folder, quality, _ in CROSS:
+        if not (real / folder).is_dir():
+            raise BenchError(f"real sample {real / folder}: no such folder (give --real, or --no-cross)")
+        out[name] = Path(prepare(dataset, real / folder, cache / f"sbi-real-{name}", qualities=(quality,),
+                                 pairs_per_video=8, crop_size=128, progress=False, log=None))
+        log(f"sbi_tables: real {name} {out[name]}")
+    return out
+
+
+def eval_command(run_dir: Path, manifest: Path, name: str, quality: str, split: str) -> list[str]:
+    return [sys.executable, "-m", "rccl.cli.evaluate", "--checkpoint", str(run_dir), "--manifest", str(manifest),
+            "--name", name, "--qualities", quality, "--split", split, "--workers", "0", "--no-progress"]
+
+
+def video_scores(scores_csv: Path) -> dict[str, dict]:
+    """{video: {"label": 0/1, "score": mean fake probability of its crops, "crops": n}} from rccl-eval's CSV."""
+    per = defaultdict(list)
+    labels = {}
+    with open(scores_csv, encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            per[row["video"]].append(float(row["fake_probability"]))
+            labels[row["video"]] = int(row["label"])
+    return {v: {"label": labels[v], "score": round(statistics.fmean(s), 4), "crops": len(s)} for v, s in per.items()}
+
+
+def cross_scores(run_dir: Path, real: dict[str, Path], nice: int) -> dict[str, dict]:
+    """{"NAME:VIDEO": {...}} for every video of the real samples that has crops, each split scored by rccl-eval."""
+    out = {}
+    for name, _, _, quality, splits in CROSS:
+        if name not in real:
+            continue
+        for split in splits:
+            cmd = eval_command(run_dir, real[name], name, quality, split)
+            cmd = ["nice", "-n", str(nice), *cmd] if nice else cmd
+            rc, _, _ = run_child(cmd, run_dir / f"eval_{name}_{split}.log")
+            scores = run_dir / "eval" / name / f"{split}_{quality}_scores.csv"
+            if rc != 0 or not scores.is_file():
+                tail = (run_dir / f"eval_{name}_{split}.log").read_text(encoding="utf-8").strip().splitlines()[-1:]
+                if "crops in split" in " ".join(tail):
+                    continue  # the sample has no video of this split
+                raise BenchError(f"rccl-eval on {name} {split} exited {rc}: {' | '.join(tail)}")
+            out.update({f"{name}:{v}": s for v, s in video_scores(scores).items()})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ results
+def load_results(path: Path) -> dict:
+    if not path.is_file():
+        return {"rows": []}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data.get("rows"), list):
+        raise BenchError(f"{path}: not an sbi_tables results file (no 'rows' list)")
+    return data
+
+
+def merge_run(results: dict, setting: str, method: str, config: str, chash: str, seed: int, metrics: dict,
+              videos: dict, wall: float, cpu: float) -> None:
+    entry = next((r for r in results["rows"] if (r["setting"], r["method"]) == (setting, method)), None)
+    if entry is None or entry["config_hash"] != chash:
+        if entry is not None:
+            results["rows"].remove(entry)
+        entry = {"setting": setting, "method": method, "config": config, "config_hash": chash, "runs": {}}
+        results["rows"].append(entry)
+    entry["runs"][str(seed)] = {"metrics": metrics, "videos": videos, "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
+    results["rows"].sort(key=lambda r: [(s, m) for s, m, _ in ROWS].index((r["setting"], r["method"])))
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "-"
+    m = 100 * statistics.fmean(values)
+    return f"{m:.2f}" if len(values) < 2 else f"{m:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def render_markdown(results: dict, command: str) -> str:
+    lines = ["# Self-blending on the synthetic compression set (bench/sbi_tables.py)", "",
+             "Frame-level AUC (and video-level AUC) in percent on the set's test split, mean ± sd over the seeds (n);",
+             "every row at the budget of bench/paper_tables.yaml. Settings: "
+             + "; ".join(f"{k}: {v}" for k, v in SETTINGS.items()) + ".",
+             f"Generated by `{command}`.", "",
+             "| setting | method | n | AUC raw | AUC c23 | AUC c40 | video AUC raw | video AUC c40 | CPU min/run |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["rows"]:
+        runs = list(r["runs"].values())
+        auc = {q: [x["metrics"][q]["auc"] for x in runs if x["metrics"][q].get("auc") is not None] for q in QUALITIES}
+        vid = {q: [x["metrics"][q].get("video_auc") for x in runs if x["metrics"][q].get("video_auc") is not None]
+               for q in ("raw", "c40")}
+        cpu = statistics.fmean(x["cpu_seconds"] for x in runs) / 60 if runs else 0
+        lines.append(f"| {r['setting']} | {r['method']} | {len(runs)} | " + " | ".join(_mean_sd(auc[q]) for q in QUALITIES)
+                     + f" | {_mean_sd(vid['raw'])} | {_mean_sd(vid['c40'])} | {cpu:.1f} |")
+    videos = sorted({v for r in results["rows"] for x in r["runs"].values() for v in x["videos"]})
+    if videos:
+        lines += ["", "## Cross-dataset: the real FF++ / DFDC samples, per video", "",
+                  "Mean fake probability of a video's crops (mean over the seeds); label 1 = fake. Far too few "
+                  "videos for an AUC: read each row as a score, not a rate.", "",
+                  "| video | label | " + " | ".join(f"{r['setting']} {r['method']}" for r in results["rows"]) + " |",
+                  "|---|---:|" + "---:|" * len(results["rows"])]
+        for v in videos:
+            label = next(x["videos"][v]["label"] for r in results["rows"] for x in r["runs"].values() if v in x["videos"])
+            cells = []
+            for r in results["rows"]:
+                s = [x["videos"][v]["score"] for x in r["runs"].values() if v in x["videos"]]
+                cells.append(f"{statistics.fmean(s):.3f}" if s else "-")
+            lines.append(f"| {v} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict, out: Path, command: str) -> None:
+    write_json(out, results)
+    write_text(out.with_suffix(".md"), render_markdown(results, command))
+
+
+# ------------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sbi_tables", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", action="append", metavar="SETTING[:METHOD]",
+                   help="rows to run (repeatable or comma list; e.g. sbi, sbi:Ours, true:CE); default: all")
+    p.add_argument("--seeds", default="0,1,2", help="comma list (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=OUT_JSON, help="results JSON; the .md is written beside it")
+    p.add_argument("--force", action="store_true", help="rerun rows/seeds already in the JSON")
+    p.add_argument("--bench-config", type=Path, default=BENCH_CONFIG, help="the budget (paper_tables')")
+    p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "sbi_tables", help="run folders and logs")
+    p.add_argument("--real", type=Path, default=REAL, help="the real samples' folder (default: %(default)s)")
+    p.add_argument("--no-cross", action="store_true", help="skip the cross-dataset scores")
+    p.add_argument("--nice", type=int, default=0, help="niceness of each run (default 0: none)")
+    p.add_argument("--list", action="store_true", help="print the rows and their commands; run nothing")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args, " ".join(["python -m bench.sbi_tables", *(argv if argv is not None else sys.argv[1:])]))
+    except RcclError as e:
+        print(f"sbi_tables: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args, command: str) -> int:
+    rows, seeds = parse_only(args.only), parse_seeds(args.seeds)
+    preset_name, overrides = read_bench_config(args.bench_config)
+    missing = [c for _, _, c in rows if not (ROOT / c).is_file()]
+    if missing:
+        raise BenchError(f"row configs not found: {', '.join(missing)}")
+    hashes = {c: config_hash(training_config(c, overrides), f"sbi-tables-{preset_name}") for _, _, c in rows}
+    if args.list:
+        for setting, method, config in rows:
+            print(f"{setting}:{method:<9} {config}  data.fakes={training_config(config, overrides)['data']['fakes']}"
+                  f"  hash {hashes[config]}")
+        print(f"budget: {args.bench_config} (preset {preset_name}); seeds {seeds}; then rccl-eval --manifest on "
+              + ", ".join(f"{n} ({q}, splits {'/'.join(s)})" for n, _, _, q, s in CROSS))
+        return 0
+    cache = args.cache or default_cache()
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    manifest = prepare_data(preset_name, cache, log)
+    real = {} if args.no_cross else prepare_real(args.real, cache, log)
+    results = load_results(args.out)
+    for seed in seeds:
+        for setting, method, config in rows:
+            entry = next((r for r in results["rows"] if (r["setting"], r["method"]) == (setting, method)), None)
+            if not args.force and entry and entry["config_hash"] == hashes[config] and str(seed) in entry["runs"]:
+                continue
+            label = f"{setting}:{method}"
+            log(f"sbi_tables: {label} seed {seed} ...")
+            metrics, wall, cpu = run_one(label, config, seed, overrides, manifest, args.runs, args.nice,
+                                         keep_checkpoints=True)
+            run_dir = args.runs / run_name(config, seed)
+            videos = cross_scores(run_dir, real, args.nice) if real else {}
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            merge_run(results, setting, method, config, hashes[config], seed, metrics, videos, wall, cpu)
+            write(results, args.out, command)
+            log(f"sbi_tables: {label} seed {seed}: AUC raw {metrics['raw']['auc']:.3f}, c40 {metrics['c40']['auc']:.3f}"
+                f" ({wall / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

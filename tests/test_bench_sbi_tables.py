@@ -1,0 +1,71 @@
+"""bench/sbi_tables.py without training: its rows and their configs (each resolves with the paper-tables
+budget and trains on the fakes it says), row selection, the rccl-eval command, per-video scores from
+rccl-eval's CSV, and the markdown of a results file."""
+import pytest
+
+from bench.paper_tables import BENCH_CONFIG, ROOT, BenchError, read_bench_config, training_config
+from bench.sbi_tables import (CROSS, ROWS, build_parser, eval_command, load_results, merge_run, parse_only,
+                              render_markdown, video_scores)
+
+
+def test_rows_pair_each_method_with_and_without_the_sets_fakes():
+    _, overrides = read_bench_config(BENCH_CONFIG)
+    methods = {}
+    for setting, method, config in ROWS:
+        cfg = training_config(config, overrides)
+        assert cfg["data"]["fakes"] == {"sbi": "sbi", "true": "real", "mixed": "mixed"}[setting], config
+        # the paper-tables budget: its encoder (with its weights) and epochs
+        assert cfg["model"]["encoder"] == "tf_efficientnet_lite0" and cfg["stage1"]["epochs"] == 10, config
+        methods.setdefault(method, {})[setting] = cfg
+    assert set(methods) == {"CE", "Sup. Con", "Ours"}
+    for method, by_setting in methods.items():  # sbi and true differ in data.fakes alone
+        sbi, true = dict(by_setting["sbi"]), dict(by_setting["true"])
+        sbi["data"] = {**sbi["data"], "fakes": "real"}
+        assert sbi == true, method
+    assert [c[0] for c in CROSS] == ["ffpp", "dfdc"]
+
+
+def test_parse_only_and_arguments():
+    assert parse_only(None) == ROWS
+    assert [r[1] for r in parse_only(["sbi"])] == ["CE", "Sup. Con", "Ours"]
+    assert parse_only(["true:Ours,sbi:Ours"]) == [ROWS[2], ROWS[5]]  # in ROWS' order
+    with pytest.raises(BenchError, match="--only 'sbi:Nope': no such row"):
+        parse_only(["sbi:Nope"])
+    args = build_parser().parse_args(["--only", "sbi:CE", "--seeds", "0", "--no-cross", "--nice", "5"])
+    assert (args.only, args.seeds, args.no_cross, args.nice) == (["sbi:CE"], "0", True, 5)
+
+
+def test_list_runs_nothing(capsys):
+    from bench.sbi_tables import main
+
+    assert main(["--list", "--only", "mixed"]) == 0
+    out = capsys.readouterr().out
+    assert "mixed:Ours" in out and "data.fakes=mixed" in out and "rccl-eval --manifest" in out
+    assert main(["--seeds", "x"]) == 2
+
+
+def test_eval_command_and_video_scores(tmp_path):
+    cmd = eval_command(tmp_path / "run", tmp_path / "m.jsonl", "ffpp", "c23", "test")
+    assert cmd[1:3] == ["-m", "rccl.cli.evaluate"] and cmd[cmd.index("--split") + 1] == "test"
+    assert cmd[cmd.index("--manifest") + 1] == str(tmp_path / "m.jsonl")
+    csv = tmp_path / "s.csv"
+    csv.write_text("path,dataset,video,frame,label,fake_probability\n"
+                   "a,ffpp,v1.mp4,0,1,0.2\nb,ffpp,v1.mp4,1,1,0.4\nc,ffpp,v0.mp4,0,0,0.1\n")
+    assert video_scores(csv) == {"v1.mp4": {"label": 1, "score": 0.3, "crops": 2},
+                                 "v0.mp4": {"label": 0, "score": 0.1, "crops": 1}}
+
+
+def test_results_and_markdown(tmp_path):
+    results = load_results(tmp_path / "none.json")
+    metrics = {q: {"auc": a, "video_auc": a} for q, a in (("raw", 0.9), ("c23", 0.8), ("c40", 0.7))}
+    videos = {"ffpp:x.mp4": {"label": 1, "score": 0.6, "crops": 16}}
+    merge_run(results, "true", "Ours", ROWS[5][2], "h1", 0, metrics, videos, 60, 55)
+    merge_run(results, "sbi", "Ours", ROWS[2][2], "h2", 0, metrics, videos, 60, 55)
+    merge_run(results, "sbi", "Ours", ROWS[2][2], "h2", 1, {**metrics, "raw": {"auc": 0.8}}, {}, 60, 65)
+    assert [(r["setting"], sorted(r["runs"])) for r in results["rows"]] == [("sbi", ["0", "1"]), ("true", ["0"])]
+    md = render_markdown(results, "python -m bench.sbi_tables")
+    assert "| sbi | Ours | 2 | 85.00 ± 7.07 | 80.00 ± 0.00 |" in md
+    assert "| ffpp:x.mp4 | 1 | 0.600 | 0.600 |" in md and "Far too few" in md
+    merge_run(results, "sbi", "Ours", ROWS[2][2], "h3", 0, metrics, {}, 60, 55)  # another config: runs reset
+    assert sorted(results["rows"][0]["runs"]) == ["0"]
+    assert (ROOT / ROWS[0][2]).is_file()
