@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from PIL import Image
@@ -62,10 +63,37 @@ class PairViews(_Crops):
         return len(self.records)
 
     def __getitem__(self, pair):
-        anchor, partner = pair
+        """pair: (anchor, partner), augmented from the process's RNG, or (anchor, partner, seed) from a
+        generator of that seed alone (what the training loader gives: see SeededBatches)."""
+        if len(pair) == 3:
+            with torch.random.fork_rng(devices=[]):  # the process's own RNG stream is left as it was
+                torch.manual_seed(int(pair[2]))
+                return self._views(pair[0], pair[1])
+        return self._views(*pair)
+
+    def _views(self, anchor: int, partner: int) -> dict:
         return {"view1": self.transform(self.image(anchor)), "view2": self.transform(self.image(partner)),
                 "label": torch.tensor(int(self.records[anchor]["label"]), dtype=torch.int64),
                 "index": torch.tensor(anchor, dtype=torch.int64)}
+
+
+class SeededBatches:
+    """The sampler's batches with an augmentation seed per item, made of (train.seed, epoch, rank, batch,
+    position): the views an item gets do not depend on which worker makes it, on how long the workers
+    have lived (persistent workers carry their RNG across epochs), or on a resume, so a resumed run with
+    data.workers > 0 sees exactly the views an uninterrupted one saw. Call sampler.set_epoch first."""
+
+    def __init__(self, sampler, seed: int):
+        self.sampler, self.seed = sampler, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch, rank = int(self.sampler.epoch), int(getattr(self.sampler, "rank", 0))
+        for b, batch in enumerate(self.sampler):
+            seeds = np.random.SeedSequence([self.seed, epoch, rank, b]).generate_state(len(batch), np.uint64)
+            yield [(a, p, int(s) >> 1) for (a, p), s in zip(batch, seeds)]
 
 
 class Frames(_Crops):
@@ -113,8 +141,11 @@ def build_train_loader(cfg: dict, records: list[dict], sampler):
     if data["cache_images"]:
         dataset.preload(progress=cfg["train"]["progress"])
     workers = int(data["workers"])
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+    # the loader's own generator: the worker base seed it draws leaves the global RNG alone (a resumed run
+    # creates its workers at another epoch than an uninterrupted one; the views do not use that seed)
+    return DataLoader(dataset, batch_sampler=SeededBatches(sampler, cfg["train"]["seed"]), num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(0))
 
 
 def build_eval_loader(cfg: dict, records: list[dict], batch_size: int | None = None, workers: int | None = None):
