@@ -76,11 +76,12 @@ def main(argv=None, hooks=()) -> int:
     args = parse_args(argv)
 
     def body() -> int:
-        from rccl.train.config import ConfigError
+        from rccl.train.config import ConfigError, check_world_size
         from rccl.train.demo import prepare_demo_data
         from rccl.train.runner import train
 
         cfg, is_demo = resolve_config(args)
+        check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))  # before a process group forms
         if is_demo:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 raise ConfigError("the demo runs in one process; give data.manifest=... for torchrun")
