@@ -158,12 +158,18 @@ def save_config(cfg: dict, path: str | os.PathLike) -> None:
     write_text(path, yaml.safe_dump(cfg, sort_keys=False))
 
 
+CHECKOUT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def installed_configs() -> Path:
+    """PREFIX/share/rccl/configs: where pyproject's data-files put configs/ in an installed copy."""
+    return Path(sysconfig.get_path("data")) / "share" / "rccl" / "configs"
+
+
 def config_dirs() -> list[Path]:
     """Where a config named without a path (`--config demo`) is looked up: the checkout's configs/ (the
     source of truth), then the installed copy (pyproject's data-files: PREFIX/share/rccl/configs)."""
-    checkout = Path(__file__).resolve().parents[2] / "configs"
-    installed = Path(sysconfig.get_path("data")) / "share" / "rccl" / "configs"
-    return [d for d in (checkout, installed) if d.is_dir()]
+    return [d for d in (CHECKOUT_CONFIGS, installed_configs()) if d.is_dir()]
 
 
 def shipped_configs() -> list[str]:
