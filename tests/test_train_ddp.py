@@ -83,3 +83,17 @@ def test_two_rank_step_equals_one_process_on_the_concatenated_batch(tmp_path):
             assert torch.allclose(got["buffers"][key].to(value.dtype), value, atol=1e-6), f"rank {r}: loss buffer {key}"
     for key in ranks[0]["buffers"]:
         assert torch.equal(ranks[0]["buffers"][key], ranks[1]["buffers"][key]), f"{key} differs between ranks"
+
+
+def test_the_device_is_set_before_the_process_group_forms(monkeypatch):
+    """NCCL maps a rank to the current device when the group forms: set_device must come first."""
+    import rccl.train.runner as runner
+    from rccl.train.distributed import DistInfo
+
+    calls = []
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(runner, "resolve_device", lambda choice: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", str(device))))
+    monkeypatch.setattr(runner, "init_from_env", lambda kind: calls.append(("init_process_group", kind)) or DistInfo())
+    device, _ = runner._start_processes(load_config(None, []))
+    assert calls == [("set_device", "cuda:1"), ("init_process_group", "cuda")] and str(device) == "cuda:1"
