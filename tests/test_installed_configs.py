@@ -4,7 +4,6 @@ config (tables/ and ablations/ included) loads by name from the prefix alone, eq
 import shutil
 from pathlib import Path
 
-import pytest
 from setuptools.config.pyprojecttoml import read_configuration
 
 import rccl.train.config as config
