@@ -85,6 +85,20 @@ def test_bad_values_in_a_config_file_name_the_key_and_the_file(tmp_path, capsys,
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("override, message", [
+    ("stage1.batch_size=512", "'stage1.batch_size' 512 with"),   # more than the crops per class give
+    ("stage2.batch_size=512", "'stage2.batch_size' 512 with"),
+    ("model.weights=/nonexistent/enc.pt", "model.weights: /nonexistent/enc.pt does not exist"),
+    ("data.train_qualities=[c40]", "no crop with split='train'"),
+])
+def test_values_that_only_the_data_or_the_model_refuse_leave_no_folder(tmp_path, capsys, manifest, override, message):
+    out = tmp_path / "runs"
+    assert main(tiny_overrides(manifest, out) + [override]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not out.exists()
+
+
 def test_batch_sizes_must_split_over_the_processes(tmp_path, capsys, manifest, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     assert main(tiny_overrides(manifest, tmp_path / "runs")) == 2
@@ -95,3 +109,10 @@ def test_batch_sizes_must_split_over_the_processes(tmp_path, capsys, manifest, m
 def test_every_key_has_a_rule_and_the_defaults_follow_their_rules():
     assert set(flatten(DEFAULTS)) == set(SCHEMA)
     assert load_config() == DEFAULTS
+
+
+def test_stage_2_alone_on_a_new_run_is_refused_before_a_folder(tmp_path, capsys, manifest):
+    out = tmp_path / "runs"
+    assert main(tiny_overrides(manifest, out) + ["--stage", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--stage 2 needs stage 1's encoder" in err and not out.exists()

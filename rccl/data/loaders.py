@@ -112,6 +112,10 @@ class Frames(_Crops):
                 "index": torch.tensor(i, dtype=torch.int64)}
 
 
+class LoaderError(RcclError, ValueError):
+    """Training data or a loader backend that cannot be used; the message names the setting at fault."""
+
+
 def dali_available() -> bool:
     return (importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
             and importlib.util.find_spec("rccl.data.dali_loader") is not None)
@@ -122,7 +126,10 @@ def resolve_backend(backend: str) -> str:
         # DALI's CPU pipeline also beat the torch loader on a 2-core machine (bench/results/dali.md)
         return "dali" if dali_available() else "torch"
     if backend not in ("torch", "dali"):
-        raise ValueError(f"data.backend must be torch, dali or auto, got {backend!r}")
+        raise LoaderError(f"data.backend must be torch, dali or auto, got {backend!r}")
+    if backend == "dali" and not dali_available():
+        raise LoaderError("data.backend=dali but NVIDIA DALI (nvidia-dali-cuda130) or rccl.data.dali_loader is "
+                          "not importable; install DALI or use data.backend=torch")
     return backend
 
 
@@ -130,9 +137,6 @@ def build_train_loader(cfg: dict, records: list[dict], sampler):
     """An iterable of training batches, one per sampler batch; call sampler.set_epoch before each epoch."""
     backend = resolve_backend(cfg["data"]["backend"])
     if backend == "dali":
-        if not dali_available():
-            raise RuntimeError("data.backend=dali but NVIDIA DALI (nvidia-dali-cuda130) or rccl.data.dali_loader is "
-                               "not importable; install DALI or use data.backend=torch")
         from rccl.data.dali_loader import build_dali_train_loader
         return build_dali_train_loader(cfg, records, sampler)
     data = cfg["data"]
@@ -160,10 +164,10 @@ def build_eval_loader(cfg: dict, records: list[dict], batch_size: int | None = N
 def check_train_records(records: list[dict], manifest: str, split: str, qualities) -> None:
     """Errors a user can act on, before any worker starts: nothing selected, one class only."""
     if not records:
-        raise ValueError(f"manifest {manifest}: no crop with split={split!r} and quality in {list(qualities)}; "
+        raise LoaderError(f"manifest {manifest}: no crop with split={split!r} and quality in {list(qualities)}; "
                          f"check data.train_split / data.train_qualities")
     labels = {int(r["label"]) for r in records}
     if labels != {0, 1}:
         present = "naturals" if labels == {0} else "fakes"
-        raise ValueError(f"manifest {manifest}: the {split!r} split (qualities {list(qualities)}) has only {present} "
+        raise LoaderError(f"manifest {manifest}: the {split!r} split (qualities {list(qualities)}) has only {present} "
                          f"({len(records)} crops); training needs both classes")

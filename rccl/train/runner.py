@@ -19,12 +19,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from rccl.data.loaders import check_train_records
+from rccl.data.loaders import check_train_records, resolve_backend
 from rccl.data.manifest import read_manifest
+from rccl.data.pairing import ForgeryPairSampler
 from rccl.model import build_model
 from rccl.run import RunDir
 from rccl.train import resume as resuming
-from rccl.train.config import check_world_size
+from rccl.train.config import ConfigError, check_world_size
 from rccl.train.distributed import DistInfo, barrier, init_from_env
 from rccl.train.engine import HookBase, run_stage
 from rccl.train.hooks import EpochLog, default_hooks
@@ -64,6 +65,22 @@ def training_records(cfg: dict) -> list[dict]:
     return selected
 
 
+def check_batches(cfg: dict, records: list[dict], info: DistInfo) -> None:
+    """Each trained stage's sampler can be built on these records (enough crops per class for one batch,
+    a usable pairing): found now, before a run folder exists, not when the stage starts."""
+    seed = cfg["train"]["seed"]
+    plans = [(1, cfg["data"]["pairing"], seed)] + ([(2, "instance", seed + 1)] if cfg["loss"]["kind"] != "ce" else [])
+    for n, pairing, stage_seed in plans:
+        if cfg[f"stage{n}"]["epochs"] == 0:
+            continue
+        try:
+            ForgeryPairSampler(records, cfg[f"stage{n}"]["batch_size"] // info.world_size, pairing, stage_seed,
+                               info.rank, info.world_size)
+        except ValueError as e:
+            raise ConfigError(f"'stage{n}.batch_size' {cfg[f'stage{n}']['batch_size']} with "
+                              f"{cfg['data']['manifest']}: {str(e).removeprefix('ForgeryPairSampler: ')}") from None
+
+
 def _start_processes(cfg: dict) -> tuple[torch.device, DistInfo]:
     """The device first, then the process group: NCCL maps a rank to the current device when the group
     forms, so set_device must come before init_process_group."""
@@ -96,6 +113,8 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
     # check everything before a run folder exists: a bad config or manifest must leave nothing behind
     check_world_size(cfg, info.world_size)
     records = training_records(cfg)
+    resolve_backend(cfg["data"]["backend"])
+    check_batches(cfg, records, info)
     s1 = s2 = None
     if resume_dir is not None:
         run = RunDir(resume_dir)
@@ -116,6 +135,17 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
                f"again with `rccl-eval {run.path}`)")
         return _finish(Outcome(run, cfg, trained=False, complete=True, is_main=info.is_main), hooks)
 
+    if 2 in stages and 1 not in stages and s2 is None and not resuming.stage1_done(s1, cfg):
+        done = s1["epoch"] if s1 is not None else 0
+        where = f"stage 1 of {run.path} has done {done}" if resume_dir is not None else "a new run has done 0"
+        raise TrainingError(f"--stage 2 needs stage 1's encoder, and {where} of {cfg['stage1']['epochs']} "
+                            f"stage-1 epochs; run stage 1 first (--stage both, or --resume RUN --stage both)")
+    newest = s2 if s2 is not None else s1
+    # the model before the folder: an unknown encoder or a bad weights file leaves nothing behind
+    model = build_model(cfg, load_weights=newest is None and 1 in stages)
+    if newest is not None:  # what the run already holds, before anything can be saved
+        model.load_state_dict(newest["model"])
+
     if info.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
         if changes:
@@ -125,11 +155,6 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
            f"{'autocast ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else 'float32'})")
     n_fake = sum(int(r["label"]) for r in records)
     rt.log(f"training crops: {len(records)} ({len(records) - n_fake} natural, {n_fake} fake) from {cfg['data']['manifest']}")
-
-    newest = s2 if s2 is not None else s1
-    model = build_model(cfg, load_weights=newest is None and 1 in stages)
-    if newest is not None:  # what the run already holds, before anything can be saved
-        model.load_state_dict(newest["model"])
     rows = _history(run, newest)
     trained = 0
     if 1 in stages and s2 is None:
@@ -137,10 +162,6 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
                              resume_path=run.last_checkpoint_path(1) if s1 is not None else None)
     if 2 in stages:
         s1 = run.latest_checkpoint(1) if s2 is None else s1
-        if s2 is None and not resuming.stage1_done(s1, cfg):
-            done = s1["epoch"] if s1 is not None else 0
-            raise TrainingError(f"stage 2 needs stage 1's encoder, and stage 1 of {run.path} has done {done} of "
-                                f"{cfg['stage1']['epochs']} epochs; finish it first (--resume {run.path} --stage both)")
         if s2 is None and s1 is not None:
             model.load_state_dict(s1["model"])
         model.to(device)
