@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import csv
 import fcntl
 import hashlib
 import json
@@ -61,6 +62,11 @@ ROWS = [
     ("2", "Xception", "configs/tables/table2_xception.yaml"),
     ("2", "Sup. Con", "configs/tables/table2_supcon.yaml"),
     ("2", "Ours", "configs/tables/table2_ours.yaml"),
+    # Controls (not paper rows): Table 2's contrastive rows with one of the bench's two changes undone
+    ("2c", "Sup. Con, paper projector", "configs/tables/table2_supcon.yaml"),
+    ("2c", "Ours, paper projector", "configs/tables/table2_ours.yaml"),
+    ("2c", "Sup. Con, from scratch", "configs/tables/table2_supcon.yaml"),
+    ("2c", "Ours, from scratch", "configs/tables/table2_ours.yaml"),
     ("3", "Instance-level", "configs/tables/table3_instance.yaml"),
     ("3", "Temporal-level", "configs/tables/table3_temporal.yaml"),
     ("3", "Forgery semantical", "configs/tables/table3_semantic.yaml"),
@@ -76,6 +82,15 @@ ROWS = [
     ("6", "As fakes", "configs/tables/table6_as_fakes.yaml"),
     ("6", "As negatives", "configs/tables/table6_as_negatives.yaml"),
 ]
+# What a control row changes, applied after the bench's overrides: the paper's projector (no output batch
+# norm) on the pretrained encoder, or the chosen projector on the same encoder from random weights.
+SCRATCH = ["model.weights=null", "model.pretrained=false", "model.allow_scratch=true"]
+ROW_OVERRIDES = {
+    "2c:Sup. Con, paper projector": ["model.proj_out_bn=false"],
+    "2c:Ours, paper projector": ["model.proj_out_bn=false"],
+    "2c:Sup. Con, from scratch": SCRATCH,
+    "2c:Ours, from scratch": SCRATCH,
+}
 
 # The paper's numbers (Celeb-DF-v2, Xception at 299 px, trained on raw), in percent: AUC where the paper
 # gives it (Table 2 only), ACC for every row. Read from the paper's Tables 2-6.
@@ -226,21 +241,31 @@ def row_key(table: str, row: str) -> str:
     return f"{table}:{row}"
 
 
+def row_overrides(key: str, overrides: list[str]) -> list[str]:
+    """The bench's overrides, then the row's own (ROW_OVERRIDES: the control rows)."""
+    return list(overrides) + ROW_OVERRIDES.get(key, [])
+
+
 def plan_runs(overrides: list[str], data: str, rows=ROWS) -> dict[str, dict]:
     """{"TABLE:ROW": {"hash": h, "owner": "TABLE:ROW", "config": the owner's config file}} for every row of
     `rows`: rows with equal resolved configs share a hash, and their owner is the first of them in the
     paper's order (the row whose config file names the run)."""
     plan, owners = {}, {}
     for table, row, config in rows:
-        h = config_hash(training_config(config, overrides), data)
+        h = config_hash(training_config(config, row_overrides(row_key(table, row), overrides)), data)
         owner = owners.setdefault(h, (row_key(table, row), config))
         plan[row_key(table, row)] = {"hash": h, "owner": owner[0], "config": owner[1]}
     return plan
 
 
 # ------------------------------------------------------------------------------------------ one run
-def run_name(config: str, seed: int) -> str:
-    return f"{Path(config).stem}-s{seed}"
+def run_name(config: str, seed: int, key: str = "") -> str:
+    """The run folder's name: the config's stem, and for a control row (which shares its config file with
+    a Table 2 row) a slug of the row's name."""
+    stem = Path(config).stem
+    if key in ROW_OVERRIDES:
+        stem += "-" + "".join(c if c.isalnum() else "-" for c in key.split(":", 1)[1].lower()).strip("-")
+    return f"{stem}-s{seed}"
 
 
 def train_command(config: str, overrides: list[str], manifest: Path, runs: Path, name: str, seed: int) -> list[str]:
@@ -248,9 +273,27 @@ def train_command(config: str, overrides: list[str], manifest: Path, runs: Path,
             f"data.manifest={manifest}", f"train.out={runs}", f"name={name}", f"train.seed={seed}"]
 
 
+def stage1_summary(run_dir: Path) -> dict:
+    """From RUN/epochs.csv: stage 1's mean loss in its first and last epoch, the loss's collapsed value
+    (identical embeddings) and the class gap of z in its last epoch (the collapse watch; absent for CE)."""
+    path = run_dir / "epochs.csv"
+    if not path.is_file():
+        raise BenchError(f"{path}: the run wrote no epoch log")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["stage"] == "1"]
+    if not rows:
+        return {}
+    out = {"loss_first": float(rows[0]["loss"]), "loss_last": float(rows[-1]["loss"])}
+    for key, column in (("collapsed_loss", "collapsed_loss"), ("train_class_gap", "class_gap")):
+        if rows[-1].get(column):
+            out[key] = float(rows[-1][column])
+    return out
+
+
 def read_metrics(run_dir: Path) -> dict:
-    """{quality: {"auc": .., "acc": .., ..., "video_auc": ..}} from RUN/metrics.json (frame level, plus the
-    video-level AUC)."""
+    """{quality: {"auc": .., "acc": .., ..., "video_auc": .., "class_gap": ..}, "stage1": {...}} from
+    RUN/metrics.json (frame level, the video-level AUC, the test crops' class gap of z for a contrastive
+    run) and RUN/epochs.csv (stage1_summary)."""
     path = run_dir / "metrics.json"
     if not path.is_file():
         raise BenchError(f"{path}: the run wrote no metrics (see {run_dir}.log)")
@@ -263,6 +306,11 @@ def read_metrics(run_dir: Path) -> dict:
         out[q] = {k: frame[k] for k in ("auc", "acc", "tpr", "tnr", "fpr", "eer", "ap") if k in frame}
         if "video" in data[q] and "auc" in data[q]["video"]:
             out[q]["video_auc"] = data[q]["video"]["auc"]
+        if "embedding" in data[q]:
+            out[q]["class_gap"] = data[q]["embedding"]["class_gap"]
+    stage1 = stage1_summary(run_dir)
+    if stage1:
+        out["stage1"] = stage1
     return out
 
 
@@ -298,7 +346,7 @@ def run_one(label: str, config: str, seed: int, overrides: list[str], manifest: 
     """Train and evaluate `config` with `seed`; (metrics, wall seconds, CPU seconds). The run folder's
     checkpoints (~60 MB a run at the demo scale) are removed once its metrics are read, unless
     keep_checkpoints: the config, epochs.csv, metrics, scores and plots stay."""
-    name = run_name(config, seed)
+    name = run_name(config, seed, label)
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = runs / name
     if run_dir.exists():  # a stale or interrupted run of the same name: rccl-train wants a fresh folder
@@ -430,11 +478,14 @@ def _minutes(values: list) -> str:
 def render_markdown(results: dict, command: str) -> str:
     totals = run_totals(results)
     lines = ["# Paper Tables 2-6 at demo scale (bench/paper_tables.py)", "",
-             "Trained on raw, tested on raw / c23 / c40 of the synthetic set bench/paper_tables.yaml names;",
+             "Trained on raw, tested on raw / c23 / c40 of the synthetic set bench/paper_tables.yaml names, with",
+             "the encoder, weights and projector that file gives (every row; the control rows undo one of them);",
              "frame-level AUC and ACC in percent, mean ± sample standard deviation over the seeds (n). The paper's",
              "numbers (Celeb-DF-v2, Xception at 299 px) beside them: AUC is given in its Table 2 only, ACC in all.",
              "A row whose resolved training config equals an earlier row's reuses that row's runs (\"same as\").",
-             "min/run: wall and CPU minutes per training run (mean over its seeds).",
+             "min/run: wall and CPU minutes per training run (mean over its seeds). Stage-1 loss: the mean of its",
+             "first and last epoch, with (in brackets) its value at identical embeddings, the collapse point; class",
+             "gap: mean cosine of same-class minus natural-fake pairs of the raw test crops' projections z.",
              "Generated by `" + command + "`; rows not listed were not run.", "",
              f"Runs: {totals['runs']} ({totals['unique_configs']} distinct configs), "
              f"{totals['wall_s'] / 60:.1f} min wall (runs overlapped with --jobs), {totals['cpu_s'] / 60:.1f} min CPU.", ""]
@@ -442,10 +493,12 @@ def render_markdown(results: dict, command: str) -> str:
         rows = [r for r in results["rows"] if r["table"] == table]
         if not rows:
             continue
-        lines += [f"## Table {table}", "",
+        title = "Table 2 controls (not paper rows: one of the bench's changes undone)" if table == "2c" else f"Table {table}"
+        lines += [f"## {title}", "",
                   "| row | n | AUC raw | AUC c23 | AUC c40 | ACC raw | ACC c23 | ACC c40 | raw→c40 AUC drop "
-                  "| paper AUC raw/c23/c40 | paper ACC raw/c23/c40 | same as | min/run wall, CPU |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|"]
+                  "| stage-1 loss first → last (collapsed) | class gap raw test | paper AUC raw/c23/c40 "
+                  "| paper ACC raw/c23/c40 | same as | min/run wall, CPU |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|---|"]
         for r in rows:
             m = r["metrics"]
             drops = [a - b for a, b in zip(m["raw"]["auc"], m["c40"]["auc"])]
@@ -454,10 +507,57 @@ def render_markdown(results: dict, command: str) -> str:
             p_acc = "/".join(f"{v:.2f}" for v in paper["acc"]) if "acc" in paper else "-"
             cells = [_mean_sd(m[q]["auc"]) for q in QUALITIES] + [_mean_sd(m[q]["acc"]) for q in QUALITIES]
             lines.append(f"| {r['row']} | {len(r['seeds'])} | " + " | ".join(cells)
-                         + f" | {_mean_sd(drops)} | {p_auc} | {p_acc} | {r.get('same_as') or '-'} "
+                         + f" | {_mean_sd(drops)} | {_stage1_cell(m.get('stage1', {}))} "
+                         + f"| {_plain(m['raw'].get('class_gap', []))} | {p_auc} | {p_acc} | {r.get('same_as') or '-'} "
                          + f"| {_minutes(r['seconds'])}, {_minutes(r.get('cpu_seconds', []))} |")
         lines.append("")
+    lines += paired_comparison(results)
     return "\n".join(lines)
+
+
+def _plain(values: list) -> str:
+    """Mean ± sd of values that are not fractions to show in percent (losses, class gaps)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    sd = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.2f}{sd}"
+
+
+def _stage1_cell(stage1: dict) -> str:
+    if not stage1.get("loss_first"):
+        return "-"
+    collapsed = f" ({_plain(stage1['collapsed_loss'])})" if stage1.get("collapsed_loss") else ""
+    return f"{_plain(stage1['loss_first'])} → {_plain(stage1['loss_last'])}{collapsed}"
+
+
+PAIRS = (("2:Ours", "2:Sup. Con"), ("2:Ours", "2:Xception"), ("2:Sup. Con", "2:Xception"))
+
+
+def paired_comparison(results: dict) -> list[str]:
+    """Per-seed differences of Table 2's rows (same seed, same data: the seed's draw of initialisation and
+    batches is shared noise), AUC and ACC at each quality, in points: each seed's value and the mean ± sd."""
+    lines = ["## Table 2, paired by seed", "",
+             "Difference A − B in percentage points for each seed both rows ran (per-seed values, then mean ± sd). "
+             "A difference whose sign is the same in every seed and whose mean exceeds its sd is a measured "
+             "ordering; otherwise the seeds do not separate the rows.", "",
+             "| A − B | metric | raw | c23 | c40 |", "|---|---|---|---|---|"]
+    for a, b in PAIRS:
+        ra, rb = find_row(results, *a.split(":", 1)), find_row(results, *b.split(":", 1))
+        if ra is None or rb is None:
+            continue
+        seeds = [s for s in ra["seeds"] if s in rb["seeds"]]
+        if not seeds:
+            continue
+        for metric in ("auc", "acc"):
+            cells = []
+            for q in QUALITIES:
+                diffs = [100 * (ra["metrics"][q][metric][ra["seeds"].index(s)] - rb["metrics"][q][metric][rb["seeds"].index(s)])
+                         for s in seeds]
+                sd = f" ± {statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""
+                cells.append(" / ".join(f"{d:+.1f}" for d in diffs) + f" (mean {statistics.fmean(diffs):+.1f}{sd})")
+            lines.append(f"| {a.split(':', 1)[1]} − {b.split(':', 1)[1]} | {metric.upper()} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -566,9 +666,9 @@ def _main(args) -> int:
     def job(unit):
         owner, seed = unit
         print(f"paper_tables: start {owner} seed {seed} ({plan[owner]['config']}, log "
-              f"{args.runs / run_name(plan[owner]['config'], seed)}.log)", flush=True)
-        return run_one(owner, plan[owner]["config"], seed, overrides, manifest, args.runs, args.nice, args.lock,
-                       args.keep_checkpoints)
+              f"{args.runs / run_name(plan[owner]['config'], seed, owner)}.log)", flush=True)
+        return run_one(owner, plan[owner]["config"], seed, row_overrides(owner, overrides), manifest, args.runs,
+                       args.nice, args.lock, args.keep_checkpoints)
 
     t_start, done, failures, worst = time.perf_counter(), 0, 0, 0.0
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -36,12 +36,17 @@ DEFAULTS: dict = {
     "model": {
         "encoder": "legacy_xception",
         "encoder_kwargs": {},      # passed to timm.create_model (free-form)
-        "pretrained": False,       # true: timm's own download of ImageNet weights
-        "weights": None,           # a local file of encoder weights (a timm state_dict)
-        "allow_scratch": True,     # false: refuse to train from random weights when none can be loaded
+        # The paper's encoders are ImageNet-pretrained, so an encoder without weights is refused unless
+        # allow_scratch says otherwise (the demo does; rccl.weights says how to give weights offline).
+        "pretrained": True,        # timm's own download of ImageNet weights (needs a network)
+        "weights": None,           # a local file of encoder weights (a timm state_dict), or package:NAME
+                                   # (ImageNet weights an installed package ships: rccl.weights.SOURCES)
+        "allow_scratch": False,    # true: train from random weights when none are given or can be loaded
         "proj_hidden": None,       # projector hidden width; null -> the encoder's feature width
         "proj_dim": 128,
         "proj_bn": True,           # batch norm on the projector's hidden layer (false: Linear-ReLU-Linear)
+        "proj_out_bn": True,       # batch norm (no affine) on the projector's output, before the L2 norm: the
+                                   # projections cannot collapse onto one direction (false: the paper's projector)
         "channels_last": True,
         "compile": False,
     },

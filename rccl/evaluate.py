@@ -26,10 +26,10 @@ from rccl.data.loaders import build_eval_loader
 from rccl.data.manifest import read_manifest
 from rccl.errors import RcclError
 from rccl.fileio import write_json, write_text
-from rccl.metrics import detection_metrics, roc_curve, video_scores
+from rccl.metrics import detection_metrics, embedding_separation, roc_curve, video_scores
 from rccl.plots import draw_roc, draw_score_histogram
 from rccl.run import RunDir
-from rccl.scoring import input_size, score_batches
+from rccl.scoring import input_size, score_and_embed_batches, score_batches
 
 OWN = "(training manifest)"  # the summary's name for the run's own manifest
 log = logging.getLogger(__name__)
@@ -86,6 +86,14 @@ def select_records(records: list[dict], qualities: Sequence[str], split: str, ma
             raise EvaluationError(f"manifest {manifest}: no {q!r} crops in split {split!r} "
                                   f"(the {q!r} crops are in: {', '.join(splits)})")
     return by_quality
+
+
+def embedding_summary(z: torch.Tensor, records: list[dict]) -> dict:
+    """The class gap and mean pairwise cosine of the crops' projections z (rccl.metrics.embedding_separation),
+    for metrics.json."""
+    labels = torch.tensor([int(r["label"]) for r in records])
+    mean_cos, gap = embedding_separation(z, labels)
+    return {"class_gap": round(float(gap), 4), "mean_cosine": round(float(mean_cos), 4), "n": len(records)}
 
 
 def quality_metrics(records: list[dict], scores: np.ndarray) -> tuple[dict, dict]:
@@ -242,11 +250,19 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
         dataset = None if _same_file(manifest_path, own) else dataset_name(records, manifest_path)
 
     results: dict[str, dict] = {}
+    # A run whose stage 1 trained the projector (not cross-entropy): how far apart the test crops'
+    # projections lie, per class (the collapse watch's class gap, on held-out data)
+    contrastive = (cfg.get("loss") or {}).get("kind") in ("rccl", "supcon") and hasattr(model, "projector")
     for q in qualities:
         rows = by_quality[q]
         loader = build_eval_loader(cfg, rows, batch_size=batch_size, workers=num_workers)
-        scores = score_batches(model, loader, device, desc=f"{q} {split}", progress=progress)
+        if contrastive:
+            scores, z = score_and_embed_batches(model, loader, device, desc=f"{q} {split}", progress=progress)
+        else:
+            scores = score_batches(model, loader, device, desc=f"{q} {split}", progress=progress)
         results[q], curves = quality_metrics(rows, scores)
+        if contrastive:
+            results[q]["embedding"] = embedding_summary(z, rows)
         if verbose:
             for level in ("frame", "video"):
                 _note_undefined(q, level, results[q][level])

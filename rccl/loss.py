@@ -175,6 +175,23 @@ class RealCentricLoss(nn.Module):
             count.fill_(rows)
             self._filled[side] = rows
 
+    @torch.no_grad()
+    def collapsed_value(self, labels: torch.Tensor) -> torch.Tensor:
+        """The loss this step would have if every feature (the batch's, the centre, the banks' rows as they
+        stand) were the same unit vector: the degenerate point of two-class contrastive learning, where the
+        loss is flat (ln(2B - 1) for Sup. Con on 2B views). A device scalar; call it before forward(), which
+        updates the banks. The mixing weights do not matter there (every mix of one vector is that vector)."""
+        one = torch.zeros(self.dim, device=labels.device)
+        one[0] = 1.0
+        real, fake = (one.expand(self._filled[side], self.dim) for side in ("real", "fake"))
+        lam = torch.full((self.negatives,), 0.5, device=labels.device)
+        w = None if self.fusion == "smooth" else torch.full(((real.shape[0] + fake.shape[0]) * self.linear_neighbors,),
+                                                           0.5, device=labels.device)
+        return real_centric_loss(one.expand(len(labels), self.dim), labels, one, real, fake, lam,
+                                 neighbors=self.neighbors, temperature=self.temperature, margin=self.margin,
+                                 fusion=self.fusion, w=w, linear_neighbors=self.linear_neighbors,
+                                 mixed_as=self.mixed_as, impl="reference")
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """z (N, D) L2-normalised features of the (global) batch, labels (N,) 0 natural / 1 fake."""
         if z.dim() != 2 or z.shape[1] != self.dim:

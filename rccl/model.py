@@ -6,9 +6,7 @@
 """
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import timm
 import torch
@@ -17,6 +15,8 @@ from torch import nn
 
 from rccl.data.transforms import IMAGENET, Normalization
 from rccl.errors import RcclError
+from rccl.weights import WeightsError, check_weights_config, offline_hint
+from rccl.weights import load_weights as load_weights_into
 
 
 class ModelError(RcclError, RuntimeError):
@@ -44,7 +44,8 @@ class Embedder(nn.Module):
 
 
 class Detector(nn.Module):
-    def __init__(self, encoder: nn.Module, feature_dim: int, proj_hidden: int, proj_dim: int, proj_bn: bool = True):
+    def __init__(self, encoder: nn.Module, feature_dim: int, proj_hidden: int, proj_dim: int, proj_bn: bool = True,
+                 proj_out_bn: bool = True):
         super().__init__()
         self.encoder = encoder
         self.feature_dim = feature_dim
@@ -52,7 +53,13 @@ class Detector(nn.Module):
         # encoder's features from starting collapsed onto one point, where the contrastive loss is flat.
         hidden = [nn.Linear(feature_dim, proj_hidden, bias=not proj_bn)]
         hidden += [nn.BatchNorm1d(proj_hidden)] if proj_bn else []
-        self.projector = nn.Sequential(*hidden, nn.ReLU(inplace=True), nn.Linear(proj_hidden, proj_dim))
+        # Batch norm without affine on the output, before the L2 norm: every projection coordinate has zero
+        # mean over the batch, so the projections cannot all share one direction. Two-class SupCon otherwise
+        # falls within a few warm-up steps into the point where every z is the same vector (the loss sits at
+        # ln(2B - 1)) and its gradient vanishes (docs/method.md, "The projector"; a deviation from the paper).
+        out = [nn.BatchNorm1d(proj_dim, affine=False)] if proj_out_bn else []
+        self.projector = nn.Sequential(*hidden, nn.ReLU(inplace=True), nn.Linear(proj_hidden, proj_dim, bias=not proj_out_bn),
+                                       *out)
         self.classifier = nn.Linear(feature_dim, 2)
 
     def embedder(self) -> Embedder:
@@ -85,32 +92,16 @@ def _create_encoder(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
     return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
 
 
-def _load_local_weights(encoder: nn.Module, path: str) -> None:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelError(f"model.weights: {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt or foreign file: say which one
-        raise ModelError(f"model.weights: {path} cannot be read as a torch state_dict ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    # A full classification checkpoint carries the ImageNet head, which num_classes=0 dropped.
-    head = {k for k in state if k.split(".")[0] in ("fc", "classifier", "head", "last_linear")}
-    missing, unexpected = encoder.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
-    if missing:
-        raise ModelError(f"model.weights: {path} lacks {len(missing)} encoder tensor(s), e.g. {missing[:3]} "
-                         f"(is it a state_dict of the same timm model?)")
-    if unexpected:
-        print(f"model.weights: ignored {len(unexpected)} tensor(s) not in the encoder, e.g. {unexpected[:3]}",
-              file=sys.stderr)
-
-
 def build_model(cfg: dict, *, load_weights: bool = True) -> Detector:
     """The detector described by cfg["model"]. With load_weights=False (rebuilding from a checkpoint)
     no pretrained weights are fetched or read: the checkpoint supplies every tensor."""
     m = cfg["model"]
     kwargs = dict(m.get("encoder_kwargs") or {})
+    if load_weights:
+        try:
+            check_weights_config(m)
+        except WeightsError as e:
+            raise ModelError(str(e)) from None
     pretrained = bool(m["pretrained"]) and load_weights and not m["weights"]
     try:
         encoder = _create_encoder(m["encoder"], pretrained, kwargs)
@@ -123,15 +114,20 @@ def build_model(cfg: dict, *, load_weights: bool = True) -> Detector:
         reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
         if not m["allow_scratch"]:
             raise ModelError(f"model.pretrained: could not load ImageNet weights for {m['encoder']!r} ({reason}); "
-                             f"give a local file with model.weights=PATH, or allow random weights with "
-                             f"model.allow_scratch=true") from None
+                             f"{offline_hint()}; or allow random weights with model.allow_scratch=true") from None
         print(f"model.pretrained: no ImageNet weights for {m['encoder']!r} ({reason}); training from scratch "
               f"(model.allow_scratch=true)", file=sys.stderr)
         encoder = _create_encoder(m["encoder"], False, kwargs)
     if load_weights and m["weights"]:
-        _load_local_weights(encoder, os.fspath(m["weights"]))
+        try:
+            load_weights_into(encoder, m["weights"])
+        except WeightsError as e:
+            raise ModelError(str(e)) from None
     elif load_weights and not m["pretrained"] and not m["allow_scratch"]:
-        raise ModelError("model: no weights configured (model.pretrained=false, model.weights=null) and "
-                         "model.allow_scratch=false; set one of them")
+        raise ModelError(f"model: no ImageNet weights configured for {m['encoder']!r} (model.pretrained=false, "
+                         f"model.weights=null) and model.allow_scratch=false: {offline_hint()}; or train from "
+                         f"random weights with model.allow_scratch=true")
     feature_dim = encoder.num_features
-    return Detector(encoder, feature_dim, m["proj_hidden"] or feature_dim, m["proj_dim"], m["proj_bn"])
+    # A run saved before model.proj_out_bn existed was trained without it: its config lacks the key.
+    return Detector(encoder, feature_dim, m["proj_hidden"] or feature_dim, m["proj_dim"], m["proj_bn"],
+                    m.get("proj_out_bn", False))

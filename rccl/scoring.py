@@ -49,6 +49,23 @@ def score_batches(model: torch.nn.Module, batches: Iterable[dict], device: torch
     return np.concatenate(out) if out else np.zeros(0)
 
 
+@torch.inference_mode()
+def score_and_embed_batches(model: torch.nn.Module, batches: Iterable[dict], device: torch.device | str, *,
+                            desc: str = "scoring", progress: bool = True) -> tuple[np.ndarray, torch.Tensor]:
+    """As score_batches, for a Detector with a trained projector: (fake probabilities, the L2-normalised
+    projections z (N, proj_dim) on the CPU), from one pass of the encoder."""
+    model.eval()
+    scores, zs = [], []
+    for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
+        features = model.encoder(batch["image"].to(device, non_blocking=True))
+        logits = model.classifier(features)
+        scores.append(torch.softmax(logits.float(), dim=1)[:, 1].double().cpu().numpy())
+        zs.append(torch.nn.functional.normalize(model.projector(features).float(), dim=1).cpu())
+    if not scores:
+        return np.zeros(0), torch.zeros(0, 0)
+    return np.concatenate(scores), torch.cat(zs)
+
+
 def score_crops(model: torch.nn.Module, crops: Sequence[np.ndarray], image_size: int,
                 device: torch.device | str, *, normalization: Normalization,
                 batch_size: int = 64) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import bench.paper_tables as pt
-from bench.paper_tables import (BENCH_CONFIG, PAPER, ROOT, ROWS, BenchError, config_hash, data_key, find_row,
+from bench.paper_tables import (ROW_OVERRIDES, row_key, row_overrides, run_name, BENCH_CONFIG, PAPER, ROOT, ROWS, BenchError, config_hash, data_key, find_row,
                                 load_results, merge_result, parse_only, parse_seeds, plan_runs, plan_units,
                                 read_bench_config, render_markdown, training_config)
 from rccl.data.synth import PRESETS
@@ -26,7 +26,25 @@ def _metrics(auc_raw, auc_c40):
 
 def test_rows_are_the_papers():
     assert [n for t, n, _ in ROWS if t == "2"] == ["Xception", "Sup. Con", "Ours"]
-    assert len(ROWS) == 17 and set(PAPER) == {(t, n) for t, n, _ in ROWS}
+    paper_rows = {(t, n) for t, n, _ in ROWS if t != "2c"}
+    assert len(paper_rows) == 17 and set(PAPER) == paper_rows
+    # the control rows each undo one of the bench's two changes, and only that
+    controls = [row_key(t, n) for t, n, _ in ROWS if t == "2c"]
+    assert set(controls) == set(ROW_OVERRIDES) and len(controls) == 4
+
+
+def test_control_rows_differ_from_their_table2_row_by_their_overrides_only():
+    _, overrides = read_bench_config(BENCH_CONFIG)
+    for table, row, config in ROWS:
+        if table != "2c":
+            continue
+        base = load_config(ROOT / config, overrides)
+        cfg = load_config(ROOT / config, row_overrides(row_key(table, row), overrides))
+        changed = {f"model.{k}" for k in cfg["model"] if cfg["model"][k] != base["model"][k]}
+        assert changed and changed <= {"model.proj_out_bn", "model.weights", "model.pretrained", "model.allow_scratch"}
+        assert {k: v for k, v in cfg.items() if k != "model"} == {k: v for k, v in base.items() if k != "model"}
+    assert run_name("configs/tables/table2_ours.yaml", 1, "2c:Ours, paper projector") == "table2_ours-ours--paper-projector-s1"
+    assert run_name("configs/tables/table2_ours.yaml", 1, "2:Ours") == "table2_ours-s1"
     assert PAPER[("2", "Ours")]["auc"] == (99.86, 99.66, 78.44)
 
 
@@ -52,7 +70,9 @@ def test_bench_overrides_apply_to_every_row_config():
     for table, row, config in ROWS:
         bare = load_config(ROOT / config)
         cfg = load_config(ROOT / config, overrides)
-        assert cfg["model"]["encoder"] == budget["model"]["encoder"] == "resnet10t", config
+        # the pretrained encoder, its weights from an installed package (no network)
+        assert cfg["model"]["encoder"] == budget["model"]["encoder"] == "tf_efficientnet_lite0", config
+        assert cfg["model"]["weights"] == "package:efficientnet-lite0" and cfg["model"]["proj_out_bn"], config
         assert cfg["data"]["image_size"] == budget["data"]["image_size"], config
         assert cfg["stage1"]["epochs"] == budget["stage1"]["epochs"], config
         assert cfg["loss"] == bare["loss"] and cfg["data"]["pairing"] == bare["data"]["pairing"], config
@@ -115,7 +135,7 @@ def test_identical_rows_share_one_run():
     shared = sorted(sorted(g) for g in groups.values() if len(g) > 1)
     assert shared == [["2:Sup. Con", "3:Instance-level", "5:Sup. Con", "6:Sup. Con"],
                       ["4:Smooth", "5:+ 32 pos., 16 neg.", "6:As negatives"]]
-    assert len(groups) == 12
+    assert len(groups) == 16  # 12 distinct paper configs + 4 controls
     assert plan["6:Sup. Con"]["owner"] == "2:Sup. Con" and plan["6:Sup. Con"]["config"] == "configs/tables/table2_supcon.yaml"
     assert plan["6:As negatives"]["owner"] == "4:Smooth"
     assert plan["2:Ours"]["owner"] == "2:Ours" and plan["2:Ours"]["hash"] != plan["4:Smooth"]["hash"]
@@ -287,3 +307,20 @@ def test_synth_set_makes_another_data_set(tmp_path, monkeypatch, capsys):
     out = tmp_path / "t.json"
     assert pt.main(["--only", "2:Xception", "--seeds", "0", "--synth-set", "seam_scale=2", "--out", str(out)]) == 0
     assert calls == [("2:Xception", 0)] and prepared == [{"seam_scale": 2}]
+
+
+def test_stage1_summary_and_paired_comparison(tmp_path):
+    (tmp_path / "epochs.csv").write_text(
+        "stage,epoch,loss,lr,seconds,views_per_s,accuracy,class_gap,mean_cosine,collapsed_loss,at_collapse,pairing\n"
+        "1,1,5.5,0.01,1,1,,0.02,0.0,4.1431,0.0,\n1,2,3.5,0.0,1,1,,1.7,0.0,4.1431,0.0,\n2,1,0.3,0.01,1,1,0.9,,,,,\n")
+    assert pt.stage1_summary(tmp_path) == {"loss_first": 5.5, "loss_last": 3.5, "collapsed_loss": 4.1431,
+                                           "train_class_gap": 1.7}
+    results = load_results(tmp_path / "none.json")
+    for seed, (ours, supcon) in enumerate(((0.97, 0.99), (0.98, 0.96))):
+        merge_result(results, "2", "Ours", "o.yaml", seed, _metrics(ours, ours - 0.1), 1.0)
+        merge_result(results, "2", "Sup. Con", "s.yaml", seed, _metrics(supcon, supcon - 0.2), 1.0)
+    lines = pt.paired_comparison(results)
+    auc = next(line for line in lines if line.startswith("| Ours − Sup. Con | AUC"))
+    # raw: -2.0 and +2.0 points (mean 0.0, sd 2.8); c40: +8.0 and +12.0 (mean +10.0)
+    assert "-2.0 / +2.0 (mean +0.0 ± 2.8)" in auc and "+8.0 / +12.0 (mean +10.0 ± 2.8)" in auc
+    assert not any(line.startswith("| Ours − Xception") for line in lines)  # no CE row: no pair

@@ -18,6 +18,7 @@ from tiny_data import make_tiny_manifest, tiny_overrides
 
 def _cfg(**extra):
     return load_config(None, [f"{k}={v}" for k, v in {"model.encoder": "test_byobnet", "data.image_size": 16,
+                                                       "model.pretrained": "false", "model.allow_scratch": "true",
                                                        "model.proj_hidden": 32, "model.proj_dim": 16, **extra}.items()])
 
 

@@ -32,7 +32,9 @@ from rccl.train.config import load_config, save_config
 
 # -- training data ---------------------------------------------------------------------------------------
 def make_tiny_manifest(root: Path, *, identities: int = 3, videos_per_identity: int = 2, frames: int = 4,
-                       size: int = 16, qualities=("raw", "c23"), seed: int = 0, dataset: str = "synthetic") -> Path:
+                       size: int = 16, qualities=("raw", "c23"), seed: int = 0, dataset: str = "synthetic",
+                       identical: bool = False) -> Path:
+    """identical: every crop the same image (nothing to learn: a contrastive run collapses at once)."""
     rng = np.random.default_rng(seed)
     rows = []
     naturals = [(f"id{i}", f"id{i}_{v:04d}") for i in range(identities) for v in range(videos_per_identity)]
@@ -45,7 +47,9 @@ def make_tiny_manifest(root: Path, *, identities: int = 3, videos_per_identity: 
             split = "test" if vi % videos_per_identity == videos_per_identity - 1 and vi % 3 == 0 else "train"
             for frame in range(frames):
                 img = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
-                if label:
+                if identical:
+                    img[:] = 90
+                elif label:
                     img[size // 4: 3 * size // 4, size // 4: 3 * size // 4] += 120
                 rel = f"crops/{quality}/{Path(video).stem}/{frame:06d}.png"
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +67,8 @@ def tiny_overrides(manifest: Path, out: Path, **extra) -> list[str]:
     """Config overrides for a run that takes a second or two on the CPU."""
     settings = {
         "data.manifest": str(manifest), "data.image_size": 16, "data.workers": 0, "data.backend": "torch",
-        "model.encoder": "test_byobnet", "model.channels_last": "false", "model.proj_hidden": 32,
+        "model.encoder": "test_byobnet", "model.pretrained": "false",
+        "model.allow_scratch": "true", "model.channels_last": "false", "model.proj_hidden": 32,
         "model.proj_dim": 16, "stage1.epochs": 2, "stage1.batch_size": 8, "stage2.epochs": 1,
         "stage2.batch_size": 8, "loss.bank_size": 4, "loss.negatives": 4, "train.out": str(out),
         "train.progress": "false", "train.threads": 1, "eval.after_training": "false",
@@ -126,7 +131,8 @@ def make_tiny_run(root: Path, videos=VIDEOS) -> Path:
     write_manifest(data / "manifest.jsonl", rows)
     run = root / "run"
     cfg = load_config(overrides=[f"data.manifest={data / 'manifest.jsonl'}", f"data.image_size={IMAGE_SIZE}",
-                                 f"model.encoder={ENCODER}", "data.workers=0", "train.progress=false"])
+                                 f"model.encoder={ENCODER}", "model.pretrained=false",
+                                 "model.allow_scratch=true", "data.workers=0", "train.progress=false"])
     save_config(cfg, run / "config.yaml")
     return run
 

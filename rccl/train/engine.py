@@ -39,9 +39,9 @@ class Stage:
     describe: str                     # one line: what is trained, for the log
     loss_fn: nn.Module | None = None  # its buffers are checkpointed; reset() at each epoch start
     compile: bool = False
-    # row(sums) -> extra epochs.csv fields from the epoch's sums (plain numbers, this rank's; call
-    # mean_over_ranks where a field must be global). Any key is a column of epochs.csv.
-    row: Callable[[dict], dict] = field(default=lambda sums: {})
+    # row(sums, epoch) -> extra epochs.csv fields from the epoch's sums (plain numbers, this rank's; call
+    # mean_over_ranks where a field must be global); epoch is 1-based. Any key is a column of epochs.csv.
+    row: Callable[[dict, int], dict] = field(default=lambda sums, epoch: {})
 
 
 @dataclass
@@ -166,7 +166,8 @@ def run_stage(rt: Runtime, model: nn.Module, stage: Stage, resume: dict | None, 
         means = {k: float(v) for k, v in sums.items()}
         mean_loss = mean_over_ranks(means.pop("loss") / max(1, steps), rt.device)
         loop.row = {"stage": n, "epoch": epoch + 1, "loss": round(mean_loss, 6), "lr": loop.scheduler.get_last_lr()[0],
-                    "seconds": round(seconds, 2), "views_per_s": round(views / seconds, 1), **stage.row(means)}
+                    "seconds": round(seconds, 2), "views_per_s": round(views / seconds, 1),
+                    **stage.row(means, epoch + 1)}
         rows.append(loop.row)
         sampler.set_epoch(epoch + 1)  # the state saved is "next epoch to run"
         for hook in hooks:

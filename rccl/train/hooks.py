@@ -56,7 +56,9 @@ class EpochLog:
     it is small). The columns are FIELDS, then any other key of a row in the order first seen: a stage's
     `row` callback adds columns by returning them."""
 
-    FIELDS = ("stage", "epoch", "loss", "lr", "seconds", "views_per_s", "accuracy", "pairing")
+    # class_gap .. at_collapse: stage 1's collapse watch (rccl.train.collapse); empty for stage 2 and CE
+    FIELDS = ("stage", "epoch", "loss", "lr", "seconds", "views_per_s", "accuracy", "class_gap", "mean_cosine",
+              "collapsed_loss", "at_collapse", "pairing")
 
     def __init__(self, run: RunDir):
         self.path = RunDir(run).epochs_csv
@@ -93,7 +95,7 @@ class EpochLog:
 class EpochLogWriter(HookBase):
     """epochs.csv and TensorBoard scalars, rank 0 only."""
 
-    SCALARS = ("loss", "lr", "views_per_s", "accuracy")
+    SCALARS = ("loss", "lr", "views_per_s", "accuracy", "class_gap", "mean_cosine", "collapsed_loss", "at_collapse")
 
     def __init__(self, run: RunDir, enabled: bool = True):
         self.log = EpochLog(run)

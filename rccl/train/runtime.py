@@ -45,6 +45,11 @@ class Runtime:
         if self.dist.is_main:
             log.info(message)
 
+    def warn(self, message: str) -> None:
+        """Something the user should act on (e.g. a collapsed contrastive stage), from rank 0 only."""
+        if self.dist.is_main:
+            log.warning("warning: " + message)
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()

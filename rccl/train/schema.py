@@ -212,6 +212,7 @@ SCHEMA: dict = {
     "model.proj_hidden": optional(integer(1)),
     "model.proj_dim": integer(1),
     "model.proj_bn": boolean(),
+    "model.proj_out_bn": boolean(),
     "model.channels_last": boolean(),
     "model.compile": boolean(),
     "loss.kind": choice("rccl", "supcon", "ce"),

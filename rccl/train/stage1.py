@@ -15,19 +15,23 @@ from torch import nn
 from rccl.data.loaders import build_train_loader
 from rccl.data.pairing import ForgeryPairSampler
 from rccl.loss import RealCentricLoss
+from rccl.train import collapse
 from rccl.train.distributed import gather_no_grad, gather_with_grad
 from rccl.train.engine import Stage
 from rccl.train.runtime import Runtime, TrainingError
 
 
 def contrastive_step(net: nn.Module, loss_fn: RealCentricLoss, view1: torch.Tensor, view2: torch.Tensor,
-                     labels: torch.Tensor, autocast) -> torch.Tensor:
-    """The loss of one batch (both views, gathered over ranks); the caller runs backward and the step."""
+                     labels: torch.Tensor, autocast) -> tuple[torch.Tensor, dict]:
+    """The loss of one batch (both views, gathered over ranks) and the collapse watch's sums; the caller
+    runs backward and the step."""
     with autocast:
         z = net(torch.cat([view1, view2]))
     z = gather_with_grad(z.float())
     all_labels = gather_no_grad(torch.cat([labels, labels]))
-    return loss_fn(z, all_labels)
+    collapsed = loss_fn.collapsed_value(all_labels)  # before the call, which updates the banks
+    loss = loss_fn(z, all_labels)
+    return loss, collapse.step_sums(loss, collapsed, z, all_labels)
 
 
 def cross_entropy_step(net: nn.Module, view1, view2, labels, autocast) -> torch.Tensor:
@@ -67,9 +71,15 @@ def build_stage1(rt: Runtime, model, records: list[dict]) -> Stage:
         labels = batch["label"].to(rt.device, non_blocking=True)
         if loss_fn is None:
             return cross_entropy_step(train_net, v1, v2, labels, rt.autocast()), {}
-        return contrastive_step(train_net, loss_fn, v1, v2, labels, rt.autocast()), {}
+        return contrastive_step(train_net, loss_fn, v1, v2, labels, rt.autocast())
+
+    def row(sums: dict, epoch: int) -> dict:
+        fields = collapse.epoch_fields(sums)
+        warning = collapse.collapse_warning(fields, epoch, kind, 2 * s1["batch_size"])
+        if warning:
+            rt.warn(warning)
+        return {**fields, "pairing": " ".join(f"{k}:{v}" for k, v in sorted(sampler.stats.items()))}
 
     return Stage(number=1, net=net, params=list(net.parameters()), sampler=sampler,
                  loader=build_train_loader(cfg, records, sampler), step=step, set_modes=net.train,
-                 describe=f"{kind} loss", loss_fn=loss_fn, compile=bool(cfg["model"]["compile"]),
-                 row=lambda sums: {"pairing": " ".join(f"{k}:{v}" for k, v in sorted(sampler.stats.items()))})
+                 describe=f"{kind} loss", loss_fn=loss_fn, compile=bool(cfg["model"]["compile"]), row=row)

@@ -53,7 +53,7 @@ def build_stage2(rt: Runtime, model, records: list[dict]) -> Stage:
         loss = F.cross_entropy(logits, labels)
         return loss, {"correct": (logits.argmax(1) == labels).sum(), "seen": labels.numel()}
 
-    def row(sums: dict) -> dict:
+    def row(sums: dict, epoch: int) -> dict:
         return {"accuracy": round(mean_over_ranks(sums["correct"] / max(1.0, sums["seen"]), rt.device), 4)}
 
     # compile=False: the head is one Linear layer; compiling it costs more than it saves
