@@ -21,7 +21,7 @@ SIZE = 16
 def _model():
     torch.manual_seed(0)
     cfg = load_config(None, ["model.encoder=test_byobnet", f"data.image_size={SIZE}", "model.proj_hidden=32",
-                             "model.proj_dim=16"])
+                             "model.proj_dim=16", "model.pretrained=false", "model.allow_scratch=true"])
     model = build_model(cfg)
     # Batch-norm statistics are per rank under DDP (SyncBatchNorm is CUDA-only): compare with fixed ones.
     model.eval()

@@ -19,7 +19,7 @@ import yaml
 from rccl.defaults import DEFAULTS  # noqa: F401  (re-exported: the config room's one table of keys)
 from rccl.errors import RcclError
 from rccl.fileio import write_text
-from rccl.train.schema import SCHEMA, Invalid
+from rccl.train.schema import SCHEMA, Invalid, like
 
 
 class ConfigError(RcclError, ValueError):
@@ -51,7 +51,8 @@ def _check_and_merge(base: dict, update: dict, where: str, prefix: str = "") -> 
 def checked_value(dotted: str, value, where: str = ""):
     """The value as the key's schema rule takes it, or a ConfigError naming the key (and `where`)."""
     try:
-        return SCHEMA[dotted](value)
+        rule = SCHEMA.get(dotted) or like(_flatten(DEFAULTS).get(dotted))
+        return rule(value)
     except Invalid as e:
         raise ConfigError(f"{where + ': ' if where else ''}'{dotted}' {e}") from None
 
@@ -117,8 +118,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
 def validate(cfg: dict) -> None:
     """Every key of `cfg` against the schema (values merged in were checked already; this also covers a
     config built by hand), then the checks that span keys."""
+    known = _flatten(DEFAULTS)
     for dotted, value in _flatten(cfg).items():
-        if dotted not in SCHEMA:
+        if dotted not in known:
             raise ConfigError(f"unknown config key '{dotted}'")
         checked_value(dotted, value)
     for stage in ("stage1", "stage2"):

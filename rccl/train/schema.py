@@ -177,6 +177,27 @@ def removed(message: str):
     return rule
 
 
+def like(default):
+    """The rule of a key that SCHEMA does not list yet: the type of its default (a test asks for its line)."""
+    if isinstance(default, bool):
+        return boolean()
+    if isinstance(default, int):
+        return integer()
+    if isinstance(default, float):
+        return number()
+    if isinstance(default, str):
+        return text(nonempty=False)
+    if isinstance(default, dict):
+        return mapping()
+    if isinstance(default, list):
+        def rule(v):
+            if not isinstance(v, (list, tuple)):
+                raise Invalid(f"must be a list, got {_show(v)}")
+            return list(v)
+        return rule
+    return lambda v: v  # a null default: any value
+
+
 def _stage() -> dict:
     return {"epochs": integer(0), "batch_size": even_batch(), "lr": number(0, low_open=True),
             "momentum": number(0, 1, high_open=True), "weight_decay": number(0), "warmup_epochs": integer(0),
