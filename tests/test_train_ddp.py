@@ -49,7 +49,7 @@ def _rank_step(rank, init_file, out_dir):
         loss_fn = _loss()
         v1, v2, labels = _data()
         torch.manual_seed(123)
-        loss = contrastive_step(net, loss_fn, v1[rank], v2[rank], labels[rank], contextlib.nullcontext())
+        loss, _ = contrastive_step(net, loss_fn, v1[rank], v2[rank], labels[rank], contextlib.nullcontext())
         loss.backward()
         grads = {n: p.grad.clone() for n, p in net.module.named_parameters() if p.grad is not None}
         torch.save({"loss": loss.detach(), "grads": grads, "buffers": dict(loss_fn.state_dict())},
