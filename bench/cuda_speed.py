@@ -21,7 +21,6 @@ per call. Rows:
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +29,10 @@ import torch
 
 import rccl
 from rccl import reference
-from rccl.fileio import write_json
+from rccl.fileio import append_json_line, write_json
+from rccl.accuracy import make_inputs
 from rccl.functional import real_centric_loss
-from tests.conftest import make_inputs
+from rccl.timing import capture, time_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,42 +40,6 @@ OPTIONS = (2, 0.1, 0.2)  # neighbors, temperature, margin
 TARGETS_GRAPH_US = {256: 40.0, 4096: 150.0, 16384: 2000.0}
 EAGER_OVER_FLOOR = 1.2
 PEAK_MIB_AT_16384 = 64.0
-
-
-def time_calls(fn, inner: int, repeats: int, warmup: int = 3) -> dict:
-    """Per-call microseconds: median and min-max over `repeats` runs of `inner` back-to-back calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1000.0 / inner)
-    return {"median_us": statistics.median(samples), "min_us": min(samples), "max_us": max(samples)}
-
-
-def capture(fn, z: torch.Tensor | None):
-    """A CUDA graph of fn (warmed up on a side stream first); z.grad is reset so backward allocates in
-    the graph's pool."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            if z is not None:
-                z.grad = None
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    if z is not None:
-        z.grad = None
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
 
 
 def op_args(x):
@@ -201,6 +165,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="no GPU needed: check the arguments, imports and inputs on the CPU, time nothing")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cuda_speed.json")
+    parser.add_argument("--jsonl", type=Path, default=None,
+                        help="also append each size's rows here as JSON lines as soon as they are measured "
+                             "(a run cut short by a time limit keeps them)")
     args = parser.parse_args(argv)
     if args.dry_run:
         for N in args.sizes:
@@ -218,15 +185,27 @@ def main(argv=None) -> int:
     results = {
         "device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
         "commit": git_commit(), "dtype": args.dtype, "D": args.dim, "K": args.bank, "M": args.mix,
-        "inner": args.inner, "repeats": args.repeats, "small_tile_max_n": args.small_tile_max_n, "floor": floor_rows(args.inner, args.repeats), "sizes": {},
+        "inner": args.inner, "repeats": args.repeats, "small_tile_max_n": args.small_tile_max_n,
+        "floor": floor_rows(args.inner, args.repeats), "sizes": {},
     }
+    meta = {k: results[k] for k in ("device", "torch", "commit", "dtype", "D", "K", "M", "small_tile_max_n")}
+
+    def record(N, rows):
+        if args.jsonl:
+            for row, t in rows.items():
+                append_json_line(args.jsonl, {"kind": "cuda_speed", **meta, "N": N, "row": row, **t})
+
+    record(256, results["floor"])
     for N in args.sizes:
         inner = args.inner if N <= 4096 else max(5, args.inner // 10)
         results["sizes"][str(N)] = op_rows(N, args.dim, args.bank, args.mix, dtype, inner, args.repeats,
                                            not args.no_reference, args.compile)
-        print(f"N={N} done", file=sys.stderr, flush=True)
+        record(N, results["sizes"][str(N)])
+        print(f"N={N} done: op graph fwd+bwd {results['sizes'][str(N)]['op graph fwd+bwd']['median_us']:.1f} us",
+              file=sys.stderr, flush=True)
     if 16384 in args.sizes:
         results["peak_extra_mib_16384"] = peak_extra_mib(16384, args.dim, args.bank, args.mix, dtype)
+        record(16384, {"peak extra MiB fwd+bwd": {"median_us": None, "mib": results["peak_extra_mib_16384"]}})
     results["verdicts"] = verdicts(results, args.sizes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, results)

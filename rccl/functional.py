@@ -203,6 +203,25 @@ def compiled_cannot_do(fusion: str = "smooth", mixed_as: str = "negatives") -> s
     return None
 
 
+# Devices whose compiled kernels compute on half-precision features as they arrive (CUDA: the similarity
+# tiles and the backward's products on tensor cores, docs/cuda.md). Elsewhere a half-precision z would only
+# be converted to float32 inside the kernel (the CPU) or the reference, so training hands the loss float32.
+NATIVE_HALF_PRECISION_DEVICES = ("cuda",)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def loss_feature_dtype(device_type: str, dtype: torch.dtype, impl: str = "auto", fusion: str = "smooth",
+                       mixed_as: str = "negatives") -> torch.dtype:
+    """The dtype a training step should hand real_centric_loss its features in, given the model's output
+    dtype (the autocast dtype under autocast): that half precision where the compiled op will run on the
+    device and takes it natively (CUDA), float32 for half precision anywhere else, `dtype` otherwise."""
+    if dtype not in HALF_DTYPES:
+        return dtype
+    native = (device_type in NATIVE_HALF_PRECISION_DEVICES and impl != "reference"
+              and compiled_cannot_do(fusion, mixed_as) is None and ops.has_backend(device_type))
+    return dtype if native else torch.float32
+
+
 def real_centric_loss(z, labels, center, bank_real, bank_fake, lam, *, neighbors=2, temperature=0.1, margin=0.2,
                       fusion="smooth", w=None, linear_neighbors=4, mixed_as="negatives", impl="auto"):
     """The real-centric margin supervised contrastive loss of a batch (see docs/method.md).

@@ -28,7 +28,7 @@ from torch import nn
 
 from rccl import reference
 from rccl.errors import RcclError
-from rccl.functional import real_centric_loss, update_hard_banks
+from rccl.functional import loss_feature_dtype, real_centric_loss, update_hard_banks
 
 
 class LossConfigError(RcclError, ValueError):
@@ -191,6 +191,11 @@ class RealCentricLoss(nn.Module):
                                  neighbors=self.neighbors, temperature=self.temperature, margin=self.margin,
                                  fusion=self.fusion, w=w, linear_neighbors=self.linear_neighbors,
                                  mixed_as=self.mixed_as, impl="reference")
+
+    def feature_dtype(self, z: torch.Tensor) -> torch.dtype:
+        """The dtype to hand this loss the model's output z in (rccl.functional.loss_feature_dtype): under
+        autocast on CUDA the autocast dtype when the compiled op computes this loss, float32 elsewhere."""
+        return loss_feature_dtype(z.device.type, z.dtype, self.impl, self.fusion, self.mixed_as)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """z (N, D) L2-normalised features of the (global) batch, labels (N,) 0 natural / 1 fake."""

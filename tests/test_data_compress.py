@@ -7,8 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from rccl.data.compress import H264Writer, compress_video, h264_settings
-from rccl.data.video import VideoError, probe, read_frames
+pytest.importorskip("av", reason="needs PyAV (pip install av): rccl.data.compress writes H.264 through PyAV")
+
+from rccl.data.compress import H264Writer, compress_video, h264_settings  # noqa: E402
+from rccl.data.video import VideoError, probe, read_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rccl.data.faces import FaceCropper, fill_missing_boxes
-from rccl.data.video import pair_indices, probe, read_frames
+pytest.importorskip("av", reason="needs PyAV (pip install av): rccl.data.video decodes frames with PyAV")
+pytest.importorskip("dlib", reason="needs dlib (pip install dlib-bin): the boxes checked here are dlib's")
+
+from rccl.data.faces import FaceCropper, fill_missing_boxes  # noqa: E402
+from rccl.data.video import pair_indices, probe, read_frames  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"real face data not found at {FACES} "

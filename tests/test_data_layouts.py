@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from rccl.data.compress import H264Writer
-from rccl.data.layouts import LayoutError, read_celebdf, read_ffpp, read_layout
+pytest.importorskip("av", reason="needs PyAV (pip install av): the test trees are videos written with PyAV")
+
+from rccl.data.compress import H264Writer  # noqa: E402
+from rccl.data.layouts import LayoutError, read_celebdf, read_ffpp, read_layout  # noqa: E402
 
 
 def tiny_video(path, n=4, size=32, value=100):

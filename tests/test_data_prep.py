@@ -10,16 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import pytest
-from PIL import Image
 
-from rccl.data import prep as prep_mod
-from rccl.data.prep import outdir as prep_outdir
-from rccl.data.compress import h264_settings
-from rccl.data.manifest import REQUIRED_COLUMNS, read_manifest
-from rccl.data.prep import PrepConfig, PrepError, prepare, run_prep
-from rccl.data.synth import make_synthetic
+av = pytest.importorskip("av", reason="needs PyAV (pip install av): rccl-prep decodes and compresses video with PyAV")
+
+from PIL import Image  # noqa: E402
+
+from rccl.data import prep as prep_mod  # noqa: E402
+from rccl.data.prep import outdir as prep_outdir  # noqa: E402
+from rccl.data.compress import h264_settings  # noqa: E402
+from rccl.data.manifest import REQUIRED_COLUMNS, read_manifest  # noqa: E402
+from rccl.data.prep import PrepConfig, PrepError, prepare, run_prep  # noqa: E402
+from rccl.data.synth import make_synthetic  # noqa: E402
 
 TINY = dict(n_identities=2, videos_per_identity=2, n_youtube=1, n_frames=8, size=64, workers=1, progress=False)
 N_VIDEOS = 2 * 2 * 2 + 1

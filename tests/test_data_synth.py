@@ -10,15 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rccl.data.layouts import read_layout
-from rccl.data.manifest import read_manifest
-from rccl.data.prep import prepare
-from rccl.cli.synth import main as synth_main
-from rccl.data.synth import PRESETS, SynthConfig, SynthError, make_demo, make_synthetic, preset
-from rccl.data.synth.forge import LOOKALIKE_KEYS, source_face
-from rccl.data.synth.plan import video_plan
-from rccl.data.synth.probe import cnn_probe, colour_stats, lowpass, probe_aucs
-from rccl.data.synth.render import Face
+pytest.importorskip("av", reason="needs PyAV (pip install av): the synthetic sets are videos written with PyAV")
+
+from rccl.data.layouts import read_layout  # noqa: E402
+from rccl.data.manifest import read_manifest  # noqa: E402
+from rccl.data.prep import prepare  # noqa: E402
+from rccl.cli.synth import main as synth_main  # noqa: E402
+from rccl.data.synth import PRESETS, SynthConfig, SynthError, make_demo, make_synthetic, preset  # noqa: E402
+from rccl.data.synth.forge import LOOKALIKE_KEYS, source_face  # noqa: E402
+from rccl.data.synth.plan import video_plan  # noqa: E402
+from rccl.data.synth.probe import cnn_probe, colour_stats, lowpass, probe_aucs  # noqa: E402
+from rccl.data.synth.render import Face  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 TINY = dict(n_identities=3, videos_per_identity=2, n_youtube=1, n_frames=6, size=64, workers=1, progress=False)

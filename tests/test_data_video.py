@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rccl.data.compress import H264Writer
-from rccl.data.video import VideoError, pair_indices, probe, read_frames
+pytest.importorskip("av", reason="needs PyAV (pip install av): rccl.data.video decodes frames with PyAV")
+
+from rccl.data.compress import H264Writer  # noqa: E402
+from rccl.data.video import VideoError, pair_indices, probe, read_frames  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 CLIP = FACES / "video" / "short_hamilton_clip.mp4"

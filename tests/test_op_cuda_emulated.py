@@ -18,7 +18,7 @@ import torch
 
 from conftest import make_inputs
 from cuda_emulation import emulated
-from rccl import reference
+from rccl import accuracy, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def ops():
     return emulated.EmulatedOps(emulated.build())  # a compile error in the kernels fails here, loudly
 
 
-LIMITS = {torch.float32: 1e-4, torch.float64: 1e-12, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+LIMITS = accuracy.BOUNDS  # the bounds rccl-check applies on a GPU
 CASES = emulated.CASES  # odd sizes, absent classes, K = 0, M > fakes, neighbors 0 and > class, N > 512
 
 

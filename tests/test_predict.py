@@ -2,22 +2,24 @@ import json
 import shutil
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
-import torch
-import yaml
-from PIL import Image
 
-from rccl.cli.predict import main as predict_main
-from rccl.data.faces import FaceCropper, track_subject
-from rccl.data.transforms import eval_transform
-from rccl.data.video import read_frames
-from rccl.model import input_normalization
-from rccl.predict import (Prediction, PredictionError, crop_style, face_boxes, face_crops, load_frames, predict_files,
+av = pytest.importorskip("av", reason="needs PyAV (pip install av): rccl-predict decodes video with PyAV")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from rccl.cli.predict import main as predict_main  # noqa: E402
+from rccl.data.faces import FaceCropper, track_subject  # noqa: E402
+from rccl.data.transforms import eval_transform  # noqa: E402
+from rccl.data.video import read_frames  # noqa: E402
+from rccl.model import input_normalization  # noqa: E402
+from rccl.predict import (Prediction, PredictionError, crop_style, face_boxes, face_crops, load_frames, predict_files,  # noqa: E402
                           sample_indices)
-from rccl.run import RunDir
-from tiny_data import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint
+from rccl.run import RunDir  # noqa: E402
+from tiny_data import IMAGE_SIZE, install_brightness_detector, make_tiny_run, save_stage2_checkpoint  # noqa: E402
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 needs_faces = pytest.mark.skipif(not FACES.is_dir(), reason=f"real face data not found at {FACES}")

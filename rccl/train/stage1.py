@@ -27,7 +27,8 @@ def contrastive_step(net: nn.Module, loss_fn: RealCentricLoss, view1: torch.Tens
     runs backward and the step."""
     with autocast:
         z = net(torch.cat([view1, view2]))
-    z = gather_with_grad(z.float())
+    # the autocast dtype on CUDA where the compiled op takes it (its tensor-core path), float32 elsewhere
+    z = gather_with_grad(z.to(loss_fn.feature_dtype(z)))
     all_labels = gather_no_grad(torch.cat([labels, labels]))
     collapsed = loss_fn.collapsed_value(all_labels)  # before the call, which updates the banks
     loss = loss_fn(z, all_labels)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from rccl import reference
+from rccl import accuracy, reference
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -255,21 +255,8 @@ def compare(ops: EmulatedOps, x: dict, neighbors: int = 2, verbose: bool = True)
     options = (neighbors, 0.1, 0.2)
     loss, extra, extra_labels, lse = ops.real_centric_loss(*x.values(), *options)
     grad = ops.backward(torch.tensor(0.7, dtype=torch.float64), x["z"], x["labels"], extra, extra_labels, lse, *options[1:])
-    z64 = x["z"].double().requires_grad_(True)
-    ref = reference.real_centric_loss_outputs(z64, x["labels"], *(x[k].double() for k in ("center", "bank_real",
-                                              "bank_fake", "lam")), *options)
-    (ref_grad,) = torch.autograd.grad(ref[0], z64)
-    ref_grad = 0.7 * ref_grad
-    finite = torch.isfinite(ref[3])
-    result = {
-        "labels_equal": torch.equal(extra_labels, ref[2]),
-        "lse_inf_equal": torch.equal(torch.isinf(lse), torch.isinf(ref[3])),
-        "loss": abs(loss.double() - ref[0]).item() / max(abs(ref[0].item()), 1e-12),
-        "extra": (extra.double() - ref[1]).abs().max().item() if extra.numel() else 0.0,
-        "lse": (lse.double()[finite] - ref[3][finite]).abs().max().item() if finite.any() else 0.0,
-        "grad": ((grad.double() - ref_grad).norm() / ref_grad.norm().clamp(min=1e-30)).item()
-        if ref_grad.abs().max() > 0 else grad.double().abs().max().item(),
-    }
+    result = accuracy.errors((loss, extra, extra_labels, lse, grad),
+                             accuracy.reference_outputs(x, *options, grad_loss=0.7))
     if verbose:
         (N, D), K, M = x["z"].shape, x["bank_real"].shape[0], x["lam"].shape[0]
         print(f"N={N:4d} D={D:3d} K={K:2d} M={M:2d} fake={int(x['labels'].sum())} nb={neighbors} {str(x['z'].dtype):14s} "
@@ -282,7 +269,6 @@ CASES = [  # (N, D, K, M, n_fake, neighbors)
     (47, 130, 3, 5, None, 2), (64, 16, 4, 20, 5, 2), (64, 16, 4, 4, 0, 2), (64, 16, 4, 4, 64, 2),
     (33, 16, 4, 4, 3, 10), (40, 16, 2, 2, None, 0), (150, 40, 16, 16, None, 2), (600, 8, 2, 3, 200, 2),
 ]
-LIMITS = {torch.float32: 1e-4, torch.float64: 1e-9, torch.bfloat16: 3e-2, torch.float16: 3e-3}
 
 
 def main() -> int:
@@ -295,8 +281,8 @@ def main() -> int:
             N, D, K, M, n_fake, neighbors = case
             x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, seed=N + D, n_fake=n_fake, requires_grad=False)
             r = compare(ops, x, neighbors)
-            limit = LIMITS[dtype]
-            bad = [k for k in ("loss", "extra", "lse", "grad") if not r[k] <= limit]
+            limit = accuracy.BOUNDS[dtype]
+            bad = [k for k in accuracy.ERROR_KEYS if not r[k] <= limit]
             bad += [k for k in ("labels_equal", "lse_inf_equal") if not r[k]]
             if bad:
                 failures.append(f"{case} {dtype}: {bad}")
@@ -316,3 +302,32 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class EmulatedBackend:
+    """The emulated CUDA kernels as a backend of rccl-check (rccl.check.Backend's interface): both tile
+    sizes, every dtype, on CPU tensors, so that the check itself is run over the CUDA kernels in CI."""
+
+    name = "cuda (emulated)"
+    device = "cpu"
+    tile_settings = ("32x32", "64x64")
+
+    def __init__(self, library: Path | None = None):
+        library = library or build()
+        self.ops = {"32x32": EmulatedOps(library, small_tile_max_n=1 << 40), "64x64": EmulatedOps(library, 0)}
+
+    def tiles_for(self, dtype):
+        return ("32x32",) if dtype == torch.float64 else self.tile_settings  # float64: 32 x 32 always
+
+    def loss_outputs(self, x, case, tiles):
+        from rccl.check import GRAD_LOSS, OPTIONS
+
+        ops = self.ops[tiles]
+        t, m = OPTIONS["temperature"], OPTIONS["margin"]
+        loss, extra, extra_labels, lse = ops.real_centric_loss(*x.values(), case.neighbors, t, m)
+        grad = ops.backward(torch.tensor(GRAD_LOSS, dtype=torch.float64), x["z"], x["labels"], extra, extra_labels,
+                            lse, t, m)
+        return loss, extra, extra_labels, lse, grad
+
+    def hard_banks(self, x, k, tiles):
+        return self.ops[tiles].update_hard_banks(x["z"], x["labels"], x["center"], x["bank_real"], x["bank_fake"], k)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from rccl import reference
+from rccl import accuracy, reference
 from tests.conftest import make_inputs
 from tests.cuda_emulation import emulated
 
-LIMITS = {torch.float32: 1e-4, torch.float64: 1e-12, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+LIMITS = accuracy.BOUNDS  # the op tests' and rccl-check's bounds
 
 # name: (N, D, K, M, n_fake, neighbors, dtype, small_tile_max_n[, target_blocks])
 LOSS_CASES = {
@@ -44,7 +44,7 @@ def run_loss_case(library: Path, name: str, seed: int) -> list[str]:
     ops = emulated.EmulatedOps(library, small_tile_max_n=small_tile_max_n, seed=seed, target_blocks=(target or [0])[0])
     x = make_inputs(N, D=D, K=K, M=M, dtype=dtype, seed=N + D, n_fake=n_fake, requires_grad=False)
     r = emulated.compare(ops, x, neighbors, verbose=True)
-    bad = [k for k in ("loss", "extra", "lse", "grad") if not r[k] <= LIMITS[dtype]]
+    bad = [k for k in accuracy.ERROR_KEYS if not r[k] <= LIMITS[dtype]]
     return bad + [k for k in ("labels_equal", "lse_inf_equal") if not r[k]]
 
 
@@ -87,7 +87,7 @@ def run_nan_centre_case(library: Path, seed: int) -> list[str]:
     x = make_inputs(40, D=8, K=3, M=4, n_fake=15, requires_grad=False)
     x["center"][2] = float("nan")
     r = emulated.compare(ops, x, 2, verbose=True)
-    bad = [k for k in ("loss", "extra", "lse", "grad") if not r[k] <= LIMITS[torch.float32]]
+    bad = [k for k in accuracy.ERROR_KEYS if not r[k] <= LIMITS[torch.float32]]
     bad += [k for k in ("labels_equal", "lse_inf_equal") if not r[k]]
     got = ops.update_hard_banks(x["z"], x["labels"], x["center"], x["bank_real"], x["bank_fake"], 8)
     expected = reference.update_hard_banks(x["z"], x["labels"], x["center"], x["bank_real"], x["bank_fake"], 8)
