@@ -26,7 +26,7 @@ import torch
 
 from rccl.data.faces import Detection, FaceDetector, get_detector, track_subject
 from rccl.data.faces.cascade import Cascade
-from rccl.data.faces.detection import to_frame_box
+from rccl.data.faces.base import to_frame_box
 from rccl.data.faces.mtcnn import MTCNN_MIN_FACE, Mtcnn, torch_threads
 from rccl.data.video import pair_indices, probe, read_frames
 from rccl.fileio import append_json_line

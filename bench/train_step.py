@@ -19,7 +19,7 @@ Timing: wall clock around `--steps` steps after `--warmup`, synchronised on a GP
 also the process's CPU time (the figure a shared CPU machine does not distort; with workers=0 the loader's
 work is in it too). On the CPU run it niced. The model is built from the project's config and model code
 (rccl.train.config, rccl.model.build_model, random weights), the loss from RealCentricLoss.from_config, the
-optimiser from rccl.train.engine.build_optimizer.
+optimiser from rccl.train.optim.build_optimizer.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from rccl.fileio import append_json_line
 from rccl.loss import RealCentricLoss
 from rccl.model import build_model
 from rccl.train.config import load_config
-from rccl.train.engine import build_optimizer
+from rccl.train.optim import build_optimizer
 from rccl.train.stage1 import contrastive_step
 
 SETTINGS = {

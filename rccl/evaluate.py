@@ -26,7 +26,8 @@ from rccl.data.loaders import build_eval_loader
 from rccl.data.manifest import read_manifest
 from rccl.errors import RcclError
 from rccl.fileio import write_json, write_text
-from rccl.metrics import detection_metrics, embedding_separation, roc_curve, video_scores
+from rccl.embedding import embedding_separation
+from rccl.metrics import detection_metrics, roc_curve, video_scores
 from rccl.plots import draw_roc, draw_score_histogram
 from rccl.run import RunDir
 from rccl.scoring import input_size, score_and_embed_batches, score_batches

@@ -23,7 +23,7 @@ from rccl.data.faces import FaceCropper, find_subject
 from rccl.data.video import VideoError, probe, read_frames
 from rccl.errors import RcclError
 from rccl.model import input_normalization
-from rccl.report import write_report
+from rccl.report import report_names, write_report
 from rccl.run import RunDir
 from rccl.scoring import input_size, score_crops
 
@@ -185,7 +185,9 @@ def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike
                                                    upsample=c.upsample, detector=face_detector))
 
     results = []
-    for path in tqdm(list(paths), desc="predicting", unit="file", disable=not progress or len(paths) < 2, leave=False):
+    pictures = report_names(list(paths))  # distinct: two inputs never share a picture
+    for k, path in enumerate(tqdm(list(paths), desc="predicting", unit="file", disable=not progress or len(paths) < 2,
+                                  leave=False)):
         path = str(path)
         candidates, boxes = [], []
         try:
@@ -201,7 +203,7 @@ def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike
             results.append(Prediction(path, None, 0))
             if report_dir is not None and candidates:
                 write_report(report_dir, path, candidates, boxes or [None] * len(candidates),
-                             [None] * len(candidates), None, str(e))
+                             [None] * len(candidates), None, str(e), name=pictures[k])
             continue
         scores = score_crops(model, crops, size, device, normalization=normalization, batch_size=batch_size)
         results.append(Prediction(path, float(scores.mean()), len(crops)))
@@ -210,5 +212,5 @@ def predict_files(paths: Sequence[str | os.PathLike], run_dir: str | os.PathLike
         if report_dir is not None:
             per_frame = iter(scores.tolist())
             write_report(report_dir, path, candidates, boxes, [next(per_frame) if b is not None else None for b in boxes],
-                         float(scores.mean()))
+                         float(scores.mean()), name=pictures[k])
     return results

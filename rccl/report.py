@@ -21,15 +21,44 @@ from rccl.fileio import write_bytes
 MAX_THUMBNAILS = 16  # more sampled frames are subsampled evenly for the picture (the plot keeps them all)
 
 
+def _clean(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")
+
+
 def report_name(path: str | os.PathLike) -> str:
     """The PNG's file name for an input path: its name with anything but letters, digits, - and _ replaced."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).name).strip("_") + ".png"
+    return _clean(Path(path).name) + ".png"
+
+
+def report_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """One PNG name per input path, distinct (compared without case, as some file systems do): the file's
+    name as `report_name` gives it; where two paths would share one, the parent folders are prefixed, one
+    at a time from the nearest, until they differ; a path given twice, or names still equal, get -2, -3."""
+    parts = [[_clean(p) for p in Path(path).parts[:-1] if _clean(p)] for path in paths]
+    names = [report_name(path) for path in paths]
+    depth = 0
+    while depth < max((len(p) for p in parts), default=0):
+        lowered = [n.lower() for n in names]
+        clashing = [i for i, n in enumerate(lowered) if lowered.count(n) > 1]
+        if not clashing:
+            break
+        depth += 1
+        for i in clashing:
+            if len(parts[i]) >= depth:
+                names[i] = f"{parts[i][-depth]}_{names[i]}"
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        count = seen[name.lower()] = seen.get(name.lower(), 0) + 1
+        unique.append(name if count == 1 else f"{name.removesuffix('.png')}-{count}.png")
+    return unique
 
 
 def write_report(out_dir: str | os.PathLike, path: str | os.PathLike, frames: Sequence[np.ndarray],
                  boxes: Sequence[Sequence[int] | None], scores: Sequence[float | None],
-                 fake_probability: float | None, note: str = "") -> Path:
-    """Write OUT_DIR/<name>.png for one file and return its path.
+                 fake_probability: float | None, note: str = "", name: str | None = None) -> Path:
+    """Write OUT_DIR/NAME (default `report_name(path)`; rccl-predict passes `report_names` of all its
+    files, so that two inputs never share a picture) for one file and return its path.
 
     frames: the sampled frames (RGB uint8); boxes: per frame the scored face box or None; scores: per
     frame the fake probability of its crop or None (no face); fake_probability: the file's score or None
@@ -76,6 +105,6 @@ def write_report(out_dir: str | os.PathLike, path: str | os.PathLike, frames: Se
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    target = Path(out_dir) / report_name(path)
+    target = Path(out_dir) / (name or report_name(path))
     write_bytes(target, buf.getvalue())
     return target

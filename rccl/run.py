@@ -17,36 +17,14 @@ Every file is written through rccl.fileio (atomic, the mode the umask gives).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-import torch
 import yaml
 
-from rccl.errors import RcclError
+from rccl import checkpoint
+from rccl.checkpoint import CheckpointError  # noqa: F401  (the run folder's error too)
 from rccl.fileio import write_text
-
-CHECKPOINT_FORMAT = "rccl-checkpoint-1"
-
-
-class CheckpointError(RcclError, RuntimeError):
-    """A run folder or checkpoint that cannot be used; the message names the file and what to do."""
-
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """A checkpoint written by rccl-train (weights_only: tensors and plain values only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"checkpoint {path}: not an rccl checkpoint (format {found!r}, "
-                              f"expected {CHECKPOINT_FORMAT})")
-    return state
-
 
 class RunDir:
     """A run folder (it may not exist yet: `RunDir.create` makes a fresh one)."""
@@ -165,7 +143,20 @@ class RunDir:
     def latest_checkpoint(self, stage: int) -> dict | None:
         """The stage's last checkpoint, or None when the stage has not finished an epoch."""
         path = self.last_checkpoint_path(stage)
-        return load_checkpoint(path) if path.is_file() else None
+        return checkpoint.read(path) if path.is_file() else None
+
+    def save_checkpoint(self, stage: int, epoch: int, state: dict, keep_epochs: int = 0) -> Path:
+        """Write stage{stage}_{epoch:03d}.pt and the same bytes as stage{stage}_last.pt (rccl.checkpoint's
+        format, each file atomically); prune numbered files beyond `keep_epochs` (0 keeps all). Returns the
+        numbered file."""
+        path = self.checkpoint_path(stage, epoch)
+        checkpoint.write([path, self.last_checkpoint_path(stage)], stage, epoch, state)
+        if keep_epochs > 0:
+            numbered = sorted(p for p in self.checkpoint_dir.glob(f"stage{stage}_*.pt")
+                              if re.fullmatch(rf"stage{stage}_\d{{3,}}\.pt", p.name))
+            for old in numbered[:-keep_epochs]:
+                old.unlink(missing_ok=True)
+        return path
 
     def load_detector(self, map_location="cpu"):
         """The run's stage-2 detector (encoder + linear head, eval mode; model(images) -> logits (B, 2),
@@ -178,7 +169,7 @@ class RunDir:
             hint = ("stage 1 is done: run `rccl-train --resume RUN --stage 2`"
                     if self.last_checkpoint_path(1).is_file() else "train it first with rccl-train")
             raise CheckpointError(f"run {self.path}: no stage-2 checkpoint ({path.name}); {hint}")
-        state = load_checkpoint(path, map_location="cpu")
+        state = checkpoint.read(path, map_location="cpu")
         cfg = state["config"]
         model = build_model(cfg, load_weights=False)
         model.load_state_dict(state["model"])

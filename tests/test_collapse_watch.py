@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from rccl.loss import RealCentricLoss
-from rccl.metrics import embedding_separation
+from rccl.embedding import embedding_separation
 from rccl.train.collapse import collapse_warning, epoch_fields, step_sums
 from rccl.train.config import load_config
 from rccl.train.runner import train

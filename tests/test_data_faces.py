@@ -82,3 +82,22 @@ def test_real_clip_yields_face_crops():
     # a crop holds a face, not background: the detector finds it again in the crop, scaled up
     again = [FaceCropper(detect_size=256).detect(c) for c, b in zip(crops, boxes) if b is not None]
     assert sum(a is not None for a in again) >= len(again) // 2
+
+
+def test_the_detectors_import_the_base_and_only_the_registry_imports_them():
+    """No import circle: base <- detectors <- registry (the shape rccl.data.layouts has)."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "rccl" / "data" / "faces"
+
+    def faces_imports(name):
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        return {n.module.rsplit(".", 1)[-1] for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("rccl.data.faces")}
+
+    assert faces_imports("base") == set() and faces_imports("track") <= {"base"}
+    for detector in ("dlib_hog", "dlib_cnn", "mtcnn", "cascade"):
+        assert "base" in faces_imports(detector) and faces_imports(detector) <= {"base", "track"}, detector
+    assert faces_imports("registry") == {"base", "dlib_hog", "dlib_cnn", "mtcnn", "cascade"}
+    assert not (folder / "detection.py").exists()

@@ -207,9 +207,14 @@ def test_ffpp_detects_on_c23_when_raw_is_absent(tmp_path):
 def test_cli(tree, tmp_path, capsys):
     from rccl.cli.prep import main
 
-    assert main(["--dataset", "synthetic", "--root", str(tree), "--out", str(tmp_path / "o"), "--qualities", "raw",
-                 "--pairs", "1", "--crop-size", "16", "--workers", "1", "--no-progress"]) == 0
-    assert "manifest rows: 18" in capsys.readouterr().out
+    args = ["--dataset", "synthetic", "--root", str(tree), "--qualities", "raw", "--pairs", "1", "--crop-size", "16",
+            "--workers", "1", "--no-progress", "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "o")]) == 0
+    assert "manifest rows: 18" in capsys.readouterr().err  # the summary is a diagnostic: logging, on stderr
+    assert main(args + ["--out", str(tmp_path / "q"), "-q"]) == 0
+    assert capsys.readouterr().err == ""  # -q silences it
+    assert main(args + ["--out", str(tmp_path / "r"), "--decoder", "dali"]) == 2
+    assert "--decoder dali decodes on the GPU, but --device cpu" in capsys.readouterr().err
     assert main(["--dataset", "celebdf", "--root", str(tmp_path), "--out", str(tmp_path / "p"), "--no-progress"]) == 2
     assert "not a Celeb-DF-v2 tree" in capsys.readouterr().err
 

@@ -268,6 +268,8 @@ def test_cli_preset_and_flag_overrides(tmp_path, capsys):
     assert synth_kwargs(build_parser().parse_args(["--out", "x"])) == {}
     assert synth_main(["--out", str(tmp_path / "s"), "--identities", "1", "--no-progress"]) == 2
     assert "rccl-synth: error: n_identities must be at least 2" in capsys.readouterr().err
+    assert synth_main(["--out", str(tmp_path / "g"), "--device", "cuda", "--no-progress"]) == 2
+    assert "rccl-synth computes on the CPU only" in capsys.readouterr().err and not (tmp_path / "g").exists()
     out = tmp_path / "t"
     assert synth_main(["--out", str(out), "--preset", "compression", "--identities", "3",
                        "--videos-per-identity", "2", "--test-videos-per-identity", "1", "--youtube", "1",

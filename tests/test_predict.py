@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,26 @@ def test_report_writes_one_picture_per_file(run, astronaut, tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"{astronaut}: face in 1 of 1 sampled frame(s)" in captured.err
     assert "skipped: no face found in any of 4 sampled frames" in captured.out
+
+
+def test_report_names_never_collide():
+    from rccl.report import report_names
+
+    assert report_names(["a/x.mp4", "b/x.mp4", "c/y.mp4"]) == ["a_x_mp4.png", "b_x_mp4.png", "y_mp4.png"]
+    assert report_names(["d/a/x.mp4", "e/a/x.mp4"]) == ["d_a_x_mp4.png", "e_a_x_mp4.png"]
+    assert report_names(["x.mp4", "x.mp4", "X.MP4"]) == ["x_mp4.png", "x_mp4-2.png", "X_MP4-3.png"]
+    assert report_names(["a/x.mp4", "x.mp4"]) == ["a_x_mp4.png", "x_mp4.png"]
+    assert report_names(["a.b", "a_b"]) == ["a_b.png", "a_b-2.png"]
+
+
+def test_report_of_two_files_with_one_name_writes_two_pictures(run, astronaut, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(astronaut, tmp_path / folder / "x.png")
+    out = tmp_path / "report"
+    assert predict_main(["--checkpoint", str(run), "--device", "cpu", "--detector", "dlib", "--report", str(out),
+                         "--no-progress", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a_x_png.png", "b_x_png.png"]
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"real deepfake samples not found at {REAL}")

@@ -21,7 +21,7 @@ SIZE = 16
 def _model():
     torch.manual_seed(0)
     cfg = load_config(None, ["model.encoder=test_byobnet", f"data.image_size={SIZE}", "model.proj_hidden=32",
-                             "model.proj_dim=16"])
+                             "model.proj_dim=16", "model.pretrained=false", "model.allow_scratch=true"])
     model = build_model(cfg)
     # Batch-norm statistics are per rank under DDP (SyncBatchNorm is CUDA-only): compare with fixed ones.
     model.eval()
@@ -49,7 +49,7 @@ def _rank_step(rank, init_file, out_dir):
         loss_fn = _loss()
         v1, v2, labels = _data()
         torch.manual_seed(123)
-        loss = contrastive_step(net, loss_fn, v1[rank], v2[rank], labels[rank], contextlib.nullcontext())
+        loss, _ = contrastive_step(net, loss_fn, v1[rank], v2[rank], labels[rank], contextlib.nullcontext())
         loss.backward()
         grads = {n: p.grad.clone() for n, p in net.module.named_parameters() if p.grad is not None}
         torch.save({"loss": loss.detach(), "grads": grads, "buffers": dict(loss_fn.state_dict())},
@@ -83,3 +83,17 @@ def test_two_rank_step_equals_one_process_on_the_concatenated_batch(tmp_path):
             assert torch.allclose(got["buffers"][key].to(value.dtype), value, atol=1e-6), f"rank {r}: loss buffer {key}"
     for key in ranks[0]["buffers"]:
         assert torch.equal(ranks[0]["buffers"][key], ranks[1]["buffers"][key]), f"{key} differs between ranks"
+
+
+def test_the_device_is_set_before_the_process_group_forms(monkeypatch):
+    """NCCL maps a rank to the current device when the group forms: set_device must come first."""
+    import rccl.train.runner as runner
+    from rccl.train.distributed import DistInfo
+
+    calls = []
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(runner, "resolve_device", lambda choice: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", str(device))))
+    monkeypatch.setattr(runner, "init_from_env", lambda kind: calls.append(("init_process_group", kind)) or DistInfo())
+    device, _ = runner._start_processes(load_config(None, []))
+    assert calls == [("set_device", "cuda:1"), ("init_process_group", "cuda")] and str(device) == "cuda:1"

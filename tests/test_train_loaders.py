@@ -112,3 +112,16 @@ def test_jpeg_distortion_changes_pixels_only_when_asked():
     distorted = train_transform(32, {**still, "jpeg_p": 1.0, "jpeg_quality": [10, 10]})(image)
     assert distorted.shape == plain.shape and distorted.dtype == plain.dtype
     assert (distorted - plain).abs().mean() > 0.05
+
+
+def test_stage2_views_are_crop_and_flip_only():
+    """docs/training.md: stage 2 keeps the crop and the flip of stage 1 and no photometric distortion."""
+    from rccl.data.transforms import train_transform
+    from rccl.train.stage2 import stage2_config
+
+    cfg = load_config(None, ["data.augment.jpeg_p=0.5", "data.augment.blur_p=0.5", "data.augment.color_jitter_p=0.8"])
+    stage1 = {type(t).__name__ for t in train_transform(32, cfg["data"]["augment"]).transforms}
+    assert {"RandomApply"} <= stage1  # colour, blur and JPEG are wrapped in RandomApply
+    steps = [type(t).__name__ for t in train_transform(32, stage2_config(cfg)["data"]["augment"]).transforms]
+    assert steps == ["RandomResizedCrop", "RandomHorizontalFlip", "ToDtype", "Normalize"]
+    assert cfg["data"]["augment"]["jpeg_p"] == 0.5  # the run's own config is left as it was

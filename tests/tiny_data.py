@@ -8,7 +8,7 @@ test splits, consecutive frame pairs; fakes carry a bright square so a model can
 
 Evaluation and prediction: `make_tiny_run` writes uniform-colour crops, their manifest, and a run folder's
 config.yaml resolved by the training room's own config code. Two detectors: `save_stage2_checkpoint`
-writes a real stage-2 checkpoint of a tiny timm encoder with the training room's save_checkpoint (the true
+writes a real stage-2 checkpoint of a tiny timm encoder with RunDir.save_checkpoint (the true
 run-folder contract, read back by RunDir.load_detector); `install_brightness_detector` swaps
 RunDir.load_detector for a `BrightnessDetector`, whose fake probability is the mean brightness of the
 un-normalised image, so a crop filled with grey level v scores v / 255 and the tests compute every
@@ -27,7 +27,6 @@ from rccl.data.manifest import write_manifest
 from rccl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from rccl.model import build_model
 from rccl.run import RunDir
-from rccl.train.checkpoint import save_checkpoint
 from rccl.train.config import load_config, save_config
 
 
@@ -154,7 +153,7 @@ def save_stage2_checkpoint(run: Path, seed: int = 0) -> torch.nn.Module:
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     torch.manual_seed(seed)
     model = build_model(cfg, load_weights=False).eval()
-    save_checkpoint(run, 2, 1, {"config": cfg, "model": model.state_dict()})
+    RunDir(run).save_checkpoint(2, 1, {"config": cfg, "model": model.state_dict()})
     return model
 
 

@@ -18,10 +18,11 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def add_common_arguments(p: argparse.ArgumentParser, *, device: bool = True) -> argparse.ArgumentParser:
-    """--device (for commands that run a model), --no-progress, -v/-q, --traceback."""
-    if device:
-        p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+def add_common_arguments(p: argparse.ArgumentParser, *, device_help: str | None = None) -> argparse.ArgumentParser:
+    """--device, --no-progress, -v/-q, --traceback: every command has them. `device_help` says what
+    --device means for a command that does not run a model."""
+    p.add_argument("--device", default=None,
+                   help=device_help or "torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_mutually_exclusive_group()
     g.add_argument("-v", "--verbose", action="store_true", help="debug messages too")

@@ -2,12 +2,34 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from rccl.cli.common import add_common_arguments, error, run_command
 from rccl.data.faces import DEFAULT_DETECTOR, DETECTOR_NAMES
 from rccl.data.layouts import DATASETS, QUALITIES
+from rccl.data.prep.config import PrepError
 from rccl.data.prep import BOX_MODES, PrepConfig, run_prep
+
+log = logging.getLogger("rccl.prep")
+
+
+def decoder_for_device(decoder: str, device: str | None) -> str:
+    """--device says where rccl-prep's GPU-capable step (video decoding) may run: cpu makes --decoder auto
+    PyAV and refuses dali; cuda asks for NVDEC (DALI) and refuses pyav; auto (the default) leaves it to
+    --decoder. Face detection and cropping run on the CPU either way."""
+    device = (device or "auto").split(":")[0]
+    if device not in ("auto", "cpu", "cuda"):
+        raise PrepError(f"--device {device}: expected auto, cpu or cuda")
+    if device == "cpu":
+        if decoder == "dali":
+            raise PrepError("--decoder dali decodes on the GPU, but --device cpu asks for the CPU; drop one of them")
+        return "pyav"
+    if device == "cuda":
+        if decoder == "pyav":
+            raise PrepError("--decoder pyav decodes on the CPU, but --device cuda asks for the GPU; drop one of them")
+        return "dali"
+    return decoder
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -67,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-skipped", action="store_true", help="try again the videos an earlier run skipped")
     p.add_argument("--no-landmarks", action="store_false", dest="landmarks",
                    help="do not fit the 68 facial landmarks per crop (self-blending, data.fakes=sbi, needs them)")
-    add_common_arguments(p, device=False)
+    add_common_arguments(p, device_help="where video decoding runs: cpu (PyAV), cuda (NVDEC through DALI), auto "
+                                         "(--decoder decides; the default). Face detection runs on the CPU")
     return p
 
 
@@ -78,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dataset == "deepfakebench":
             from rccl.data.deepfakebench import import_deepfakebench
 
-            print(f"rccl-prep: {import_deepfakebench(args.root, args.out, frames_root=args.frames_root)}")
+            log.info(f"rccl-prep: {import_deepfakebench(args.root, args.out, frames_root=args.frames_root)}")
             return 0
         cfg = PrepConfig(dataset=args.dataset, root=args.root, out=args.out,
                          qualities=tuple(q.strip() for q in args.qualities.split(",") if q.strip()),
@@ -86,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                          detect_size=args.detect_size, crop_format=args.crop_format,
                          jpeg_quality=args.jpeg_quality, compression=args.compression, preset=args.preset,
                          workers=args.workers, shard=args.shard, ffpp_splits=args.ffpp_splits,
-                         retry_skipped=args.retry_skipped, boxes=args.boxes, decoder=args.decoder,
-                         detector=args.detector, landmarks=args.landmarks)
+                         retry_skipped=args.retry_skipped, boxes=args.boxes,
+                         decoder=decoder_for_device(args.decoder, args.device), detector=args.detector,
+                         landmarks=args.landmarks)
         try:
-            summary = run_prep(cfg, progress=not args.no_progress)
+            summary = run_prep(cfg, progress=not args.no_progress, log=log.info)
         except ValueError as e:  # a value rccl.data rejects with a plain ValueError (not an RcclError)
             return error("rccl-prep", str(e))
         return 0 if summary.rows > 0 else 1

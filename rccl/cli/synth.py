@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rccl.cli.common import add_common_arguments, run_command
+from rccl.cli.common import add_common_arguments, error, run_command
 from rccl.data.synth import PRESETS, TRACES, SynthConfig, make_synthetic, preset
 
 # flag -> make_synthetic keyword; a flag not given takes the preset's value, else SynthConfig's default
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fragile/lookalike fakes: multiplier of the upsampling checkerboard "
                         f"(default: {d.checker_scale})")
     p.add_argument("--workers", type=int, default=0, help="processes (default: up to 2)")
-    add_common_arguments(p, device=False)
+    add_common_arguments(p, device_help="rccl-synth computes on the CPU only (numpy, libx264): cpu or auto; cuda is "
+                                         "refused")
     return p
 
 
@@ -72,9 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        if (args.device or "auto").split(":")[0] not in ("auto", "cpu"):
+            return error("rccl-synth", f"--device {args.device}: rccl-synth computes on the CPU only (numpy and "
+                                       f"libx264); use --device cpu or leave it out")
         out = make_synthetic(args.out, faces_dir=args.faces, workers=args.workers or None,
                              progress=not args.no_progress, **synth_kwargs(args))
-        print(f"rccl-synth: wrote {out}; next: rccl-prep --dataset synthetic --root {out} --out {out}-prep")
+        print(f"rccl-synth: wrote {out}; next: rccl-prep --dataset synthetic --root {out} --out {out}-prep")  # the result
         return 0
 
     return run_command("rccl-synth", args, body)

@@ -71,34 +71,55 @@ def resolve_config(args) -> tuple[dict, bool]:
     return cfg, False
 
 
-def main(argv=None) -> int:
+def main(argv=None, hooks=()) -> int:
+    """`hooks`: extra engine hooks (rccl.train.engine.HookBase) after the default ones, e.g. a test's kill."""
     args = parse_args(argv)
 
     def body() -> int:
-        from rccl.train.config import ConfigError
+        from rccl.train.config import ConfigError, check_world_size
         from rccl.train.demo import prepare_demo_data
         from rccl.train.runner import train
 
         cfg, is_demo = resolve_config(args)
+        check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))  # before a process group forms
         if is_demo:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 raise ConfigError("the demo runs in one process; give data.manifest=... for torchrun")
             cfg["data"]["manifest"] = str(prepare_demo_data(cfg).resolve())
         stages = (1, 2) if args.stage == "both" else (int(args.stage),)
-        run = train(cfg, stages=stages, resume_dir=args.resume)
-        if cfg["eval"]["after_training"] and not args.no_eval and 2 in stages and int(os.environ.get("RANK", "0")) == 0:
-            from rccl.evaluate import evaluate_run
-
-            evaluate_run(run.path, cfg["eval"]["qualities"], cfg["eval"]["split"], device=_eval_device(cfg),
-                         batch_size=cfg["eval"]["batch_size"], num_workers=0, progress=bool(cfg["train"]["progress"]))
+        evaluation = [evaluation_hook()] if cfg["eval"]["after_training"] and not args.no_eval else []
+        train(cfg, stages=stages, resume_dir=args.resume, hooks=[*evaluation, *hooks])
         return 0
 
-    return run_command(PROG, args, body, interrupted="interrupted; the last finished epoch's checkpoint is kept "
+    return run_command(PROG, args, body, interrupted="interrupted; the last finished epoch's checkpoint is kept, "
+                                                     "and an interrupted evaluation runs again "
                                                      "(continue with --resume RUN)")
 
 
+def evaluation_hook():
+    """The hook that runs rccl-eval's evaluation once training is done (rank 0): after a run that trained
+    something, or on a finished run whose metrics.json is missing (an evaluation that was interrupted).
+    A finished run with its metrics is left as it is (`rccl-eval RUN` evaluates it again)."""
+    from rccl.train.engine import HookBase  # late: `rccl-train --help` does not load torch
+
+    class EvaluateAfterTraining(HookBase):
+        def after_train(self, outcome) -> None:
+            run, cfg = outcome.run, outcome.cfg
+            if not (outcome.is_main and outcome.complete):
+                return
+            if not outcome.trained and run.metrics_path(cfg["eval"]["split"]).is_file():
+                return
+            from rccl.evaluate import evaluate_run
+
+            evaluate_run(run.path, cfg["eval"]["qualities"], cfg["eval"]["split"], device=_eval_device(cfg),
+                         batch_size=cfg["eval"]["batch_size"], num_workers=0,
+                         progress=bool(cfg["train"]["progress"]))
+
+    return EvaluateAfterTraining()
+
+
 def _eval_device(cfg: dict):
-    from rccl.train.engine import resolve_device
+    from rccl.train.runtime import resolve_device
 
     device = resolve_device(cfg["train"]["device"])
     return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device.type == "cuda" else device

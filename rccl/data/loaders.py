@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from PIL import Image
@@ -89,17 +90,56 @@ class PairViews(_Crops):
             images.update(zip(group, blended))
         return images
 
-    def _item(self, images, anchor: int, partner: int) -> dict:
+    def _item(self, images, anchor: int, partner: int, seed: int | None = None) -> dict:
+        """The two views of (anchor, partner), augmented from the process's RNG, or with a seed (what the
+        training loader gives: see SeededBatches) from a generator of that seed alone."""
+        if seed is None:
+            return self._views(images, anchor, partner)
+        with torch.random.fork_rng(devices=[]):  # the process's own RNG stream is left as it was
+            torch.manual_seed(int(seed))
+            return self._views(images, anchor, partner)
+
+    def _views(self, images, anchor: int, partner: int) -> dict:
         return {"view1": self.transform(images[anchor]), "view2": self.transform(images[partner]),
                 "label": torch.tensor(int(self.records[anchor]["label"]), dtype=torch.int64),
                 "index": torch.tensor(anchor, dtype=torch.int64)}
 
+    def _batch_images(self, pairs) -> dict[int, torch.Tensor]:
+        """The images of a batch's pairs; the self-blending draws come from the first pair's seed when the
+        pairs carry seeds, so they too are the same after a resume."""
+        indices = sorted({i for pair in pairs for i in pair[:2]})
+        if len(pairs[0]) < 3:
+            return self._images(indices)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(pairs[0][2]))
+            return self._images(indices)
+
     def __getitem__(self, pair):
-        return self._item(self._images(sorted(set(pair))), *pair)
+        """pair: (anchor, partner) or (anchor, partner, seed)."""
+        return self._item(self._batch_images([pair]), *pair)
 
     def __getitems__(self, pairs):
-        images = self._images(sorted({i for pair in pairs for i in pair}))
-        return [self._item(images, a, p) for a, p in pairs]
+        images = self._batch_images(pairs)
+        return [self._item(images, *pair) for pair in pairs]
+
+
+class SeededBatches:
+    """The sampler's batches with an augmentation seed per item, made of (train.seed, epoch, rank, batch,
+    position): the views an item gets do not depend on which worker makes it, on how long the workers
+    have lived (persistent workers carry their RNG across epochs), or on a resume, so a resumed run with
+    data.workers > 0 sees exactly the views an uninterrupted one saw. Call sampler.set_epoch first."""
+
+    def __init__(self, sampler, seed: int):
+        self.sampler, self.seed = sampler, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch, rank = int(self.sampler.epoch), int(getattr(self.sampler, "rank", 0))
+        for b, batch in enumerate(self.sampler):
+            seeds = np.random.SeedSequence([self.seed, epoch, rank, b]).generate_state(len(batch), np.uint64)
+            yield [(a, p, int(s) >> 1) for (a, p), s in zip(batch, seeds)]
 
 
 class Frames(_Crops):
@@ -118,6 +158,10 @@ class Frames(_Crops):
                 "index": torch.tensor(i, dtype=torch.int64)}
 
 
+class LoaderError(RcclError, ValueError):
+    """Training data or a loader backend that cannot be used; the message names the setting at fault."""
+
+
 def dali_available() -> bool:
     return (importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
             and importlib.util.find_spec("rccl.data.dali_loader") is not None)
@@ -128,7 +172,10 @@ def resolve_backend(backend: str) -> str:
         # DALI's CPU pipeline also beat the torch loader on a 2-core machine (bench/results/dali.md)
         return "dali" if dali_available() else "torch"
     if backend not in ("torch", "dali"):
-        raise ValueError(f"data.backend must be torch, dali or auto, got {backend!r}")
+        raise LoaderError(f"data.backend must be torch, dali or auto, got {backend!r}")
+    if backend == "dali" and not dali_available():
+        raise LoaderError("data.backend=dali but NVIDIA DALI (nvidia-dali-cuda130) or rccl.data.dali_loader is "
+                          "not importable; install DALI or use data.backend=torch")
     return backend
 
 
@@ -142,9 +189,6 @@ def build_train_loader(cfg: dict, records: list[dict], sampler):
         raise RcclError(f"data.fakes={cfg['data'].get('fakes')}: the DALI loader does not make self-blended "
                         f"pseudo-fakes; use data.backend=torch (or auto, which picks it for this mode)")
     if backend == "dali":
-        if not dali_available():
-            raise RuntimeError("data.backend=dali but NVIDIA DALI (nvidia-dali-cuda130) or rccl.data.dali_loader is "
-                               "not importable; install DALI or use data.backend=torch")
         from rccl.data.dali_loader import build_dali_train_loader
         return build_dali_train_loader(cfg, records, sampler)
     data = cfg["data"]
@@ -153,8 +197,11 @@ def build_train_loader(cfg: dict, records: list[dict], sampler):
     if data["cache_images"]:
         dataset.preload(progress=cfg["train"]["progress"])
     workers = int(data["workers"])
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+    # the loader's own generator: the worker base seed it draws leaves the global RNG alone (a resumed run
+    # creates its workers at another epoch than an uninterrupted one; the views do not use that seed)
+    return DataLoader(dataset, batch_sampler=SeededBatches(sampler, cfg["train"]["seed"]), num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(0))
 
 
 def build_eval_loader(cfg: dict, records: list[dict], batch_size: int | None = None, workers: int | None = None):
@@ -170,15 +217,15 @@ def check_train_records(records: list[dict], manifest: str, split: str, qualitie
     """Errors a user can act on, before any worker starts: nothing selected, one class only (with
     fakes="sbi" naturals alone are enough: the fakes are made from them)."""
     if not records:
-        raise ValueError(f"manifest {manifest}: no crop with split={split!r} and quality in {list(qualities)}; "
+        raise LoaderError(f"manifest {manifest}: no crop with split={split!r} and quality in {list(qualities)}; "
                          f"check data.train_split / data.train_qualities")
     labels = {int(r["label"]) for r in records}
     if fakes == "sbi":
         if 0 not in labels:
-            raise ValueError(f"manifest {manifest}: the {split!r} split (qualities {list(qualities)}) has no natural "
+            raise LoaderError(f"manifest {manifest}: the {split!r} split (qualities {list(qualities)}) has no natural "
                              f"crop; data.fakes=sbi makes its fakes from naturals")
         return
     if labels != {0, 1}:
         present = "naturals" if labels == {0} else "fakes"
-        raise ValueError(f"manifest {manifest}: the {split!r} split (qualities {list(qualities)}) has only {present} "
+        raise LoaderError(f"manifest {manifest}: the {split!r} split (qualities {list(qualities)}) has only {present} "
                          f"({len(records)} crops); training needs both classes")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from rccl.metrics import embedding_separation
+from rccl.embedding import embedding_separation
 
 # |loss - collapsed| / collapsed under which a step counts as "at the collapsed value". A learning run
 # leaves this band within its first epoch (bench/RESULTS.md, the stage-1 losses of Table 2).

@@ -2,7 +2,9 @@
 
 A config file holds only the keys it changes; `base: other.yaml` (relative to the file) chains files, so
 an ablation names the paper setting and the one key it varies. Every key must exist in DEFAULTS: a typo is
-an error that names the key and the file, never a silently ignored setting.
+an error that names the key and the file, never a silently ignored setting. Every value is checked against
+its rule in rccl.train.schema (type, range, allowed values) as it is merged in, so a bad value is a
+one-line ConfigError naming the key before anything is written.
 """
 from __future__ import annotations
 
@@ -14,18 +16,18 @@ from typing import Iterable
 
 import yaml
 
-from rccl.data.blend.records import FAKES_MODES
 from rccl.defaults import DEFAULTS  # noqa: F401  (re-exported: the config room's one table of keys)
 from rccl.errors import RcclError
-from rccl.reference import FUSIONS, MIXED_AS
 from rccl.fileio import write_text
+from rccl.train.schema import SCHEMA, Invalid, like
 
 
 class ConfigError(RcclError, ValueError):
     """A config that cannot be used; the message names the key and where it came from."""
 
 
-# Keys whose value is a mapping with free keys (checked by their consumer, not here).
+# Keys whose value is taken whole (a mapping with free keys, or a preset name / weight mapping): their
+# schema rule checks them as one value.
 FREE_FORM = {"model.encoder_kwargs", "demo.synth", "demo.prep", "data.pairing"}
 
 
@@ -37,33 +39,22 @@ def _check_and_merge(base: dict, update: dict, where: str, prefix: str = "") -> 
             raise ConfigError(f"{where}: unknown config key '{dotted}' (known keys"
                               f"{' under ' + prefix[:-1] if prefix else ''}: {known})")
         default = base[key]
-        if dotted in FREE_FORM:
-            base[key] = copy.deepcopy(value)
-        elif isinstance(default, dict):
+        if isinstance(default, dict) and dotted not in FREE_FORM:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: '{dotted}' is a section; give its keys ({', '.join(sorted(default))}),"
                                   f" not {value!r}")
             _check_and_merge(default, value, where, dotted + ".")
         else:
-            base[key] = _checked_value(dotted, default, value, where)
+            base[key] = checked_value(dotted, copy.deepcopy(value), where)
 
 
-def _checked_value(dotted: str, default, value, where: str):
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: '{dotted}' must be true or false, got {value!r}")
-    elif isinstance(default, (int, float)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: '{dotted}' must be a number, got {value!r}")
-        if isinstance(default, int) and not isinstance(value, int):
-            raise ConfigError(f"{where}: '{dotted}' must be an integer, got {value!r}")
-    elif isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"{where}: '{dotted}' must be a string, got {value!r}")
-    elif isinstance(default, list) and not isinstance(value, list):
-        raise ConfigError(f"{where}: '{dotted}' must be a list, got {value!r}")
-    return value
+def checked_value(dotted: str, value, where: str = ""):
+    """The value as the key's schema rule takes it, or a ConfigError naming the key (and `where`)."""
+    try:
+        rule = SCHEMA.get(dotted) or like(_flatten(DEFAULTS).get(dotted))
+        return rule(value)
+    except Invalid as e:
+        raise ConfigError(f"{where + ': ' if where else ''}'{dotted}' {e}") from None
 
 
 def _read_yaml(path: Path) -> dict:
@@ -111,8 +102,11 @@ def parse_override(text: str) -> dict:
 
 def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
                 base: dict | None = None) -> dict:
-    """DEFAULTS (or `base`, e.g. a run's saved config), then the file's chain, then each override."""
-    cfg = copy.deepcopy(base if base is not None else DEFAULTS)
+    """DEFAULTS, then `base` (e.g. a run's saved config.yaml), then the file's chain, then each override;
+    every value checked against the schema (rccl.train.schema) on the way in."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if base is not None:
+        _check_and_merge(cfg, base, "the base config")
     if path is not None:
         _apply_file(cfg, resolve_config_path(path))
     for text in overrides:
@@ -122,47 +116,43 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
 
 
 def validate(cfg: dict) -> None:
-    """Checks that span keys or values (the per-key type checks happen while merging)."""
-    choices = {
-        "data.backend": ("torch", "dali", "auto"),
-        "data.fakes": FAKES_MODES,
-        "loss.kind": ("rccl", "supcon", "ce"),
-        "train.amp_dtype": ("bfloat16", "float16"),
-        "train.amp_cpu": ("auto", "force", "off"),
-        "train.device": ("auto", "cpu", "cuda"),
-        "stage1.scheduler": ("cosine", "constant"),
-        "stage2.scheduler": ("cosine", "constant"),
-    }
-    for dotted, allowed in choices.items():
-        section, key = dotted.split(".")
-        if cfg[section][key] not in allowed:
-            raise ConfigError(f"'{dotted}' must be one of {', '.join(allowed)}, got {cfg[section][key]!r}")
+    """Every key of `cfg` against the schema (values merged in were checked already; this also covers a
+    config built by hand), then the checks that span keys."""
+    known = _flatten(DEFAULTS)
+    for dotted, value in _flatten(cfg).items():
+        if dotted not in known:
+            raise ConfigError(f"unknown config key '{dotted}'")
+        checked_value(dotted, value)
     for stage in ("stage1", "stage2"):
         s = cfg[stage]
-        if s["epochs"] < 0:
-            raise ConfigError(f"'{stage}.epochs' must be >= 0, got {s['epochs']}")
-        if s["batch_size"] < 2 or s["batch_size"] % 2:
-            raise ConfigError(f"'{stage}.batch_size' must be an even number >= 2 (half natural, half fake), "
-                              f"got {s['batch_size']}")
-        if s["lr"] <= 0:
-            raise ConfigError(f"'{stage}.lr' must be > 0, got {s['lr']}")
-    if cfg["data"]["image_size"] < 8:
-        raise ConfigError(f"'data.image_size' must be at least 8, got {cfg['data']['image_size']}")
-    loss = cfg["loss"]
-    for key in ("bank_size", "negatives", "neighbors", "linear_neighbors"):
-        if loss[key] < 0:
-            raise ConfigError(f"'loss.{key}' must be >= 0, got {loss[key]}")
-    if loss["temperature"] <= 0:
-        raise ConfigError(f"'loss.temperature' must be > 0, got {loss['temperature']}")
-    if loss["alpha"] is not None:
-        raise ConfigError(f"'loss.alpha' was replaced by 'loss.beta' and 'loss.fold': loss.alpha: {loss['alpha']} "
-                          f"is loss.beta: [{loss['alpha']}, {loss['alpha']}] with loss.fold: true (the default)")
-    beta = loss["beta"]
-    if (len(beta) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in beta)):
-        raise ConfigError(f"'loss.beta' must be two numbers > 0, [a, b] of Beta(a, b), got {beta!r}")
-    for key, allowed in (("fusion", FUSIONS), ("mixed_as", MIXED_AS)):
-        if loss[key] not in allowed:
-            raise ConfigError(f"'loss.{key}' must be one of {', '.join(allowed)}, got {loss[key]!r}")
+        if s["warmup_epochs"] > s["epochs"]:
+            raise ConfigError(f"'{stage}.warmup_epochs' must be <= {stage}.epochs ({s['epochs']}), "
+                              f"got {s['warmup_epochs']}")
+
+
+def check_world_size(cfg: dict, world_size: int) -> None:
+    """Each stage's global batch splits into `world_size` ranks of an even size (half natural, half fake)."""
+    for stage in ("stage1", "stage2"):
+        size = cfg[stage]["batch_size"]
+        if size % (2 * world_size):
+            raise ConfigError(f"'{stage}.batch_size' {size} does not split into {world_size} process(es) of an "
+                              f"even size (half natural, half fake); use a multiple of {2 * world_size}")
+
+
+def _flatten(cfg: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in cfg.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in FREE_FORM:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def flatten(cfg: dict) -> dict:
+    """{"stage1": {"lr": 0.1}} -> {"stage1.lr": 0.1}; the FREE_FORM keys stay whole values."""
+    return _flatten(cfg)
 
 
 def save_config(cfg: dict, path: str | os.PathLike) -> None:
@@ -170,12 +160,18 @@ def save_config(cfg: dict, path: str | os.PathLike) -> None:
     write_text(path, yaml.safe_dump(cfg, sort_keys=False))
 
 
+CHECKOUT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def installed_configs() -> Path:
+    """PREFIX/share/rccl/configs: where pyproject's data-files put configs/ in an installed copy."""
+    return Path(sysconfig.get_path("data")) / "share" / "rccl" / "configs"
+
+
 def config_dirs() -> list[Path]:
     """Where a config named without a path (`--config demo`) is looked up: the checkout's configs/ (the
     source of truth), then the installed copy (pyproject's data-files: PREFIX/share/rccl/configs)."""
-    checkout = Path(__file__).resolve().parents[2] / "configs"
-    installed = Path(sysconfig.get_path("data")) / "share" / "rccl" / "configs"
-    return [d for d in (checkout, installed) if d.is_dir()]
+    return [d for d in (CHECKOUT_CONFIGS, installed_configs()) if d.is_dir()]
 
 
 def shipped_configs() -> list[str]:

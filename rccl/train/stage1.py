@@ -17,7 +17,8 @@ from rccl.data.pairing import ForgeryPairSampler
 from rccl.loss import RealCentricLoss
 from rccl.train import collapse
 from rccl.train.distributed import gather_no_grad, gather_with_grad
-from rccl.train.engine import EpochLog, Runtime, Stage, TrainingError, run_stage
+from rccl.train.engine import Stage
+from rccl.train.runtime import Runtime, TrainingError
 
 
 def contrastive_step(net: nn.Module, loss_fn: RealCentricLoss, view1: torch.Tensor, view2: torch.Tensor,
@@ -83,7 +84,3 @@ def build_stage1(rt: Runtime, model, records: list[dict]) -> Stage:
     return Stage(number=1, net=net, params=list(net.parameters()), sampler=sampler,
                  loader=build_train_loader(cfg, records, sampler), step=step, set_modes=net.train,
                  describe=f"{kind} loss", loss_fn=loss_fn, compile=bool(cfg["model"]["compile"]), row=row)
-
-
-def run_stage1(rt: Runtime, model, records: list[dict], resume: dict | None, log: EpochLog) -> None:
-    run_stage(rt, model, build_stage1(rt, model, records), resume, log)

@@ -1,6 +1,6 @@
 """Stage 2: the projector dropped, the encoder frozen (eval mode: its batch-norm statistics stay those of
 stage 1), a linear classifier on the encoder's features trained with cross-entropy on balanced batches.
-Augmentation is geometric only here (crop and flip): the colour and blur of stage 1 serve the contrastive
+Augmentation is geometric only here (crop and flip): the colour, blur and JPEG distortions of stage 1 serve the contrastive
 views, while the classifier should see crops as evaluation does.
 
 For the cross-entropy baseline (loss.kind ce) the classifier was trained end to end in stage 1, so stage 2
@@ -15,15 +15,20 @@ import torch.nn.functional as F
 
 from rccl.data.loaders import build_train_loader
 from rccl.data.pairing import ForgeryPairSampler
-from rccl.train import checkpoint as ckpt
+from rccl import checkpoint as ckpt
 from rccl.train.distributed import barrier, mean_over_ranks
-from rccl.train.engine import EpochLog, Runtime, Stage, run_stage
+from rccl.train.engine import Stage
+from rccl.train.runtime import Runtime
 from rccl.train.stage1 import per_rank_batch
 
+# every photometric distortion of stage 1, off in stage 2: what is left is the crop and the flip
+PHOTOMETRIC_OFF = {"color_jitter_p": 0.0, "blur_p": 0.0, "jpeg_p": 0.0}
 
-def _stage2_config(cfg: dict) -> dict:
+
+def stage2_config(cfg: dict) -> dict:
+    """The config stage 2's loader sees: stage 1's augmentation with only the crop and the flip left."""
     cfg = copy.deepcopy(cfg)
-    cfg["data"]["augment"].update(color_jitter_p=0.0, blur_p=0.0)
+    cfg["data"]["augment"].update(PHOTOMETRIC_OFF)
     return cfg
 
 
@@ -53,20 +58,17 @@ def build_stage2(rt: Runtime, model, records: list[dict]) -> Stage:
 
     # compile=False: the head is one Linear layer; compiling it costs more than it saves
     return Stage(number=2, net=head, params=list(head.parameters()), sampler=sampler,
-                 loader=build_train_loader(_stage2_config(cfg), records, sampler), step=step, set_modes=set_modes,
+                 loader=build_train_loader(stage2_config(cfg), records, sampler), step=step, set_modes=set_modes,
                  describe="linear classifier on the frozen encoder", row=row)
 
 
-def run_stage2(rt: Runtime, model, records: list[dict], resume: dict | None, log: EpochLog) -> None:
-    model.to(rt.device)
-    if rt.cfg["loss"]["kind"] == "ce":
-        if rt.dist.is_main:
-            state = {"config": rt.cfg, "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {},
-                     "loss": {}, "sampler": {}, "rng": ckpt.rng_state(), "complete": True,
-                     "metrics": {"note": "cross-entropy baseline: classifier trained end to end in stage 1"}}
-            ckpt.save_checkpoint(rt.run, 2, 0, state, rt.cfg["train"]["keep_epochs"])
-        barrier()
-        rt.log("stage 2: cross-entropy baseline, the stage-1 classifier is the detector (nothing to train)")
-        return
-    run_stage(rt, model, build_stage2(rt, model, records), None if resume is None or resume.get("complete") else resume,
-              log)
+def save_ce_detector(rt: Runtime, model, rows: list[dict]) -> None:
+    """The cross-entropy baseline's stage 2: the stage-1 model (encoder + classifier trained end to end) is
+    the detector; it is saved as a complete stage-2 checkpoint without training. `model` must hold the
+    stage-1 weights (the runner loads them from the run before any stage runs)."""
+    if rt.dist.is_main:
+        state = ckpt.training_state(rt.cfg, model, log=rows, complete=True,
+                                    metrics={"note": "cross-entropy baseline: classifier trained end to end in stage 1"})
+        rt.run.save_checkpoint(2, 0, state, rt.cfg["train"]["keep_epochs"])
+    barrier()
+    rt.log("stage 2: cross-entropy baseline, the stage-1 classifier is the detector (nothing to train)")

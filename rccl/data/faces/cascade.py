@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rccl.data.faces.detection import Detection, FaceDetector
+from rccl.data.faces.base import Detection, FaceDetector
 
 # a missed frame this many video frames from one with faces is searched near those faces first: in
 # 1/25 s a head moves and turns a little; farther apart a cut or a turn can change everything

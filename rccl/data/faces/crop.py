@@ -11,7 +11,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from rccl.data.faces.detection import Box, FaceDetector, get_detector
+from rccl.data.faces.base import Box, FaceDetector
+from rccl.data.faces.registry import get_detector
 from rccl.data.faces.dlib_hog import DLIB_DETECT_SIZE
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rccl.data.faces.detection import Detection, DetectorError, FaceDetector, scaled, to_frame_box
+from rccl.data.faces.base import Detection, DetectorError, FaceDetector, scaled, to_frame_box
 
 CNN_DETECT_SIZE = 960
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rccl.data.faces.detection import Detection, FaceDetector, scaled, to_frame_box
+from rccl.data.faces.base import Detection, FaceDetector, scaled, to_frame_box
 
 DLIB_DETECT_SIZE = 640
 

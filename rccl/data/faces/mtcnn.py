@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from rccl.data.faces.detection import Box, Detection, DetectorError, FaceDetector, to_frame_box
+from rccl.data.faces.base import Box, Detection, DetectorError, FaceDetector, to_frame_box
 
 MTCNN_SHORT_SIDE = 540
 MTCNN_MIN_FACE = 20

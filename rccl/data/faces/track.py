@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rccl.data.faces.detection import Box, Detection
+from rccl.data.faces.base import Box, Detection
 
 SUBJECT_FRAMES = 4  # the subject is chosen over this many first frames that have a detection
 MIN_IOU = 0.1       # sampled frames lie ~0.3 s apart: a moving head still overlaps its last box

