@@ -8,12 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from rccl.data.blend import self_blend, training_set, why_no_landmarks
-from rccl.data.blend.mask import reach
-from rccl.data.faces import FaceCropper
-from rccl.data.faces.landmarks import LandmarkError, LandmarkPredictor, box_in_crop, crop_landmarks, default_weights
-from rccl.data.manifest import read_manifest
-from rccl.data.prep import prepare
+pytest.importorskip("av", reason="needs PyAV (pip install av): rccl-prep decodes video with PyAV")
+pytest.importorskip("dlib", reason="needs dlib (pip install dlib-bin): the landmarks are dlib's shape predictor")
+
+from rccl.data.blend import self_blend, training_set, why_no_landmarks  # noqa: E402
+from rccl.data.blend.mask import reach  # noqa: E402
+from rccl.data.faces import FaceCropper  # noqa: E402
+from rccl.data.faces.landmarks import LandmarkError, LandmarkPredictor, box_in_crop, crop_landmarks, default_weights  # noqa: E402
+from rccl.data.manifest import read_manifest  # noqa: E402
+from rccl.data.prep import prepare  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FACES, REAL = SHARED / "faces", SHARED / "real"
