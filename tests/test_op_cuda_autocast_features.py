@@ -99,7 +99,7 @@ def _step(net, loss_fn, steps=2):
     v1, v2, labels = _views_and_labels()
     for _ in range(steps):
         net.zero_grad()
-        loss = contrastive_step(net, loss_fn, v1, v2, labels, contextlib.nullcontext())
+        loss, _ = contrastive_step(net, loss_fn, v1, v2, labels, contextlib.nullcontext())
         loss.backward()
     return loss.detach().double(), net.z.grad.double().clone()
 
@@ -223,7 +223,7 @@ def test_cuda_step_hands_the_op_the_autocast_dtype(monkeypatch, dtype):
     monkeypatch.setattr(functional, "_call_kernel", spy)
     loss_fn = RealCentricLoss(8, bank_size=4, negatives=4, impl="auto").cuda()
     labels = torch.tensor([0, 1] * (B // 2), device="cuda")
-    loss = contrastive_step(net, loss_fn, images[:B], images[B:], labels, torch.autocast("cuda", dtype=dtype))
+    loss, _ = contrastive_step(net, loss_fn, images[:B], images[B:], labels, torch.autocast("cuda", dtype=dtype))
     loss.backward()
     assert torch.isfinite(loss)
     assert spy.received and all(received == dtype for _, received in spy.received), spy.received
