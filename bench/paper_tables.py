@@ -342,11 +342,12 @@ def run_child(cmd: list[str], log_path: Path) -> tuple[int, float, float]:
 
 
 def run_one(label: str, config: str, seed: int, overrides: list[str], manifest: Path, runs: Path, nice: int,
-            lock: Path | None = None, keep_checkpoints: bool = False) -> tuple[dict, float, float]:
-    """Train and evaluate `config` with `seed`; (metrics, wall seconds, CPU seconds). The run folder's
-    checkpoints (~60 MB a run at the demo scale) are removed once its metrics are read, unless
-    keep_checkpoints: the config, epochs.csv, metrics, scores and plots stay."""
-    name = run_name(config, seed, label)
+            lock: Path | None = None, keep_checkpoints: bool = False, name: str | None = None
+            ) -> tuple[dict, float, float]:
+    """Train and evaluate `config` with `seed` in RUNS/NAME (default: run_name); (metrics, wall seconds, CPU
+    seconds). The run folder's checkpoints (~60 MB a run at the demo scale) are removed once its metrics are
+    read, unless keep_checkpoints: the config, epochs.csv, metrics, scores and plots stay."""
+    name = name or run_name(config, seed, label)
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = runs / name
     if run_dir.exists():  # a stale or interrupted run of the same name: rccl-train wants a fresh folder

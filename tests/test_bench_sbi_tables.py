@@ -5,15 +5,16 @@ import pytest
 
 from bench.paper_tables import BENCH_CONFIG, ROOT, BenchError, read_bench_config, training_config
 from bench.sbi_tables import (CROSS, ROWS, build_parser, eval_command, load_results, merge_run, parse_only,
-                              render_markdown, video_scores)
+                              render_markdown, row_overrides, row_run_name, video_scores)
 
 
 def test_rows_pair_each_method_with_and_without_the_sets_fakes():
     _, overrides = read_bench_config(BENCH_CONFIG)
     methods = {}
     for setting, method, config in ROWS:
-        cfg = training_config(config, overrides)
-        assert cfg["data"]["fakes"] == {"sbi": "sbi", "true": "real", "mixed": "mixed"}[setting], config
+        cfg = training_config(config, row_overrides(setting, overrides))
+        assert cfg["data"]["fakes"] == {"sbi": "sbi", "true": "real", "mixed": "mixed", "sbi+jpeg": "sbi"}[setting]
+        assert cfg["data"]["augment"]["jpeg_p"] == (0.5 if setting == "sbi+jpeg" else 0.0), (setting, config)
         # the paper-tables budget: its encoder (with its weights) and epochs
         assert cfg["model"]["encoder"] == "tf_efficientnet_lite0" and cfg["stage1"]["epochs"] == 10, config
         methods.setdefault(method, {})[setting] = cfg
@@ -22,12 +23,24 @@ def test_rows_pair_each_method_with_and_without_the_sets_fakes():
         sbi, true = dict(by_setting["sbi"]), dict(by_setting["true"])
         sbi["data"] = {**sbi["data"], "fakes": "real"}
         assert sbi == true, method
+    for method in ("CE", "Ours"):  # the diagnostic differs from sbi in the JPEG views alone
+        jpeg, sbi = dict(methods[method]["sbi+jpeg"]), methods[method]["sbi"]
+        jpeg["data"] = {**jpeg["data"], "augment": {**jpeg["data"]["augment"], "jpeg_p": 0.0}}
+        assert jpeg == sbi, method
     assert [c[0] for c in CROSS] == ["ffpp", "dfdc"]
+
+
+def test_run_folders_are_distinct_per_row():
+    names = {row_run_name(s, c, 0) for s, _, c in ROWS}
+    assert len(names) == len(ROWS)
+    assert row_run_name("sbi", "configs/sbi/ours.yaml", 2) == "ours-s2"
+    assert row_run_name("sbi+jpeg", "configs/sbi/ours.yaml", 2) == "ours-sbi-jpeg-s2"
 
 
 def test_parse_only_and_arguments():
     assert parse_only(None) == ROWS
     assert [r[1] for r in parse_only(["sbi"])] == ["CE", "Sup. Con", "Ours"]
+    assert [r[:2] for r in parse_only(["sbi+jpeg:Ours"])] == [("sbi+jpeg", "Ours")]
     assert parse_only(["true:Ours,sbi:Ours"]) == [ROWS[2], ROWS[5]]  # in ROWS' order
     with pytest.raises(BenchError, match="--only 'sbi:Nope': no such row"):
         parse_only(["sbi:Nope"])
@@ -57,7 +70,7 @@ def test_eval_command_and_video_scores(tmp_path):
 
 def test_results_and_markdown(tmp_path):
     results = load_results(tmp_path / "none.json")
-    metrics = {q: {"auc": a, "video_auc": a} for q, a in (("raw", 0.9), ("c23", 0.8), ("c40", 0.7))}
+    metrics = {q: {"auc": a, "video_auc": a, "tnr": a - 0.5} for q, a in (("raw", 0.9), ("c23", 0.8), ("c40", 0.7))}
     videos = {"ffpp:x.mp4": {"label": 1, "score": 0.6, "crops": 16}}
     merge_run(results, "true", "Ours", ROWS[5][2], "h1", 0, metrics, videos, 60, 55)
     merge_run(results, "sbi", "Ours", ROWS[2][2], "h2", 0, metrics, videos, 60, 55)
@@ -65,6 +78,7 @@ def test_results_and_markdown(tmp_path):
     assert [(r["setting"], sorted(r["runs"])) for r in results["rows"]] == [("sbi", ["0", "1"]), ("true", ["0"])]
     md = render_markdown(results, "python -m bench.sbi_tables")
     assert "| sbi | Ours | 2 | 85.00 ± 7.07 | 80.00 ± 0.00 |" in md
+    assert "| 90.00 | 70.00 | 40/30/20 | 0.9 |" in md  # true Ours: video AUC raw, c40, TNR per quality, CPU min
     assert "| ffpp:x.mp4 | 1 | 0.600 | 0.600 |" in md and "Far too few" in md
     merge_run(results, "sbi", "Ours", ROWS[2][2], "h3", 0, metrics, {}, 60, 55)  # another config: runs reset
     assert sorted(results["rows"][0]["runs"]) == ["0"]
