@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", type=Path, default=REAL, help="the real samples' folder (default: %(default)s)")
     p.add_argument("--no-cross", action="store_true", help="skip the cross-dataset scores")
     p.add_argument("--nice", type=int, default=0, help="niceness of each run (default 0: none)")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each run's checkpoints (~60 MB a run; bench/sbi_degrade.py needs them)")
     p.add_argument("--list", action="store_true", help="print the rows and their commands; run nothing")
     return p
 
@@ -288,7 +290,8 @@ def _main(args, command: str) -> int:
                                          args.nice, keep_checkpoints=True, name=name)
             run_dir = args.runs / name
             videos = cross_scores(run_dir, real, args.nice) if real else {}
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            if not args.keep_checkpoints:
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             merge_run(results, setting, method, config, chash, seed, metrics, videos, wall, cpu)
             write(results, args.out, command)
             log(f"sbi_tables: {label} seed {seed}: AUC raw {metrics['raw']['auc']:.3f}, c40 {metrics['c40']['auc']:.3f}"
