@@ -1,0 +1,194 @@
+"""What a detector reads: its runs' test crops scored as they are, after whole-crop degradations that leave
+no blending boundary (blur, a resolution loss, JPEG, sharpening), and at the set's own c23 / c40.
+
+Why: trained on raw naturals and their self-blended pseudo-fakes, the sbi detectors of bench/sbi_tables.py
+call every c40 natural fake (TNR 0). A pseudo-fake's inner face is blurred or sharpened and recoloured
+against its surroundings; a detector that learned the boundary should not mind a crop degraded all over,
+one that learned "a face with less detail is fake" will call a uniformly blurred natural fake. This probe
+tells the two apart, for the sbi and the true-fake detectors side by side.
+
+    python -m bench.sbi_tables --only sbi:CE,sbi:Ours,true:CE,true:Ours --seeds 0 --keep-checkpoints \
+        --runs /tmp/probe --out /tmp/probe/runs.json          # the detectors, with their checkpoints
+    python -m bench.sbi_degrade /tmp/probe/ce-s0 /tmp/probe/ours-s0 /tmp/probe/table2_xception-s0 \
+        /tmp/probe/table2_ours-s0                             # -> bench/results/sbi_degrade.json / .md
+
+Every run must have been trained on one manifest (its config's data.manifest); the crops are that
+manifest's test split at raw (the degradations are applied to them) and the same frames at c23 / c40.
+Per run and degradation: TNR (naturals with fake probability < 0.5), the naturals' mean fake probability,
+TPR, and the frame AUC of naturals against fakes under the same degradation.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from bench.paper_tables import ROOT, BenchError
+from rccl.errors import RcclError
+from rccl.fileio import write_json, write_text
+
+OUT_JSON = ROOT / "bench" / "results" / "sbi_degrade.json"
+
+
+def _resample(crop: np.ndarray, factor: int) -> np.ndarray:
+    h, w = crop.shape[:2]
+    img = Image.fromarray(crop).resize((max(1, w // factor), max(1, h // factor)), Image.BILINEAR)
+    return np.asarray(img.resize((w, h), Image.BILINEAR))
+
+
+def _jpeg(crop: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _sharpen(crop: np.ndarray, amount: float) -> np.ndarray:
+    blurred = np.asarray(Image.fromarray(crop).filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float32)
+    x = crop.astype(np.float32)
+    return np.clip(np.rint(x + amount * (x - blurred)), 0, 255).astype(np.uint8)
+
+
+# name -> whole-crop degradation of an HxWx3 uint8 crop (the same for every pixel: no boundary)
+DEGRADATIONS = {
+    "none": lambda c: c,
+    "gaussian blur, sigma 1 px": lambda c: np.asarray(Image.fromarray(c).filter(ImageFilter.GaussianBlur(1.0))),
+    "resolution / 2 (bilinear down and up)": lambda c: _resample(c, 2),
+    "resolution / 4": lambda c: _resample(c, 4),
+    "JPEG quality 30": lambda c: _jpeg(c, 30),
+    "sharpened (x + 0.5 (x - blur))": lambda c: _sharpen(c, 0.5),
+}
+QUALITY_ROWS = ("c23", "c40")  # the same frames as the set itself compressed them
+
+
+def paired_test_crops(manifest: Path) -> dict[str, list[dict]]:
+    """{"raw": records, "c23": records, "c40": records} of the manifest's test split; the compressed lists hold
+    the same (video, frame, pair) keys as the raw one, in its order."""
+    from rccl.data.manifest import read_manifest
+
+    records = [r for r in read_manifest(manifest) if r["split"] == "test"]
+    by_quality: dict[str, dict] = {}
+    for r in records:
+        by_quality.setdefault(r["quality"], {})[(r["video"], r["frame"], r.get("pair", 0))] = r
+    if "raw" not in by_quality:
+        raise BenchError(f"{manifest}: no raw test crops")
+    keys = list(by_quality["raw"])
+    out = {"raw": [by_quality["raw"][k] for k in keys]}
+    for q in QUALITY_ROWS:
+        missing = [k for k in keys if k not in by_quality.get(q, {})]
+        if missing:
+            raise BenchError(f"{manifest}: {len(missing)} raw test crops have no {q} copy (first: {missing[0]})")
+        out[q] = [by_quality[q][k] for k in keys]
+    return out
+
+
+def load_image(manifest: Path, record: dict) -> np.ndarray:
+    path = Path(record["path"])
+    path = path if path.is_absolute() else manifest.parent / path
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def summarize(labels: np.ndarray, scores: np.ndarray) -> dict:
+    from rccl.metrics import roc_auc
+
+    nat, fake = scores[labels == 0], scores[labels == 1]
+    return {"tnr": float((nat < 0.5).mean()), "natural_mean": float(nat.mean()),
+            "tpr": float((fake >= 0.5).mean()), "auc": float(roc_auc(labels, scores))}
+
+
+def probe_run(run_dir: Path, crops: dict[str, list[np.ndarray]], labels: np.ndarray) -> dict[str, dict]:
+    """{degradation or quality: summarize(...)} for one run's detector."""
+    import torch
+
+    from rccl.model import input_normalization
+    from rccl.run import RunDir
+    from rccl.scoring import input_size, score_crops
+
+    model, cfg = RunDir(run_dir).load_detector()
+    size, norm = input_size(cfg), input_normalization(cfg["model"]["encoder"])
+    out = {}
+    with torch.inference_mode():
+        for name, degrade in DEGRADATIONS.items():
+            out[name] = summarize(labels, score_crops(model, [degrade(c) for c in crops["raw"]], size, "cpu",
+                                                      normalization=norm))
+        for q in QUALITY_ROWS:
+            out[f"the set's {q}"] = summarize(labels, score_crops(model, crops[q], size, "cpu", normalization=norm))
+    return out
+
+
+def run_label(run_dir: Path) -> str:
+    """The run's setting in words, from its config: data.fakes and loss.kind."""
+    import yaml
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    fakes = {"sbi": "sbi", "real": "true", "mixed": "mixed"}.get(cfg["data"].get("fakes", "real"), "?")
+    return f"{fakes} {cfg['loss']['kind']} ({run_dir.name})"
+
+
+def render_markdown(results: dict, command: str) -> str:
+    runs = list(results["runs"])
+    lines = ["# What the detectors read: whole-crop degradations (bench/sbi_degrade.py)", "",
+             f"The raw test crops of `{results['manifest']}` ({results['n_natural']} naturals, "
+             f"{results['n_fake']} fakes) scored after a degradation applied to the whole crop (no blending "
+             "boundary), and the same frames at the set's c23 / c40. Cell: TNR (naturals called natural at 0.5) "
+             "/ the naturals' mean fake probability / frame AUC, in percent.",
+             f"Generated by `{command}`.", "",
+             "| crops | " + " | ".join(results["labels"][r] for r in runs) + " |",
+             "|---|" + "---:|" * len(runs)]
+    for name in results["runs"][runs[0]]:
+        cells = [results["runs"][r][name] for r in runs]
+        lines.append(f"| {name} | " + " | ".join(
+            f"{100 * c['tnr']:.0f} / {100 * c['natural_mean']:.0f} / {100 * c['auc']:.1f}" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sbi_degrade", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="run folders with their stage-2 checkpoint")
+    p.add_argument("--out", type=Path, default=OUT_JSON, help="results JSON; the .md is written beside it")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = " ".join(["python -m bench.sbi_degrade", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        return _main(args, command)
+    except RcclError as e:
+        print(f"sbi_degrade: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args, command: str) -> int:
+    import yaml
+
+    manifests = set()
+    for run in args.runs:
+        if not (run / "config.yaml").is_file():
+            raise BenchError(f"run {run}: no config.yaml (pass run folders of rccl-train)")
+        manifests.add(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["data"]["manifest"])
+    if len(manifests) != 1:
+        raise BenchError(f"the runs were trained on {len(manifests)} manifests ({', '.join(sorted(manifests))}): "
+                         "give runs of one")
+    manifest = Path(manifests.pop())
+    records = paired_test_crops(manifest)
+    crops = {q: [load_image(manifest, r) for r in rs] for q, rs in records.items()}
+    labels = np.array([r["label"] for r in records["raw"]])
+    results = {"manifest": str(manifest), "n_natural": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
+               "labels": {}, "runs": {}}
+    for run in args.runs:
+        results["labels"][str(run)] = run_label(run)
+        results["runs"][str(run)] = probe_run(run, crops, labels)
+        print(f"sbi_degrade: {run} done", flush=True)
+    write_json(args.out, results)
+    write_text(args.out.with_suffix(".md"), render_markdown(results, command))
+    print(render_markdown(results, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
