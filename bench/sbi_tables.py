@@ -10,9 +10,9 @@ per video: far too few videos for an AUC, so the table lists each video's mean f
 
 Rows (ROWS): setting "sbi" (configs/sbi/{ce,supcon,ours}.yaml), "true" (configs/tables/table2_*.yaml, the
 same methods on the set's fakes: the rows of bench/paper_tables.py), "mixed" (configs/sbi/ours_mixed.yaml)
-and "sbi+jpeg" (a diagnostic: the sbi configs with the training views JPEG-compressed at random,
-SETTING_OVERRIDES: does a detector that saw compressed naturals in training stop calling compressed naturals
-fake?).
+and two diagnostics, the sbi configs with SETTING_OVERRIDES: "sbi+jpeg" (the training views JPEG-compressed
+at random: does a detector that saw compressed naturals stop calling compressed naturals fake?) and
+"sbi-sharp" (no pseudo-fake made by a resolution loss: does it stop reading lost detail as fake?).
 Every row runs with the budget of bench/paper_tables.yaml (its overrides and synthetic preset), on that
 preset prepared afresh in its own cache folder (the pseudo-fakes need rccl-prep's landmarks, which a cache
 made before them lacks). A run is a subprocess of the public CLIs: rccl-train (which evaluates the set's test
@@ -50,15 +50,18 @@ ROWS = [
     ("mixed", "Ours", "configs/sbi/ours_mixed.yaml"),
     ("sbi+jpeg", "CE", "configs/sbi/ce.yaml"),
     ("sbi+jpeg", "Ours", "configs/sbi/ours.yaml"),
+    ("sbi-sharp", "CE", "configs/sbi/ce.yaml"),
+    ("sbi-sharp", "Ours", "configs/sbi/ours.yaml"),
 ]
 SETTINGS = {"sbi": "naturals + self-blended pseudo-fakes (the set's fakes never seen)",
             "true": "naturals + the set's own fakes", "mixed": "naturals + the set's fakes + pseudo-fakes",
             "sbi+jpeg": "sbi, every training view JPEG-compressed with probability 0.5 (quality: the default "
-                        "data.augment.jpeg_quality)"}
+                        "data.augment.jpeg_quality)",
+            "sbi-sharp": "sbi, no pseudo-fake source loses resolution (data.blend_downscale_p=0: all sharpened)"}
 # A setting's overrides on top of the budget's (the same budget: only the views change). Trained on raw,
 # the sbi detectors call the set's compressed naturals fake (their TNR column); this setting tests whether
 # seeing compression in training is what they lack.
-SETTING_OVERRIDES = {"sbi+jpeg": ["data.augment.jpeg_p=0.5"]}
+SETTING_OVERRIDES = {"sbi+jpeg": ["data.augment.jpeg_p=0.5"], "sbi-sharp": ["data.blend_downscale_p=0"]}
 
 
 def row_overrides(setting: str, overrides: list[str]) -> list[str]:

@@ -13,8 +13,10 @@ def test_rows_pair_each_method_with_and_without_the_sets_fakes():
     methods = {}
     for setting, method, config in ROWS:
         cfg = training_config(config, row_overrides(setting, overrides))
-        assert cfg["data"]["fakes"] == {"sbi": "sbi", "true": "real", "mixed": "mixed", "sbi+jpeg": "sbi"}[setting]
+        assert cfg["data"]["fakes"] == {"sbi": "sbi", "true": "real", "mixed": "mixed", "sbi+jpeg": "sbi",
+                                        "sbi-sharp": "sbi"}[setting]
         assert cfg["data"]["augment"]["jpeg_p"] == (0.5 if setting == "sbi+jpeg" else 0.0), (setting, config)
+        assert cfg["data"]["blend_downscale_p"] == (0 if setting == "sbi-sharp" else 0.5), (setting, config)
         # the paper-tables budget: its encoder (with its weights) and epochs
         assert cfg["model"]["encoder"] == "tf_efficientnet_lite0" and cfg["stage1"]["epochs"] == 10, config
         methods.setdefault(method, {})[setting] = cfg
@@ -23,10 +25,11 @@ def test_rows_pair_each_method_with_and_without_the_sets_fakes():
         sbi, true = dict(by_setting["sbi"]), dict(by_setting["true"])
         sbi["data"] = {**sbi["data"], "fakes": "real"}
         assert sbi == true, method
-    for method in ("CE", "Ours"):  # the diagnostic differs from sbi in the JPEG views alone
-        jpeg, sbi = dict(methods[method]["sbi+jpeg"]), methods[method]["sbi"]
+    for method in ("CE", "Ours"):  # the diagnostics differ from sbi in their one key alone
+        jpeg, sharp, sbi = dict(methods[method]["sbi+jpeg"]), dict(methods[method]["sbi-sharp"]), methods[method]["sbi"]
         jpeg["data"] = {**jpeg["data"], "augment": {**jpeg["data"]["augment"], "jpeg_p": 0.0}}
-        assert jpeg == sbi, method
+        sharp["data"] = {**sharp["data"], "blend_downscale_p": 0.5}
+        assert jpeg == sbi and sharp == sbi, method
     assert [c[0] for c in CROSS] == ["ffpp", "dfdc"]
 
 

@@ -129,6 +129,31 @@ def test_config_knows_the_mode():
     assert load_config(None, ["data.fakes=sbi"])["data"]["fakes"] == "sbi"
     with pytest.raises(ConfigError, match="'data.fakes' must be one of real, sbi, mixed"):
         load_config(None, ["data.fakes=blended"])
+    assert load_config(None, ["data.blend_downscale_p=0"])["data"]["blend_downscale_p"] == 0
+    with pytest.raises(ConfigError, match="'data.blend_downscale_p' must be"):
+        load_config(None, ["data.blend_downscale_p=1.5"])
+
+
+def _detail(x: torch.Tensor) -> torch.Tensor:
+    """Per sample: mean absolute difference of horizontal neighbours (the fine detail)."""
+    return (x[..., 1:] - x[..., :-1]).abs().mean(dim=(1, 2, 3))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_downscale_share_decides_which_sources_lose_detail(p):
+    from rccl.data.blend.jitter import frequency_and_move
+    from rccl.data.blend.params import BlendParams
+
+    images = torch.cat([_textured_crop(s) for s in range(16)]).float() / 255
+    identity = torch.eye(2, 3).expand(len(images), 2, 3)  # no move: only the frequency jitter acts
+    out = frequency_and_move(images, identity, BlendParams(downscale_p=p), torch.Generator().manual_seed(0))
+    lost = _detail(out) < _detail(images)
+    if p == 0.0:
+        assert not lost.any()  # every source sharpened
+    elif p == 1.0:
+        assert lost.all()  # every source downscaled
+    else:
+        assert 0 < lost.sum() < len(images)
 
 
 # -- sampler and loader ----------------------------------------------------------------------------------
@@ -177,6 +202,9 @@ def test_loader_makes_pseudo_fakes(tiny):
     b = batches[0]
     assert b["view1"].shape == (6, 3, 16, 16) and b["label"].tolist() == [0, 1] * 3
     assert all(BLEND_KEY in chosen[i] for i in b["index"][1::2].tolist())
+    assert build_train_loader(cfg, chosen, sampler).dataset.blend_params.downscale_p == 0.5  # the config's key
+    cfg0 = {**cfg, "data": {**cfg["data"], "blend_downscale_p": 0.0}}
+    assert build_train_loader(cfg0, chosen, sampler).dataset.blend_params.downscale_p == 0.0
     # auto picks the torch loader for pseudo-fakes; dali is refused with the reason
     auto = {**cfg, "data": {**cfg["data"], "backend": "auto"}}
     assert len(list(build_train_loader(auto, chosen, sampler))) == len(sampler)

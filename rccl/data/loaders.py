@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm import tqdm
 
-from rccl.data.blend import BLEND_KEY, self_blend
+from rccl.data.blend import BLEND_KEY, BlendParams, self_blend
 from rccl.data.transforms import Normalization, eval_transform, train_transform
 from rccl.errors import RcclError
 from rccl.model import input_normalization
@@ -193,7 +193,8 @@ def build_train_loader(cfg: dict, records: list[dict], sampler):
         return build_dali_train_loader(cfg, records, sampler)
     data = cfg["data"]
     normalization = input_normalization(cfg["model"]["encoder"])
-    dataset = PairViews(records, train_transform(data["image_size"], data["augment"], normalization))
+    dataset = PairViews(records, train_transform(data["image_size"], data["augment"], normalization),
+                        blend_params=BlendParams(downscale_p=float(data["blend_downscale_p"])) if blending else None)
     if data["cache_images"]:
         dataset.preload(progress=cfg["train"]["progress"])
     workers = int(data["workers"])

@@ -41,8 +41,8 @@ def colour(images: torch.Tensor, params: BlendParams = DEFAULT_PARAMS, generator
 
 def frequency_and_move(images: torch.Tensor, theta: torch.Tensor, params: BlendParams = DEFAULT_PARAMS,
                        generator=None) -> torch.Tensor:
-    """Half the samples lose resolution (area down by a factor of params.downscale), the other half are
-    sharpened (x + a * (x - blur(x)), a in params.sharpen); then every sample is zoomed and shifted by its
+    """A share params.downscale_p of the samples (default half) lose resolution (area down by a factor of
+    params.downscale), the others are sharpened (x + a * (x - blur(x)), a in params.sharpen); then every sample is zoomed and shifted by its
     `theta` (rccl.data.blend.mask.source_affine), the border repeated outward so that the copy has no black
     edge for the mask to pick up. One bilinear resampling per sample: a lowered sample is resampled from its
     small copy directly (bilinear back up and the move in one grid_sample)."""
@@ -50,7 +50,7 @@ def frequency_and_move(images: torch.Tensor, theta: torch.Tensor, params: BlendP
     u = torch.rand(b, 3, generator=generator)
     grid = F.affine_grid(theta, (b, c, h, w), align_corners=False)
     out = torch.empty_like(images)
-    sharpen_it = u[:, 0] < 0.5
+    sharpen_it = u[:, 0] < 1 - params.downscale_p  # at 0.5, the draws of the fixed half-and-half
     n = len(params.downscale)
     factors = torch.tensor(params.downscale)[(u[:, 2] * n).long().clamp(max=n - 1)]
     factors = torch.where(sharpen_it | (factors * 2 > min(h, w)), 1, factors)

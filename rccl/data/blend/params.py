@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rccl.defaults import DEFAULTS
+
 
 @dataclass(frozen=True)
 class BlendParams:
@@ -19,8 +21,9 @@ class BlendParams:
     brightness: tuple[float, float] = (0.03, 0.10)   # additive offset, |b| in this range, random sign
     contrast: float = 0.10                           # factor 1 +- this about the crop's mean
     saturation: float = 0.30                         # factor 1 +- this towards / away from grey
-    sharpen: tuple[float, float] = (0.2, 0.5)        # unsharp-mask strength; the other half: a down-up scale
+    sharpen: tuple[float, float] = (0.2, 0.5)        # unsharp-mask strength (the sources not downscaled)
     downscale: tuple[int, ...] = (2, 4)              # the down-up factors (a resolution loss, as a generator's)
+    downscale_p: float = DEFAULTS["data"]["blend_downscale_p"]  # the share of sources downscaled (config key)
     # -- the mask, drawn at mask_size (<= the crop's side) and resized to the crop --
     mask_size: int = 64
     hull_directions: int = 64                        # the hull as the intersection of this many half-planes
