@@ -16,6 +16,10 @@ Every run must have been trained on one manifest (its config's data.manifest); t
 manifest's test split at raw (the degradations are applied to them) and the same frames at c23 / c40.
 Per run and degradation: TNR (naturals with fake probability < 0.5), the naturals' mean fake probability,
 TPR, and the frame AUC of naturals against fakes under the same degradation.
+
+Then the pseudo-fakes themselves (pseudo_fake_detail): the manifest's raw training naturals self-blended
+at several data.blend_downscale_p, and the fine detail of each pseudo-fake's inner face (where the mask is
+1) against its source's: what a detector can learn from them about detail.
 """
 from __future__ import annotations
 
@@ -145,6 +149,55 @@ def render_markdown(results: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pseudo_fake_detail(manifest: Path, shares=(0.0, 0.5, 1.0), n: int = 256, seed: int = 0) -> dict[str, dict]:
+    """{share: {"n": blends with a full-ratio mask, "median", "q25", "q75": inner-face detail of the
+    pseudo-fake over its source's, "below": the share of them with less detail}} for up to n raw training
+    naturals with landmarks, blended with BlendParams(downscale_p=share) and one seed. Detail: the mean
+    absolute difference of horizontal neighbours over the pixels where the mask is >= 0.99. {} when the
+    manifest has no such naturals (one made before landmarks, or with --no-landmarks)."""
+    import torch
+
+    from rccl.data.blend import BlendParams, self_blend
+    from rccl.data.manifest import read_manifest
+
+    recs = [r for r in read_manifest(manifest) if r["split"] == "train" and r["quality"] == "raw"
+            and r["label"] == 0 and r.get("landmarks")][:n]
+    if not recs:
+        return {}
+    crops = torch.stack([torch.from_numpy(load_image(manifest, r).copy()).permute(2, 0, 1) for r in recs])
+    landmarks = torch.tensor([r["landmarks"] for r in recs], dtype=torch.float32)
+
+    def detail(x, where):
+        d = (x[..., 1:].float() - x[..., :-1].float()).abs().mean(1)
+        w = where[..., 1:].float()
+        return (d * w).sum((1, 2)) / w.sum((1, 2)).clamp(min=1)
+
+    out = {}
+    for share in shares:
+        fakes, mask = self_blend(crops, landmarks, params=BlendParams(downscale_p=share),
+                                 generator=torch.Generator().manual_seed(seed))
+        mask = mask.reshape(len(crops), *mask.shape[-2:])
+        inner = mask >= 0.99
+        full = inner.flatten(1).any(1)  # a blend ratio below 1 leaves no pixel of the pure source
+        r = (detail(fakes, inner) / detail(crops, inner).clamp(min=1e-6))[full]
+        out[str(share)] = {"n": int(full.sum()), "median": float(r.median()), "q25": float(r.quantile(0.25)),
+                           "q75": float(r.quantile(0.75)), "below": float((r < 1).float().mean())}
+    return out
+
+
+def render_detail(detail: dict) -> str:
+    if not detail:
+        return "\nThe pseudo-fakes' detail: not measured (the manifest has no raw training naturals with landmarks).\n"
+    lines = ["", "## The pseudo-fakes' inner face against their source", "",
+             "Fine detail (mean absolute difference of horizontal neighbours) where the mask is >= 0.99, "
+             "pseudo-fake over source, for the blends with a full ratio; one seed.", "",
+             "| data.blend_downscale_p | blends | median | quartiles | share with less detail |",
+             "|---:|---:|---:|---|---:|"]
+    for share, d in detail.items():
+        lines.append(f"| {share} | {d['n']} | {d['median']:.2f} | {d['q25']:.2f}-{d['q75']:.2f} | {100 * d['below']:.0f} % |")
+    return "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sbi_degrade", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -179,14 +232,15 @@ def _main(args, command: str) -> int:
     crops = {q: [load_image(manifest, r) for r in rs] for q, rs in records.items()}
     labels = np.array([r["label"] for r in records["raw"]])
     results = {"manifest": str(manifest), "n_natural": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
-               "labels": {}, "runs": {}}
+               "labels": {}, "runs": {}, "pseudo_fake_detail": pseudo_fake_detail(manifest)}
     for run in args.runs:
         results["labels"][str(run)] = run_label(run)
         results["runs"][str(run)] = probe_run(run, crops, labels)
         print(f"sbi_degrade: {run} done", flush=True)
     write_json(args.out, results)
-    write_text(args.out.with_suffix(".md"), render_markdown(results, command))
-    print(render_markdown(results, command))
+    text = render_markdown(results, command) + render_detail(results["pseudo_fake_detail"])
+    write_text(args.out.with_suffix(".md"), text)
+    print(text)
     return 0
 
 

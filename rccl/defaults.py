@@ -23,8 +23,8 @@ DEFAULTS: dict = {
         # pseudo-fake of each natural crop instead (needs rccl-prep's landmarks); mixed = both
         "fakes": "real",
         # with sbi / mixed: the share of pseudo-fakes whose source loses resolution (a down-up scale); the
-        # others are sharpened (rccl.data.blend.params). A detector taught "less detail = fake" calls heavily
-        # compressed naturals fake (bench/RESULTS.md, "Self-blending"); lower it when testing on c40
+        # others are sharpened (rccl.data.blend.params). At 0 the detectors still call heavily compressed
+        # naturals fake: the source's resampling smooths it too (bench/RESULTS.md, "Self-blending")
         "blend_downscale_p": 0.5,
         "workers": 4,
         "cache_images": False,     # decode every training crop once and keep it in memory (small sets)

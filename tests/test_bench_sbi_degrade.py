@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from bench.paper_tables import BenchError
-from bench.sbi_degrade import DEGRADATIONS, main, paired_test_crops
-from tiny_data import install_brightness_detector, make_tiny_run
+from bench.sbi_degrade import DEGRADATIONS, main, paired_test_crops, pseudo_fake_detail
+from tiny_data import install_brightness_detector, make_tiny_manifest, make_tiny_run
 
 
 def _detail(img: np.ndarray) -> float:
@@ -52,6 +52,14 @@ def test_probe_scores_every_degradation_and_the_sets_qualities(tmp_path, monkeyp
     assert cells["the set's c40"]["tnr"] == 0.0 and cells["the set's c40"]["natural_mean"] == pytest.approx(205 / 255, abs=1e-3)
     md = out.with_suffix(".md").read_text()
     assert "| the set's c40 | 0 / 80 / " in md and "true rccl (run)" in md
+    assert res["pseudo_fake_detail"] == {} and "not measured (the manifest has no raw training naturals" in md
+
+
+def test_pseudo_fakes_lose_detail_with_the_downscale_share(tmp_path):
+    manifest = make_tiny_manifest(tmp_path, size=48, landmarks=True, identities=4, frames=8)
+    d = pseudo_fake_detail(manifest, shares=(0.0, 1.0))
+    assert d["1.0"]["n"] > 0 and d["1.0"]["below"] == 1.0  # every source downscaled: less detail in every one
+    assert d["0.0"]["median"] > d["1.0"]["median"]
 
 
 def test_crops_need_every_quality_and_runs_one_manifest(tmp_path, monkeypatch):
