@@ -149,10 +149,17 @@ def render_markdown(results: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pseudo_fake_detail(manifest: Path, shares=(0.0, 0.5, 1.0), n: int = 256, seed: int = 0) -> dict[str, dict]:
-    """{share: {"n": blends with a full-ratio mask, "median", "q25", "q75": inner-face detail of the
+# (label, BlendParams fields): the defaults at three downscale shares, then the all-sharpened one without the
+# source's zoom and shift (no resampling), to tell the resolution loss and the resampling apart
+BLEND_VARIANTS = [("downscale_p 0", {"downscale_p": 0.0}), ("downscale_p 0.5 (default)", {"downscale_p": 0.5}),
+                  ("downscale_p 1", {"downscale_p": 1.0}),
+                  ("downscale_p 0, no zoom or shift", {"downscale_p": 0.0, "translate": (0.0, 0.0), "scale": (1.0, 1.0)})]
+
+
+def pseudo_fake_detail(manifest: Path, variants=BLEND_VARIANTS, n: int = 256, seed: int = 0) -> dict[str, dict]:
+    """{label: {"n": blends with a full-ratio mask, "median", "q25", "q75": inner-face detail of the
     pseudo-fake over its source's, "below": the share of them with less detail}} for up to n raw training
-    naturals with landmarks, blended with BlendParams(downscale_p=share) and one seed. Detail: the mean
+    naturals with landmarks, blended with each variant's BlendParams and one seed. Detail: the mean
     absolute difference of horizontal neighbours over the pixels where the mask is >= 0.99. {} when the
     manifest has no such naturals (one made before landmarks, or with --no-landmarks)."""
     import torch
@@ -173,14 +180,14 @@ def pseudo_fake_detail(manifest: Path, shares=(0.0, 0.5, 1.0), n: int = 256, see
         return (d * w).sum((1, 2)) / w.sum((1, 2)).clamp(min=1)
 
     out = {}
-    for share in shares:
-        fakes, mask = self_blend(crops, landmarks, params=BlendParams(downscale_p=share),
+    for label, fields in variants:
+        fakes, mask = self_blend(crops, landmarks, params=BlendParams(**fields),
                                  generator=torch.Generator().manual_seed(seed))
         mask = mask.reshape(len(crops), *mask.shape[-2:])
         inner = mask >= 0.99
         full = inner.flatten(1).any(1)  # a blend ratio below 1 leaves no pixel of the pure source
         r = (detail(fakes, inner) / detail(crops, inner).clamp(min=1e-6))[full]
-        out[str(share)] = {"n": int(full.sum()), "median": float(r.median()), "q25": float(r.quantile(0.25)),
+        out[label] = {"n": int(full.sum()), "median": float(r.median()), "q25": float(r.quantile(0.25)),
                            "q75": float(r.quantile(0.75)), "below": float((r < 1).float().mean())}
     return out
 
@@ -191,10 +198,10 @@ def render_detail(detail: dict) -> str:
     lines = ["", "## The pseudo-fakes' inner face against their source", "",
              "Fine detail (mean absolute difference of horizontal neighbours) where the mask is >= 0.99, "
              "pseudo-fake over source, for the blends with a full ratio; one seed.", "",
-             "| data.blend_downscale_p | blends | median | quartiles | share with less detail |",
-             "|---:|---:|---:|---|---:|"]
-    for share, d in detail.items():
-        lines.append(f"| {share} | {d['n']} | {d['median']:.2f} | {d['q25']:.2f}-{d['q75']:.2f} | {100 * d['below']:.0f} % |")
+             "| blending | blends | median | quartiles | share with less detail |",
+             "|---|---:|---:|---|---:|"]
+    for label, d in detail.items():
+        lines.append(f"| {label} | {d['n']} | {d['median']:.2f} | {d['q25']:.2f}-{d['q75']:.2f} | {100 * d['below']:.0f} % |")
     return "\n".join(lines) + "\n"
 
 

@@ -57,9 +57,12 @@ def test_probe_scores_every_degradation_and_the_sets_qualities(tmp_path, monkeyp
 
 def test_pseudo_fakes_lose_detail_with_the_downscale_share(tmp_path):
     manifest = make_tiny_manifest(tmp_path, size=48, landmarks=True, identities=4, frames=8)
-    d = pseudo_fake_detail(manifest, shares=(0.0, 1.0))
-    assert d["1.0"]["n"] > 0 and d["1.0"]["below"] == 1.0  # every source downscaled: less detail in every one
-    assert d["0.0"]["median"] > d["1.0"]["median"]
+    d = pseudo_fake_detail(manifest)
+    low, high = d["downscale_p 0"], d["downscale_p 1"]
+    assert high["n"] > 0 and high["below"] == 1.0  # every source downscaled: less detail in every one
+    assert low["median"] > high["median"]
+    still = d["downscale_p 0, no zoom or shift"]  # sharpened and not resampled: more detail in every one
+    assert still["below"] == 0.0 and still["median"] > low["median"]
 
 
 def test_crops_need_every_quality_and_runs_one_manifest(tmp_path, monkeypatch):
