@@ -7,10 +7,11 @@ against its surroundings; a detector that learned the boundary should not mind a
 one that learned "a face with less detail is fake" will call a uniformly blurred natural fake. This probe
 tells the two apart, for the sbi and the true-fake detectors side by side.
 
-    python -m bench.sbi_tables --only sbi:CE,sbi:Ours,true:CE,true:Ours --seeds 0 --keep-checkpoints \
-        --runs /tmp/probe --out /tmp/probe/runs.json          # the detectors, with their checkpoints
-    python -m bench.sbi_degrade /tmp/probe/ce-s0 /tmp/probe/ours-s0 /tmp/probe/table2_xception-s0 \
-        /tmp/probe/table2_ours-s0                             # -> bench/results/sbi_degrade.json / .md
+    python -m bench.sbi_tables --only sbi:CE,sbi:Ours,sbi-sharp:CE,sbi-sharp:Ours,true:CE,true:Ours --seeds 0 \
+        --keep-checkpoints --runs /tmp/probe --out /tmp/probe/runs.json     # the detectors, with checkpoints
+    python -m bench.sbi_degrade /tmp/probe/ce-s0 /tmp/probe/ce-sbi-sharp-s0 /tmp/probe/ours-s0 \
+        /tmp/probe/ours-sbi-sharp-s0 /tmp/probe/table2_xception-s0 /tmp/probe/table2_ours-s0
+                                                                # -> bench/results/sbi_degrade.json / .md
 
 Every run must have been trained on one manifest (its config's data.manifest); the crops are that
 manifest's test split at raw (the degradations are applied to them) and the same frames at c23 / c40.
@@ -89,10 +90,9 @@ def paired_test_crops(manifest: Path) -> dict[str, list[dict]]:
     return out
 
 
-def load_image(manifest: Path, record: dict) -> np.ndarray:
-    path = Path(record["path"])
-    path = path if path.is_absolute() else manifest.parent / path
-    return np.asarray(Image.open(path).convert("RGB"))
+def load_image(record: dict) -> np.ndarray:
+    """A manifest row's crop, HxWx3 uint8 RGB (read_manifest gives the file's "abspath")."""
+    return np.asarray(Image.open(record["abspath"]).convert("RGB"))
 
 
 def summarize(labels: np.ndarray, scores: np.ndarray) -> dict:
@@ -123,11 +123,8 @@ def probe_run(run_dir: Path, crops: dict[str, list[np.ndarray]], labels: np.ndar
     return out
 
 
-def run_label(run_dir: Path) -> str:
+def run_label(run_dir: Path, cfg: dict) -> str:
     """The run's setting in words, from its config: data.fakes and loss.kind."""
-    import yaml
-
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
     fakes = {"sbi": "sbi", "real": "true", "mixed": "mixed"}.get(cfg["data"].get("fakes", "real"), "?")
     return f"{fakes} {cfg['loss']['kind']} ({run_dir.name})"
 
@@ -171,7 +168,7 @@ def pseudo_fake_detail(manifest: Path, variants=BLEND_VARIANTS, n: int = 256, se
             and r["label"] == 0 and r.get("landmarks")][:n]
     if not recs:
         return {}
-    crops = torch.stack([torch.from_numpy(load_image(manifest, r).copy()).permute(2, 0, 1) for r in recs])
+    crops = torch.stack([torch.from_numpy(load_image(r).copy()).permute(2, 0, 1) for r in recs])
     landmarks = torch.tensor([r["landmarks"] for r in recs], dtype=torch.float32)
 
     def detail(x, where):
@@ -188,7 +185,7 @@ def pseudo_fake_detail(manifest: Path, variants=BLEND_VARIANTS, n: int = 256, se
         full = inner.flatten(1).any(1)  # a blend ratio below 1 leaves no pixel of the pure source
         r = (detail(fakes, inner) / detail(crops, inner).clamp(min=1e-6))[full]
         out[label] = {"n": int(full.sum()), "median": float(r.median()), "q25": float(r.quantile(0.25)),
-                           "q75": float(r.quantile(0.75)), "below": float((r < 1).float().mean())}
+                      "q75": float(r.quantile(0.75)), "below": float((r < 1).float().mean())}
     return out
 
 
@@ -224,24 +221,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args, command: str) -> int:
-    import yaml
+    from rccl.run import RunDir
 
-    manifests = set()
-    for run in args.runs:
-        if not (run / "config.yaml").is_file():
-            raise BenchError(f"run {run}: no config.yaml (pass run folders of rccl-train)")
-        manifests.add(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["data"]["manifest"])
+    configs = {run: RunDir(run).config() for run in args.runs}  # a folder without config.yaml: its error
+    manifests = {str(RunDir(run).manifest(cfg)) for run, cfg in configs.items()}
     if len(manifests) != 1:
         raise BenchError(f"the runs were trained on {len(manifests)} manifests ({', '.join(sorted(manifests))}): "
                          "give runs of one")
     manifest = Path(manifests.pop())
     records = paired_test_crops(manifest)
-    crops = {q: [load_image(manifest, r) for r in rs] for q, rs in records.items()}
+    crops = {q: [load_image(r) for r in rs] for q, rs in records.items()}
     labels = np.array([r["label"] for r in records["raw"]])
     results = {"manifest": str(manifest), "n_natural": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
                "labels": {}, "runs": {}, "pseudo_fake_detail": pseudo_fake_detail(manifest)}
     for run in args.runs:
-        results["labels"][str(run)] = run_label(run)
+        results["labels"][str(run)] = run_label(run, configs[run])
         results["runs"][str(run)] = probe_run(run, crops, labels)
         print(f"sbi_degrade: {run} done", flush=True)
     write_json(args.out, results)

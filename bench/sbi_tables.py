@@ -58,9 +58,9 @@ SETTINGS = {"sbi": "naturals + self-blended pseudo-fakes (the set's fakes never 
             "sbi+jpeg": "sbi, every training view JPEG-compressed with probability 0.5 (quality: the default "
                         "data.augment.jpeg_quality)",
             "sbi-sharp": "sbi, no pseudo-fake source loses resolution (data.blend_downscale_p=0: all sharpened)"}
-# A setting's overrides on top of the budget's (the same budget: only the views change). Trained on raw,
-# the sbi detectors call the set's compressed naturals fake (their TNR column); this setting tests whether
-# seeing compression in training is what they lack.
+# A setting's overrides on top of the budget's (the same budget: one key changes). Trained on raw, the sbi
+# detectors call the set's compressed naturals fake (their TNR column); the diagnostics test two remedies:
+# compressed training views, and pseudo-fakes that are never made by a resolution loss.
 SETTING_OVERRIDES = {"sbi+jpeg": ["data.augment.jpeg_p=0.5"], "sbi-sharp": ["data.blend_downscale_p=0"]}
 
 
