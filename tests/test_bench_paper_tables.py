@@ -327,3 +327,37 @@ def test_stage1_summary_and_paired_comparison(tmp_path):
     # raw: -2.0 and +2.0 points (mean 0.0, sd 2.8); c40: +8.0 and +12.0 (mean +10.0)
     assert "-2.0 / +2.0 (mean +0.0 ± 2.8)" in auc and "+8.0 / +12.0 (mean +10.0 ± 2.8)" in auc
     assert not any(line.startswith("| 2:Ours − Xception") for line in lines)  # no CE row: no pair
+
+
+def test_a_record_of_another_config_is_never_verified_and_the_tables_say_it(tmp_path, monkeypatch, capsys):
+    """A row recorded with another config hash than the current code gives (the issue-25 symptom: --verify
+    said 'nothing to run' for a stale record): --verify names the row, both hashes and refuses (exit 1)
+    without running it; --list and the markdown mark it stale; a plain run replaces it."""
+    calls = []
+    monkeypatch.setattr(pt, "run_one", _fake_run(calls, threading.Lock()))
+    monkeypatch.setattr(pt, "prepare_data", lambda *a, **k: tmp_path / "manifest.jsonl")
+    out = tmp_path / "t.json"
+    assert pt.main(["--only", "2:Ours", "--seeds", "0", "--out", str(out)]) == 0
+    results = json.loads(out.read_text(encoding="utf-8"))
+    now = find_row(results, "2", "Ours")["config_hash"]
+    find_row(results, "2", "Ours")["config_hash"] = "0123456789ab"  # as if recorded before a defaults change
+    out.write_text(json.dumps(results), encoding="utf-8")
+    calls.clear()
+    capsys.readouterr()
+    assert pt.main(["--only", "2:Ours", "--seeds", "0", "--verify", "--out", str(out)]) == 1
+    printed = capsys.readouterr().out
+    assert calls == [] and "nothing to run" not in printed
+    assert f"2:Ours seed 0 was recorded with config hash 0123456789ab, but the current code" in printed
+    assert f"give {now}: the record belongs to another config" in printed
+    assert pt.main(["--only", "2:Ours", "--list", "--out", str(out)]) == 0
+    assert "recorded seeds [0] STALE (recorded with 0123456789ab)" in capsys.readouterr().out
+    plan = plan_runs(read_bench_config(BENCH_CONFIG)[1], data_key(read_bench_config(BENCH_CONFIG)[0]))
+    md = render_markdown(json.loads(out.read_text(encoding="utf-8")), "cmd", plan)
+    assert "**Stale rows (1)**" in md and f"- 2:Ours: 0123456789ab → {now}" in md and "| Ours (stale) | 1 |" in md
+    assert "Stale" not in render_markdown(json.loads(out.read_text(encoding="utf-8")), "cmd")  # no plan, no claim
+    assert pt.main(["--only", "2:Ours", "--seeds", "1", "--verify", "--out", str(out)]) == 1  # seed not recorded
+    assert "none of the selected rows/seeds is in the JSON" in capsys.readouterr().out
+    assert pt.main(["--only", "2:Ours", "--seeds", "0", "--out", str(out)]) == 0  # a plain run replaces it
+    assert calls == [("2:Ours", 0)]
+    assert find_row(json.loads(out.read_text(encoding="utf-8")), "2", "Ours")["config_hash"] == now
+    assert "Stale" not in out.with_suffix(".md").read_text(encoding="utf-8")
