@@ -178,12 +178,13 @@ def pseudo_fake_detail(manifest: Path, variants=BLEND_VARIANTS, n: int = 256, se
 
     out = {}
     for label, fields in variants:
-        fakes, mask = self_blend(crops, landmarks, params=BlendParams(**fields),
-                                 generator=torch.Generator().manual_seed(seed))
+        fakes, mask, naturals = self_blend(crops, landmarks, params=BlendParams(**fields),
+                                           generator=torch.Generator().manual_seed(seed))
         mask = mask.reshape(len(crops), *mask.shape[-2:])
         inner = mask >= 0.99
         full = inner.flatten(1).any(1)  # a blend ratio below 1 leaves no pixel of the pure source
-        r = (detail(fakes, inner) / detail(crops, inner).clamp(min=1e-6))[full]
+        # against the natural each pseudo-fake is paired with (the crop, or the jittered crop in the target branch)
+        r = (detail(fakes, inner) / detail(naturals, inner).clamp(min=1e-6))[full]
         out[label] = {"n": int(full.sum()), "median": float(r.median()), "q25": float(r.quantile(0.25)),
                       "q75": float(r.quantile(0.75)), "below": float((r < 1).float().mean())}
     return out

@@ -26,6 +26,10 @@ DEFAULTS: dict = {
         # others are sharpened (rccl.data.blend.params). At 0 the detectors still call heavily compressed
         # naturals fake: the source's resampling smooths it too (bench/RESULTS.md, "Self-blending")
         "blend_downscale_p": 0.5,
+        # with sbi / mixed: the share of pseudo-fakes whose natural (the target) takes the colour and frequency
+        # jitters instead of the source, and is the natural the pseudo-fake is paired with (SBI's 50/50): a
+        # whole face that lost detail is then as often natural as fake (rccl.data.blend.pseudo_fake)
+        "blend_target_p": 0.0,
         "workers": 4,
         "cache_images": False,     # decode every training crop once and keep it in memory (small sets)
         "augment": {

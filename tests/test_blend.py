@@ -43,7 +43,7 @@ def test_pseudo_fake_geometry(seed):
     lm = np.array(ellipse_landmarks(SIZE, rx=0.3, ry=0.3, cy=0.5), dtype=np.float32)
     crop = _textured_crop(seed)
     g = torch.Generator().manual_seed(100 + seed)
-    fake, mask = self_blend(crop.repeat(4, 1, 1, 1), torch.from_numpy(lm).repeat(4, 1, 1), generator=g)
+    fake, mask, natural = self_blend(crop.repeat(4, 1, 1, 1), torch.from_numpy(lm).repeat(4, 1, 1), generator=g)
     hull = _hull_pixels(lm, SIZE)
     r = reach(SIZE)
     outside = distance_transform_edt(~hull) > r
@@ -63,8 +63,8 @@ def test_pseudo_fake_geometry(seed):
 
 def test_draws_differ_and_repeat_with_the_generator():
     crop, lm = _textured_crop(0).repeat(3, 1, 1, 1), torch.tensor(ellipse_landmarks(SIZE)).repeat(3, 1, 1)
-    a, ma = self_blend(crop, lm, generator=torch.Generator().manual_seed(1))
-    b, mb = self_blend(crop, lm, generator=torch.Generator().manual_seed(1))
+    a, ma, _ = self_blend(crop, lm, generator=torch.Generator().manual_seed(1))
+    b, mb, _ = self_blend(crop, lm, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and torch.equal(ma, mb)
     assert not torch.equal(a[0], a[1]) and not torch.equal(ma[0], ma[1])  # every sample its own draws
     assert set(DEFAULT_PARAMS.ratios) >= {0.25, 1.0}
@@ -156,6 +156,37 @@ def test_downscale_share_decides_which_sources_lose_detail(p):
         assert 0 < lost.sum() < len(images)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_target_branch_jitters_the_natural_and_keeps_the_pair_equal_outside(seed):
+    """SBI's 50/50 (data.blend_target_p): at 1 every natural the pseudo-fake is blended into is the crop
+    jittered in place (it differs from the crop everywhere, no move), the pseudo-fake equals that natural bit
+    for bit beyond the reach and differs from it well inside the hull (the source is the moved, unjittered
+    crop); at 0 the naturals are the crops themselves and the draws are those of target_p's absence."""
+    from rccl.data.blend.params import BlendParams
+
+    lm = torch.from_numpy(np.array(ellipse_landmarks(SIZE, rx=0.3, ry=0.3, cy=0.5), dtype=np.float32)).repeat(4, 1, 1)
+    crop = _textured_crop(seed).repeat(4, 1, 1, 1)
+    hull = _hull_pixels(lm[0].numpy(), SIZE)
+    outside, core = distance_transform_edt(~hull) > reach(SIZE), distance_transform_edt(hull) > reach(SIZE)
+    fake, mask, natural = self_blend(crop, lm, BlendParams(target_p=1.0), torch.Generator().manual_seed(seed))
+    for k in range(4):
+        assert (natural[k] != crop[k]).any(dim=0).float().mean() > 0.5  # jittered (colour has a floor)
+        diff = (fake[k].int() - natural[k].int()).abs().amax(dim=0).numpy()
+        assert (diff[outside] == 0).all() and (diff[core] > 0).mean() > 0.95
+    # the natural's jitter is in place: its large-scale layout is the crop's (no shift or zoom)
+    low = lambda x: torch.nn.functional.avg_pool2d(x.float(), 16)  # noqa: E731
+    assert (low(natural) - low(crop)).abs().mean(dim=(1, 2, 3)).max() < 40
+    fake0, mask0, natural0 = self_blend(crop, lm, BlendParams(target_p=0.0), torch.Generator().manual_seed(seed))
+    assert torch.equal(natural0, crop)
+    g = torch.Generator().manual_seed(seed)
+    again = self_blend(crop, lm, BlendParams(), g)  # target_p's default, 0 until measured otherwise
+    assert torch.equal(again.fakes, fake0) and torch.equal(again.masks, mask0)
+    half = self_blend(crop.repeat(8, 1, 1, 1), lm.repeat(8, 1, 1), BlendParams(target_p=0.5),
+                      torch.Generator().manual_seed(seed))
+    jittered = (half.naturals != crop.repeat(8, 1, 1, 1)).flatten(1).any(1)
+    assert 0 < jittered.sum() < 32
+
+
 # -- sampler and loader ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
@@ -203,6 +234,15 @@ def test_loader_makes_pseudo_fakes(tiny):
     assert b["view1"].shape == (6, 3, 16, 16) and b["label"].tolist() == [0, 1] * 3
     assert all(BLEND_KEY in chosen[i] for i in b["index"][1::2].tolist())
     assert build_train_loader(cfg, chosen, sampler).dataset.blend_params.downscale_p == 0.5  # the config's key
+    # with the target taking the jitters, the natural in the batch is the one its pseudo-fake was blended into
+    cfg1 = {**cfg, "data": {**cfg["data"], "blend_target_p": 1.0}}
+    dataset = build_train_loader(cfg1, chosen, sampler).dataset
+    assert dataset.blend_params.target_p == 1.0
+    batch = next(iter(sampler))
+    images = dataset._batch_images([(a, p, 7) for a, p in batch])
+    for natural, fake in zip([a for a, _ in batch[0::2]], [a for a, _ in batch[1::2]]):
+        assert chosen[fake][BLEND_KEY] == natural
+        assert not torch.equal(images[natural], dataset.image(natural))  # jittered, not the file's crop
     cfg0 = {**cfg, "data": {**cfg["data"], "blend_downscale_p": 0.0}}
     assert build_train_loader(cfg0, chosen, sampler).dataset.blend_params.downscale_p == 0.0
     # auto picks the torch loader for pseudo-fakes; dali is refused with the reason

@@ -53,7 +53,7 @@ def test_self_blending_a_real_crop():
     crop, tight = _real_crop(PHOTOS[0], size=320)
     pts, _ = crop_landmarks(LandmarkPredictor(), crop, tight)
     x = torch.from_numpy(crop.copy()).permute(2, 0, 1)[None].repeat(3, 1, 1, 1)
-    fake, mask = self_blend(x, torch.tensor(pts).repeat(3, 1, 1), generator=torch.Generator().manual_seed(0))
+    fake, mask, _ = self_blend(x, torch.tensor(pts).repeat(3, 1, 1), generator=torch.Generator().manual_seed(0))
     p = np.array(pts)
     changed = (fake.int() - x.int()).abs().amax(dim=1) > 0
     ys, xs = torch.nonzero(changed.any(0), as_tuple=True)

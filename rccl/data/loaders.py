@@ -84,10 +84,13 @@ class PairViews(_Crops):
         for i in pseudo:
             by_shape.setdefault(tuple(images[i].shape), []).append(i)
         for group in by_shape.values():  # crops of one size blend together (a manifest normally has one)
-            blended, _ = self_blend(torch.stack([images[i] for i in group]),
-                                    torch.stack([self._landmarks[i] for i in group]),
-                                    **({"params": self.blend_params} if self.blend_params else {}))
-            images.update(zip(group, blended))
+            made = self_blend(torch.stack([images[i] for i in group]), torch.stack([self._landmarks[i] for i in group]),
+                              **({"params": self.blend_params} if self.blend_params else {}))
+            images.update(zip(group, made.fakes))
+            # the natural source in this batch is the one its pseudo-fake was blended into (jittered when
+            # the target took the jitters), so the pair differs inside the face only
+            images.update((self.records[i][BLEND_KEY], natural) for i, natural in zip(group, made.naturals)
+                          if self.records[i][BLEND_KEY] in images)
         return images
 
     def _item(self, images, anchor: int, partner: int, seed: int | None = None) -> dict:
@@ -194,7 +197,8 @@ def build_train_loader(cfg: dict, records: list[dict], sampler):
     data = cfg["data"]
     normalization = input_normalization(cfg["model"]["encoder"])
     dataset = PairViews(records, train_transform(data["image_size"], data["augment"], normalization),
-                        blend_params=BlendParams(downscale_p=float(data["blend_downscale_p"])) if blending else None)
+                        blend_params=BlendParams(downscale_p=float(data["blend_downscale_p"]),
+                                                 target_p=float(data["blend_target_p"])) if blending else None)
     if data["cache_images"]:
         dataset.preload(progress=cfg["train"]["progress"])
     workers = int(data["workers"])

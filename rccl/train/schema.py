@@ -211,6 +211,7 @@ SCHEMA: dict = {
     "data.backend": choice("torch", "dali", "auto"),
     "data.fakes": choice(*FAKES_MODES),
     "data.blend_downscale_p": probability(),
+    "data.blend_target_p": probability(),
     "data.dali_threads": integer(0),
     "data.dali_prefetch": integer(1),
     "data.image_size": integer(8),

@@ -69,5 +69,12 @@ def frequency_and_move(images: torch.Tensor, theta: torch.Tensor, params: BlendP
     return out
 
 
+def move(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """The zoom and shift alone (no colour or frequency change): the source copy of a crop whose target
+    takes the jitters; the same bilinear resampling and repeated border as frequency_and_move."""
+    b, c, h, w = images.shape
+    return _resample(images, F.affine_grid(theta, (b, c, h, w), align_corners=False))
+
+
 def _resample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -24,6 +24,9 @@ class BlendParams:
     sharpen: tuple[float, float] = (0.2, 0.5)        # unsharp-mask strength (the sources not downscaled)
     downscale: tuple[int, ...] = (2, 4)              # the down-up factors (a resolution loss, as a generator's)
     downscale_p: float = DEFAULTS["data"]["blend_downscale_p"]  # the share of sources downscaled (config key)
+    # the share of crops whose natural (the target) takes the colour and frequency jitters instead of the
+    # source (SBI's 50/50; config key data.blend_target_p); 0: always the source
+    target_p: float = DEFAULTS["data"]["blend_target_p"]
     # -- the mask, drawn at mask_size (<= the crop's side) and resized to the crop --
     mask_size: int = 64
     hull_directions: int = 64                        # the hull as the intersection of this many half-planes
