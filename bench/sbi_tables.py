@@ -22,22 +22,20 @@ and its markdown are rewritten after every run. Runs go one at a time (--jobs is
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import statistics
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 from bench.paper_tables import (BENCH_CONFIG, QUALITIES, ROOT, BenchError, config_hash, default_cache,
-                                parse_seeds, read_bench_config, run_child, run_name, run_one, training_config)
+                                parse_seeds, read_bench_config, run_name, run_one, training_config)
+from bench.real_videos import CROSS, REAL, per_video, prepare_real, score_run
 from rccl.errors import RcclError
 from rccl.fileio import write_json, write_text
 
 OUT_JSON = ROOT / "bench" / "results" / "sbi_tables.json"
-REAL = ROOT.parent / "shared" / "data" / "real"
 
 # (setting, method, config)
 ROWS = [
@@ -76,11 +74,6 @@ def row_run_name(setting: str, config: str, seed: int) -> str:
         stem, _, s = name.rpartition("-")
         name = f"{stem}-{''.join(c if c.isalnum() else '-' for c in setting)}-{s}"
     return name
-# The real samples: (name, rccl-prep dataset, folder under --real, quality as distributed, splits to score)
-CROSS = [("ffpp", "ffpp", "ffpp", "c23", ("train", "val", "test")),
-         ("dfdc", "dfdc", "dfdc", "raw", ("train",))]
-
-
 def parse_only(values: list[str] | None) -> list[tuple[str, str, str]]:
     """--only SETTING[:METHOD] (repeatable, comma lists) -> the ROWS chosen, in ROWS' order."""
     if not values:
@@ -107,57 +100,11 @@ def prepare_data(preset_name: str, cache: Path, log) -> Path:
     return Path(manifest)
 
 
-def prepare_real(real: Path, cache: Path, log) -> dict[str, Path]:
-    """{name: manifest} of the real samples in CROSS, prepared once (the default face detector)."""
-    from rccl.data.prep import prepare
-
-    out = {}
-    for name, dataset, folder, quality, _ in CROSS:
-        if not (real / folder).is_dir():
-            raise BenchError(f"real sample {real / folder}: no such folder (give --real, or --no-cross)")
-        out[name] = Path(prepare(dataset, real / folder, cache / f"sbi-real-{name}", qualities=(quality,),
-                                 pairs_per_video=8, crop_size=128, progress=False, log=None))
-        log(f"sbi_tables: real {name} {out[name]}")
-    return out
-
-
-def eval_command(run_dir: Path, manifest: Path, name: str, quality: str, split: str) -> list[str]:
-    return [sys.executable, "-m", "rccl.cli.evaluate", "--checkpoint", str(run_dir), "--manifest", str(manifest),
-            "--name", name, "--qualities", quality, "--split", split, "--workers", "0", "--no-progress"]
-
-
-def video_scores(scores_csv: Path) -> dict[str, dict]:
-    """{video: {"label": 0/1, "score": mean fake probability of its crops, "crops": n}} from rccl-eval's CSV."""
-    per = defaultdict(list)
-    labels = {}
-    with open(scores_csv, encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            per[row["video"]].append(float(row["fake_probability"]))
-            labels[row["video"]] = int(row["label"])
-    return {v: {"label": labels[v], "score": round(statistics.fmean(s), 4), "crops": len(s)} for v, s in per.items()}
-
-
 def cross_scores(run_dir: Path, real: dict[str, Path], nice: int) -> dict[str, dict]:
-    """{"NAME:VIDEO": {...}} for every video of the real samples that has crops, each split scored by rccl-eval."""
-    out = {}
-    for name, _, _, quality, splits in CROSS:
-        if name not in real:
-            continue
-        for split in splits:
-            cmd = eval_command(run_dir, real[name], name, quality, split)
-            cmd = ["nice", "-n", str(nice), *cmd] if nice else cmd
-            rc, _, _ = run_child(cmd, run_dir / f"eval_{name}_{split}.log")
-            scores = run_dir / "eval" / name / f"{split}_{quality}_scores.csv"
-            if rc != 0 or not scores.is_file():
-                tail = (run_dir / f"eval_{name}_{split}.log").read_text(encoding="utf-8").strip().splitlines()[-1:]
-                if "crops in split" in " ".join(tail):
-                    continue  # the sample has no video of this split
-                raise BenchError(f"rccl-eval on {name} {split} exited {rc}: {' | '.join(tail)}")
-            out.update({f"{name}:{v}": s for v, s in video_scores(scores).items()})
-    return out
+    """{"NAME:VIDEO": {...}} for every video of the real samples that has crops (bench.real_videos)."""
+    return per_video(score_run(run_dir, real, nice))
 
 
-# ------------------------------------------------------------------------------------------ results
 def load_results(path: Path) -> dict:
     if not path.is_file():
         return {"rows": []}

@@ -4,8 +4,9 @@ rccl-eval's CSV, and the markdown of a results file."""
 import pytest
 
 from bench.paper_tables import BENCH_CONFIG, ROOT, BenchError, read_bench_config, training_config
-from bench.sbi_tables import (CROSS, ROWS, build_parser, eval_command, load_results, merge_run, parse_only,
-                              render_markdown, row_overrides, row_run_name, video_scores)
+from bench.real_videos import CROSS, eval_command, summarize, video_scores
+from bench.sbi_tables import (ROWS, build_parser, load_results, merge_run, parse_only, render_markdown, row_overrides,
+                              row_run_name)
 
 
 def test_rows_pair_each_method_with_and_without_the_sets_fakes():
@@ -69,6 +70,23 @@ def test_eval_command_and_video_scores(tmp_path):
                    "a,ffpp,v1.mp4,0,1,0.2\nb,ffpp,v1.mp4,1,1,0.4\nc,ffpp,v0.mp4,0,0,0.1\n")
     assert video_scores(csv) == {"v1.mp4": {"label": 1, "score": 0.3, "crops": 2},
                                  "v0.mp4": {"label": 0, "score": 0.1, "crops": 1}}
+
+
+def test_real_video_summary():
+    """The frame AUC pools every crop; TNR/TPR at the detector's threshold; a natural video must score below
+    every fake method's mean for naturals_below_every_method."""
+    frames = ([{"video": "ffpp:original_sequences/youtube/c23/videos/004.mp4", "label": 0, "score": s} for s in (0.1, 0.6)]
+              + [{"video": "ffpp:manipulated_sequences/Deepfakes/c23/videos/519_515.mp4", "label": 1, "score": s}
+                 for s in (0.7, 0.9)]
+              + [{"video": "dfdc:train_sample_videos/a.mp4", "label": 1, "score": s} for s in (0.2, 0.8)])
+    s = summarize(frames)
+    assert s["frame_auc"] == pytest.approx(7 / 8) and s["natural_tnr"] == 0.5 and s["fake_tpr"] == 0.75
+    assert s["method_means"] == {"DFDC": 0.5, "Deepfakes": 0.8} and s["natural_video_max"] == 0.35
+    assert s["naturals_below_every_method"] and s["crops"] == 6
+    frames[0]["score"] = 0.9  # the natural video's mean (0.75) passes DFDC's
+    assert not summarize(frames)["naturals_below_every_method"]
+    with pytest.raises(BenchError, match="no real-sample crops"):
+        summarize([])
 
 
 def test_results_and_markdown(tmp_path):

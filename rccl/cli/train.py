@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. stage1.epochs=5")
     add_common_arguments(p)
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may come before and after the flags
 
 
 def resolve_config(args) -> tuple[dict, bool]:
