@@ -96,11 +96,15 @@ def load_image(record: dict) -> np.ndarray:
 
 
 def summarize(labels: np.ndarray, scores: np.ndarray) -> dict:
+    """TNR and the naturals' mean score; with fakes among the crops, their TPR and the frame AUC (None
+    without: a naturals-only test split says how many naturals a degradation turns fake, not more)."""
     from rccl.metrics import roc_auc
 
     nat, fake = scores[labels == 0], scores[labels == 1]
+    both = len(nat) and len(fake)
     return {"tnr": float((nat < 0.5).mean()), "natural_mean": float(nat.mean()),
-            "tpr": float((fake >= 0.5).mean()), "auc": float(roc_auc(labels, scores))}
+            "tpr": float((fake >= 0.5).mean()) if len(fake) else None,
+            "auc": float(roc_auc(labels, scores)) if both else None}
 
 
 def probe_run(run_dir: Path, crops: dict[str, list[np.ndarray]], labels: np.ndarray) -> dict[str, dict]:
@@ -142,7 +146,8 @@ def render_markdown(results: dict, command: str) -> str:
     for name in results["runs"][runs[0]]:
         cells = [results["runs"][r][name] for r in runs]
         lines.append(f"| {name} | " + " | ".join(
-            f"{100 * c['tnr']:.0f} / {100 * c['natural_mean']:.0f} / {100 * c['auc']:.1f}" for c in cells) + " |")
+            f"{100 * c['tnr']:.0f} / {100 * c['natural_mean']:.0f} / "
+            + ("-" if c["auc"] is None else f"{100 * c['auc']:.1f}") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -207,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sbi_degrade", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="run folders with their stage-2 checkpoint")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="score the test split of this manifest (raw, c23 and c40 of the same frames) instead of "
+                        "the one the runs were trained on: e.g. a face-swap tree for detectors trained on "
+                        "naturals alone (the pseudo-fakes' detail is still measured on the training manifest)")
     p.add_argument("--out", type=Path, default=OUT_JSON, help="results JSON; the .md is written beside it")
     return p
 
@@ -230,11 +239,17 @@ def _main(args, command: str) -> int:
         raise BenchError(f"the runs were trained on {len(manifests)} manifests ({', '.join(sorted(manifests))}): "
                          "give runs of one")
     manifest = Path(manifests.pop())
-    records = paired_test_crops(manifest)
+    tested = args.manifest or manifest
+    if not tested.is_file():
+        raise BenchError(f"--manifest {tested}: no such file")
+    records = paired_test_crops(tested)
     crops = {q: [load_image(r) for r in rs] for q, rs in records.items()}
     labels = np.array([r["label"] for r in records["raw"]])
-    results = {"manifest": str(manifest), "n_natural": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
-               "labels": {}, "runs": {}, "pseudo_fake_detail": pseudo_fake_detail(manifest)}
+    if not (labels == 0).any():
+        raise BenchError(f"{tested}: its test split has no natural crop: nothing to count")
+    results = {"manifest": str(tested), "trained_on": str(manifest), "n_natural": int((labels == 0).sum()),
+               "n_fake": int((labels == 1).sum()), "labels": {}, "runs": {},
+               "pseudo_fake_detail": pseudo_fake_detail(manifest)}
     for run in args.runs:
         results["labels"][str(run)] = run_label(run, configs[run])
         results["runs"][str(run)] = probe_run(run, crops, labels)

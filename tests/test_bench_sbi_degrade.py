@@ -73,3 +73,23 @@ def test_crops_need_every_quality_and_runs_one_manifest(tmp_path, monkeypatch):
     other = make_tiny_run(tmp_path / "b", VIDEOS)
     assert main([str(run), str(other), "--out", str(tmp_path / "x.json")]) == 2
     assert main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_probe_on_another_manifest_with_naturals_only(tmp_path, monkeypatch):
+    """--manifest scores another set's test split (e.g. real photos for a detector trained elsewhere); with
+    naturals alone the cells count the naturals called fake and have no AUC; a split without any natural is
+    refused with the manifest's name."""
+    install_brightness_detector(monkeypatch)
+    run = make_tiny_run(tmp_path / "a", VIDEOS)
+    make_tiny_run(tmp_path / "b", [v for v in VIDEOS if v[3] == 0])
+    other = tmp_path / "b" / "data" / "manifest.jsonl"
+    out = tmp_path / "n.json"
+    assert main([str(run), "--manifest", str(other), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["manifest"] == str(other) and res["trained_on"] != str(other) and (res["n_natural"], res["n_fake"]) == (2, 0)
+    cell = res["runs"][str(run)]["the set's c40"]
+    assert cell["tnr"] == 0.0 and cell["auc"] is None and cell["tpr"] is None
+    assert "| the set's c40 | 0 / 80 / - |" in out.with_suffix(".md").read_text()
+    make_tiny_run(tmp_path / "c", [v for v in VIDEOS if v[3] == 1 or v[1] == "train"])
+    assert main([str(run), "--manifest", str(tmp_path / "c" / "data" / "manifest.jsonl"), "--out", str(out)]) == 2
+    assert main([str(run), "--manifest", str(tmp_path / "none.jsonl"), "--out", str(out)]) == 2
