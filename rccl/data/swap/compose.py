@@ -49,7 +49,11 @@ def _feather(hull: np.ndarray) -> tuple[np.ndarray, int]:
     k = math.ceil(3 * sigma)
     core = cv2.erode(hull.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     weight = cv2.GaussianBlur(core.astype(np.float32), (2 * k + 1, 2 * k + 1), sigma, borderType=cv2.BORDER_CONSTANT)
-    return weight, max(0, k - r) + 1
+    # the blur's square window reaches past k - r on the diagonals, with weights under 0.2 %: cut there, so
+    # that the weight is 0 wherever the hull is farther than `reach` (one pixel for the hull's rounding)
+    reach = max(0, k - r) + 1
+    weight *= cv2.dilate(hull.astype(np.uint8), np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    return weight, reach
 
 
 def _poisson(face: np.ndarray, target: np.ndarray, hull: np.ndarray) -> np.ndarray:
