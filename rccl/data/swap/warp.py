@@ -36,6 +36,11 @@ def warp_face(donor: np.ndarray, donor_points: np.ndarray, target_points: np.nda
     h, w = shape
     dst, src = with_ring(target_points), with_ring(donor_points)
     triangles = Delaunay(dst).simplices
+    # a sliver (three target points on a line) has no affine map; its pixels lie on its neighbours' edges,
+    # which the neighbours fill (fillConvexPoly includes the boundary)
+    a, b, c = dst[triangles[:, 0]], dst[triangles[:, 1]], dst[triangles[:, 2]]
+    area = 0.5 * np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+    triangles = triangles[area > 1e-3]
     index = np.full((h, w), -1, dtype=np.int32)
     for k, tri in enumerate(triangles):  # 16ths of a pixel: the corners keep their sub-pixel position
         cv2.fillConvexPoly(index, np.round(dst[tri] * 16).astype(np.int32), int(k), cv2.LINE_8, 4)
