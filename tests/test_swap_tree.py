@@ -125,6 +125,7 @@ def test_rccl_prep_reads_the_tree_at_every_quality(tree, tmp_path):
     (["{photos}", "--out", "{tmp}/o", "--limit", "3", "--train", "0.8", "--val", "0.1", "--test", "0.1"],
      "split val: 1 photo(s)"),
     (["{photos}", "--out", "{tmp}/o", "--swaps-per-target", "0"], "--swaps-per-target 0: must be at least 1"),
+    (["{photos}", "--out", "{tmp}/o", "--device", "cuda"], "--device cuda: rccl-swap computes on the CPU only"),
 ])
 def test_bad_inputs_are_one_line_errors(tree, tmp_path, capsys, argv, message):
     photos, out, _ = tree

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from rccl.cli.common import add_common_arguments, error, run_command
+from rccl.cli.common import add_common_arguments, refuse_accelerator, run_command
 from rccl.data.swap import BLENDS, BOX_MODES, ORDERS, SwapSettings, make_swap_tree
 from rccl.data.swap.tree import SUMMARY
 
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        if (args.device or "auto").split(":")[0] not in ("auto", "cpu"):
-            return error("rccl-swap", f"--device {args.device}: rccl-swap computes on the CPU only (dlib and "
-                                      f"OpenCV); use --device cpu or leave it out")
+        refused = refuse_accelerator("rccl-swap", args, "dlib and OpenCV")
+        if refused is not None:
+            return refused
         settings = SwapSettings(swaps=args.swaps_per_target, fractions=(args.train, args.val, args.test),
                                 seed=args.seed, limit=args.limit, order=args.order, pair_within=args.pair_within,
                                 box=args.box, blend=args.blend)

@@ -58,14 +58,21 @@ def read_folder(root: str | os.PathLike) -> Layout:
     return layout
 
 
-def _read_folder_splits(root: Path) -> dict[str, str]:
-    path = root / FOLDER_SPLITS
+def _optional_json(path: Path):
+    """The JSON in `path`, or None when there is no such file; invalid JSON is a LayoutError naming it."""
     if not path.is_file():
-        return {}
+        return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise LayoutError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _read_folder_splits(root: Path) -> dict[str, str]:
+    path = root / FOLDER_SPLITS
+    data = _optional_json(path)
+    if data is None:
+        return {}
     if not isinstance(data, dict) or set(data) - set(SPLITS) or \
             not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in data.values()):
         raise LayoutError(f"{path}: expected {{\"train\": [paths relative to {root}], \"val\": [...], \"test\": [...]}}, "
@@ -76,12 +83,9 @@ def _read_folder_splits(root: Path) -> dict[str, str]:
 def _read_folder_forgeries(root: Path) -> dict[str, tuple[str, str]]:
     """{fake: (background, face)} from ROOT/forgeries.json; {} without one."""
     path = root / FOLDER_FORGERIES
-    if not path.is_file():
+    data = _optional_json(path)
+    if data is None:
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise LayoutError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     expected = (f'expected {{"fake/...": {{"background": "real/...", "face": "real/..."}}}} (paths relative to '
                 f'{root}: the natural giving the frame, the natural giving the face)')
     if not isinstance(data, dict):
