@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import re
 
-import cv2
 import numpy as np
 import pytest
 
-from rccl.data.swap import PhotoLandmarker, swap_face
-from rccl.data.swap.colour import match_colour
-from rccl.data.swap.compose import face_hull
-from rccl.data.swap.plan import SwapError, assign_splits, compile_pattern, group_key, list_photos, pair_donors
-from rccl.data.swap.warp import warp_face, with_ring
+cv2 = pytest.importorskip("cv2", reason="needs OpenCV (pip install opencv-python-headless): the swap's warp and blend")
+pytest.importorskip("av", reason="needs PyAV (pip install av): rccl.data.swap reads photos as rccl-prep does")
+
+from rccl.data.swap import PhotoLandmarker, swap_face  # noqa: E402
+from rccl.data.swap.colour import match_colour  # noqa: E402
+from rccl.data.swap.compose import face_hull  # noqa: E402
+from rccl.data.swap.plan import (SwapError, assign_splits, compile_pattern, group_key, list_photos,  # noqa: E402
+                                 pair_donors)
+from rccl.data.swap.warp import warp_face, with_ring  # noqa: E402
 
 
 def face_points(cx: float, cy: float, rx: float, ry: float, seed: int) -> np.ndarray:

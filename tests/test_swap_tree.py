@@ -8,11 +8,11 @@ import hashlib
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+cv2 = pytest.importorskip("cv2", reason="needs OpenCV (pip install opencv-python-headless): the swap's warp and blend")
 pytest.importorskip("dlib", reason="needs dlib (pip install dlib-bin): the swaps' landmarks are dlib's")
 pytest.importorskip("av", reason="needs PyAV (pip install av): rccl-prep compresses with PyAV")
 
