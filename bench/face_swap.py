@@ -8,11 +8,12 @@ On a seeded draw of UTKFace photos of adults (18-59, ../shared/data/natural/utkf
 2. the warp: rccl's (triangles rasterised into an index map, one cv2.remap), a cv2.warpAffine per triangle,
    scikit-image's PiecewiseAffineTransform: time per warp and mean difference from scikit-image's, inside
    the target's hull.
-3. the blend, feathered vs Poisson (cv2.seamlessClone), on pairs of those photos: time per swap; how far
-   dlib's landmarks of the result lie from the target's (px); the seam: the mean gradient in a 5-px band
+3. the blend, feathered vs Poisson (cv2.seamlessClone), and an open target mouth kept (mouth target) or
+   swapped (mouth donor), on pairs of those photos: time per swap; how far dlib's landmarks of the result
+   lie from the target's (px; the mouth's 20 points alone where the target's mouth is open); the seam: the mean gradient in a 5-px band
    across the hull's edge, over the target's own there (1 = no new edge); the donor's detail inside
-   (correlation of the result's Laplacian with the warped donor's, eroded hull); the colour of the inner
-   face (mean CIELAB distance to the target's, eroded hull: what colour bleeding moves).
+   (correlation of the result's Laplacian with the warped donor's, in the swapped mask eroded by 7 px); the
+   colour of the inner face (mean CIELAB distance to the target's there: what colour bleeding moves).
 Medians over the photos or pairs; times are wall-clock in one process with one thread (OpenCV too).
 
     python -m bench.face_swap [--photos 1000] [--pairs 200] [--seed 0] [--json bench/results/face_swap.json]
@@ -33,7 +34,7 @@ from PIL import Image
 from rccl.data.faces.landmarks import landmark_problem
 from rccl.data.swap import PhotoLandmarker, swap_face
 from rccl.data.swap.colour import match_colour
-from rccl.data.swap.compose import face_hull
+from rccl.data.swap.compose import MOUTH_OPEN, face_hull
 from rccl.data.swap.warp import warp_face, with_ring
 from rccl.fileio import write_json, write_text
 
@@ -151,21 +152,24 @@ def warps(pairs, images, fits) -> dict:
                    "compared": len(diffs[name]), "skimage_refused": failed} for name in ways}
 
 
-def blend_measures(target, tgt_pts, donor, don_pts, blend, fitter) -> dict:
+def blend_measures(target, tgt_pts, donor, don_pts, blend, mouth, fitter) -> dict:
     t0 = time.perf_counter()
-    r = swap_face(target, tgt_pts, donor, don_pts, blend=blend)
+    r = swap_face(target, tgt_pts, donor, don_pts, blend=blend, mouth=mouth)
     seconds = time.perf_counter() - t0
     refit = fitter.fit(r.image)
     grey = lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32)  # noqa: E731
     grad = lambda x: np.hypot(cv2.Sobel(grey(x), cv2.CV_32F, 1, 0), cv2.Sobel(grey(x), cv2.CV_32F, 0, 1))  # noqa: E731
     hull = r.hull.astype(np.uint8)
     band = (cv2.dilate(hull, np.ones((5, 5), np.uint8)) - cv2.erode(hull, np.ones((5, 5), np.uint8))) > 0
-    core = cv2.erode(hull, np.ones((15, 15), np.uint8)) > 0
-    face = match_colour(warp_face(donor, don_pts, tgt_pts, target.shape[:2])[0], target, r.hull)
+    core = cv2.erode(r.mask.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0  # what was swapped, deep inside
+    face = match_colour(warp_face(donor, don_pts, tgt_pts, target.shape[:2])[0], target, r.mask)
     lap = lambda x: cv2.Laplacian(grey(x), cv2.CV_32F)[core]  # noqa: E731
     lab = lambda x: cv2.cvtColor(x.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)[core].mean(0)  # noqa: E731
+    open_mouth = face_hull(tgt_pts[60:68], *target.shape[:2]).sum() >= MOUTH_OPEN * r.hull.sum()
     return {"seconds": seconds,
             "landmark_px": float(np.linalg.norm(refit.landmarks - tgt_pts, axis=1).mean()) if refit.problem == "" else None,
+            "mouth_px": float(np.linalg.norm(refit.landmarks[48:] - tgt_pts[48:], axis=1).mean())
+            if refit.problem == "" and open_mouth else None,
             "seam_gradient_ratio": float(grad(r.image)[band].mean() / max(grad(target)[band].mean(), 1e-6)),
             "donor_detail_corr": float(np.corrcoef(lap(r.image), lap(face))[0, 1]),
             "colour_distance_to_target": float(np.linalg.norm(lab(r.image) - lab(target)))}
@@ -174,11 +178,14 @@ def blend_measures(target, tgt_pts, donor, don_pts, blend, fitter) -> dict:
 def blends(pairs, images, fits) -> dict:
     fitter = PhotoLandmarker("detect")
     out = {}
-    for blend in ("feather", "poisson"):
-        rows = [blend_measures(images[t], fits[t][0], images[d], fits[d][0], blend, fitter) for t, d in pairs]
+    for blend, mouth in (("feather", "target"), ("poisson", "target"), ("feather", "donor")):
+        rows = [blend_measures(images[t], fits[t][0], images[d], fits[d][0], blend, mouth, fitter) for t, d in pairs]
         med = lambda k: float(np.median([r[k] for r in rows if r[k] is not None]))  # noqa: E731
-        out[blend] = {"ms_per_swap": round(1000 * med("seconds"), 1),
+        out[f"{blend}, mouth {mouth}"] = {
+                      "ms_per_swap": round(1000 * med("seconds"), 1),
                       "landmark_px_median": round(med("landmark_px"), 2),
+                      "open_mouth_targets": sum(r["mouth_px"] is not None for r in rows),
+                      "mouth_px_median_open": round(med("mouth_px"), 2),
                       "refit_failed": sum(r["landmark_px"] is None for r in rows),
                       "seam_gradient_ratio": round(med("seam_gradient_ratio"), 3),
                       "donor_detail_corr": round(med("donor_detail_corr"), 3),
@@ -202,11 +209,12 @@ def markdown(res: dict) -> str:
         lines.append(f"| {way} | {v['ms_per_warp']} | {v['mean_abs_diff_from_skimage']} |")
     lines.append(f"(over the {v['compared']} pairs scikit-image could map; it refused {v['skimage_refused']}: a "
                  f"donor triangle collapsed to a line)")
-    lines += ["", "| blend | ms per swap | landmarks of the result vs target's (px, median) | seam gradient ratio | "
-                  "donor's detail (corr.) | colour distance to target (median, p90) |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| blend | ms per swap | landmarks of the result vs target's (px, median) | mouth points, open-mouth "
+                  "targets (px, median) | seam gradient ratio | donor's detail (corr.) | colour distance to target "
+                  "(median, p90) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for blend, v in res["blends"].items():
         lines.append(f"| {blend} | {v['ms_per_swap']} | {v['landmark_px_median']} ({v['refit_failed']} re-fits failed) | "
+                     f"{v['mouth_px_median_open']} ({v['open_mouth_targets']} targets) | "
                      f"{v['seam_gradient_ratio']} | {v['donor_detail_corr']} | {v['colour_distance_to_target']}, "
                      f"{v['colour_distance_p90']} |")
     return "\n".join(lines) + "\n"

@@ -28,6 +28,8 @@ def face_points(cx: float, cy: float, rx: float, ry: float, seed: int) -> np.nda
     u = np.linspace(np.pi * 0.9, np.pi * 0.1, 10)
     brows = np.stack([cx - 0.9 * rx * np.cos(u), cy - 0.8 * ry * np.sin(u)], 1)
     inner = np.stack([cx + rng.uniform(-0.6, 0.6, 41) * rx, cy + rng.uniform(-0.5, 0.7, 41) * ry], 1)
+    m = np.linspace(0, 2 * np.pi, 8, endpoint=False)  # 60-67, the inner lips: a closed mouth, 1 px high
+    inner[60 - 27:] = np.stack([cx + 0.3 * rx * np.cos(m), cy + 0.5 * ry + 0.5 * np.sin(m)], 1)
     return np.concatenate([jaw, brows, inner]).astype(np.float32)
 
 
@@ -56,6 +58,22 @@ def test_outside_the_dilated_hull_the_target_is_unchanged_and_inside_the_donor_s
     detail = lambda x: cv2.Laplacian(x.astype(np.float32), cv2.CV_32F)[core]  # noqa: E731
     to_donor, to_target = (np.abs(detail(r.image) - detail(x)).mean() for x in (face, target))
     assert to_donor < 0.2 * to_target, (to_donor, to_target)
+
+
+@pytest.mark.parametrize("blend", ["feather", "poisson"])
+def test_an_open_target_mouth_keeps_its_inside(blend):
+    target_pts = TARGET_PTS.copy()
+    t = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    target_pts[60:68] = np.stack([100 + 22 * np.cos(t), 140 + 12 * np.sin(t)], 1)  # an open mouth, ~2 % of the face
+    target, donor = texture(200, 190, 0), texture(170, 160, 1)
+    hole = cv2.erode(face_hull(target_pts[60:68], 200, 190).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    kept = swap_face(target, target_pts, donor, DONOR_PTS, blend=blend)
+    assert not kept.mask[hole].any() and kept.hull[hole].all()
+    assert np.abs(kept.image[hole].astype(int) - target[hole]).max() <= 1  # the target's own mouth
+    swapped = swap_face(target, target_pts, donor, DONOR_PTS, blend=blend, mouth="donor")
+    assert swapped.mask[hole].all() and np.abs(swapped.image[hole].astype(int) - target[hole]).mean() > 10
+    closed = swap_face(target, TARGET_PTS, donor, DONOR_PTS, blend=blend)
+    assert np.array_equal(closed.mask, closed.hull)                 # a closed mouth is swapped with the face
 
 
 def test_hull_mask_is_the_landmarks_hull():

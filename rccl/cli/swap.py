@@ -7,7 +7,7 @@ import sys
 import time
 
 from rccl.cli.common import add_common_arguments, refuse_accelerator, run_command
-from rccl.data.swap import BLENDS, BOX_MODES, ORDERS, SwapSettings, make_swap_tree
+from rccl.data.swap import BLENDS, BOX_MODES, MOUTHS, ORDERS, SwapSettings, make_swap_tree
 from rccl.data.swap.tree import SUMMARY
 
 
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(tight face crops), or the frame where dlib finds none (default: {d.box})")
     p.add_argument("--blend", choices=BLENDS, default=d.blend,
                    help=f"feathered mask or Poisson (OpenCV seamlessClone) (default: {d.blend})")
+    p.add_argument("--mouth", choices=MOUTHS, default=d.mouth,
+                   help="an open target mouth keeps its own inside between the donor's lips (target), or the "
+                        f"whole face is the donor's (donor, as FF++'s FaceSwap) (default: {d.mouth})")
     p.add_argument("--workers", type=int, default=0, help="processes (default: up to 2)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier rccl-swap tree in --out")
     add_common_arguments(p, device_help="rccl-swap computes on the CPU only (dlib, OpenCV): cpu or auto")
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             return refused
         settings = SwapSettings(swaps=args.swaps_per_target, fractions=(args.train, args.val, args.test),
                                 seed=args.seed, limit=args.limit, order=args.order, pair_within=args.pair_within,
-                                box=args.box, blend=args.blend)
+                                box=args.box, blend=args.blend, mouth=args.mouth)
         t0 = time.perf_counter()
         make_swap_tree(args.photos, args.out, settings, workers=args.workers or min(2, os.cpu_count() or 1),
                        overwrite=args.overwrite, progress=not args.no_progress)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from rccl.data.layouts.common import SPLITS
 from rccl.data.prep.plan import image_reader
-from rccl.data.swap.compose import BLENDS, swap_face
+from rccl.data.swap.compose import BLENDS, MOUTHS, swap_face
 from rccl.data.swap.landmarks import BOX_MODES, PhotoLandmarker
 from rccl.data.swap.plan import (ORDERS, Photo, SwapError, assign_splits, check_fractions, compile_pattern, group_key,
                                  list_photos, ordered, pair_donors)
@@ -51,6 +51,7 @@ class SwapSettings:
     pair_within: str | None = None
     box: str = "detect"
     blend: str = "feather"
+    mouth: str = "target"
 
     def check(self) -> None:
         if self.swaps < 1:
@@ -60,7 +61,7 @@ class SwapSettings:
         if self.seed < 0:
             raise SwapError(f"--seed {self.seed}: must be >= 0")
         for flag, value, allowed in (("--order", self.order, ORDERS), ("--box", self.box, BOX_MODES),
-                                     ("--blend", self.blend, BLENDS)):
+                                     ("--blend", self.blend, BLENDS), ("--mouth", self.mouth, MOUTHS)):
             if value not in allowed:
                 raise SwapError(f"{flag} {value!r}: must be one of {', '.join(allowed)}")
         check_fractions(dict(zip(SPLITS, self.fractions)))
@@ -114,9 +115,9 @@ def fit_photo(path: Path, box: str) -> tuple[list | None, str, str]:
     return (fit.landmarks.tolist() if fit.landmarks is not None else None), fit.how, fit.problem
 
 
-def make_fake(target: Path, target_points, donor: Path, donor_points, blend: str, dst: Path) -> None:
+def make_fake(target: Path, target_points, donor: Path, donor_points, blend: str, mouth: str, dst: Path) -> None:
     result = swap_face(read_photo(target), np.asarray(target_points, np.float32), read_photo(donor),
-                       np.asarray(donor_points, np.float32), blend=blend)
+                       np.asarray(donor_points, np.float32), blend=blend, mouth=mouth)
     buf = io.BytesIO()
     Image.fromarray(result.image).save(buf, format="PNG")  # lossless; PIL's PNG bytes are the same every run
     write_bytes(dst, buf.getvalue())
@@ -212,7 +213,8 @@ def make_swap_tree(source: str | os.PathLike, out: str | os.PathLike, settings: 
         kept = [n for names in splits.values() for n in names]
         for name in tqdm(kept, desc="rccl-swap copies", unit="photo", disable=not progress):
             write_bytes(out / "real" / name, by_name[name].path.read_bytes())
-        jobs = [(by_name[t].path, points[t], by_name[d].path, points[d], settings.blend, out / fake_name(t, d))
+        jobs = [(by_name[t].path, points[t], by_name[d].path, points[d], settings.blend, settings.mouth,
+                 out / fake_name(t, d))
                 for _, t, d in pairs]
         with tqdm(total=len(jobs), desc="rccl-swap swaps", unit="swap", disable=not progress) as bar:
             for _ in pool.map(make_fake, jobs):
@@ -228,7 +230,7 @@ def make_swap_tree(source: str | os.PathLike, out: str | os.PathLike, settings: 
         "tool": "rccl-swap", "source": str(Path(source).resolve()), "seed": settings.seed,
         "settings": {"swaps_per_target": settings.swaps, "fractions": fractions, "limit": settings.limit,
                      "order": settings.order, "pair_within": settings.pair_within, "box": settings.box,
-                     "blend": settings.blend, "method": METHOD},
+                     "blend": settings.blend, "mouth": settings.mouth, "method": METHOD},
         "counts": {"photos_listed": len(photos), "photos_read": fitting["read"], "usable": len(points),
                    "excluded": len(excluded), "landmarks_found_by": fitting["found_by"],
                    "splits": {s: {"real": len(splits[s]), "fake": sum(1 for sp, _, _ in pairs if sp == s)}
@@ -246,7 +248,7 @@ def make_swap_tree(source: str | os.PathLike, out: str | os.PathLike, settings: 
 def summary(report: dict, out: Path) -> str:
     c, s = report["counts"], report["settings"]
     lines = [f"rccl-swap: {out}: {c['real']} natural photos and {c['fake']} face swaps "
-             f"({s['swaps_per_target']} per target, blend {s['blend']}, seed {report['seed']}), from "
+             f"({s['swaps_per_target']} per target, blend {s['blend']}, mouth {s['mouth']}, seed {report['seed']}), from "
              f"{report['source']}.",
              f"Read {c['photos_read']} of {c['photos_listed']} photos ({s['order']} order"
              + (f", --limit {s['limit']} usable" if s["limit"] else "") + f"); {c['usable']} have usable landmarks ("
