@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("av", reason="needs PyAV (pip install av): rccl.data.compress writes H.264 through PyAV")
 
-from rccl.data.compress import H264Writer, compress_video, h264_settings  # noqa: E402
+from rccl.data.compress import H264Writer, compress_image, compress_video, h264_settings  # noqa: E402
 from rccl.data.video import VideoError, probe, read_frames  # noqa: E402
 
 
@@ -97,3 +97,18 @@ def _tiny_source(tmp_path):
         for i in range(2):
             w.write(np.full((32, 32, 3), 40 * i, np.uint8))
     return src
+
+
+def test_an_image_becomes_a_one_frame_copy_at_the_asked_qp(tmp_path):
+    """An image's c23/c40 (rccl-prep on photos): one H.264 frame, odd sides padded by their last row/column."""
+    yy, xx = np.mgrid[0:33, 0:21]
+    image = np.stack([xx * 10, yy * 7, np.full_like(xx, 90)], -1).astype(np.uint8)
+    errors = {}
+    for q in (23, 40):
+        path = compress_image(image, tmp_path / f"q{q}.mp4", quantiser=q, preset="ultrafast")
+        assert (h264_settings(path)["rc"], h264_settings(path)["qp"]) == ("cqp", q)
+        assert probe(path).n_frames == 1
+        frame = read_frames(path, [0])[0]
+        assert frame.shape == (34, 22, 3)
+        errors[q] = np.abs(frame[:33, :21].astype(int) - image).mean()
+    assert errors[23] < errors[40] < 20

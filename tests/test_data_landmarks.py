@@ -73,18 +73,19 @@ def test_prep_stores_landmarks_per_crop_of_a_real_clip(tmp_path):
     (root / "fake" / "photo.jpg").symlink_to(FACES / PHOTOS[1])
     rows = read_manifest(prepare("folder", root, tmp_path / "out", qualities=("raw", "c40"), workers=1,
                                  pairs_per_video=2, crop_size=128, progress=False, log=None))
-    assert len(rows) == 9  # the clip: 2 pairs at raw and c40; the photo: one crop at raw
+    assert len(rows) == 10  # the clip: 2 pairs at raw and c40; the photo: one crop at raw and at c40
+    assert {r["compression"] for r in rows if r["video"] == "fake/photo.jpg"} == {"raw", "qp40"}
     for r in rows:  # a fitted set, or a reason; never a row without either
         assert (r["landmarks"] is None) == bool(r["landmarks_problem"])
     fitted = [r for r in rows if r["landmarks"] is not None]
-    assert len(fitted) >= 7
+    assert len(fitted) >= 8
     assert all(np.array(r["landmarks"]).shape == (68, 2) and why_no_landmarks(r) is None for r in fitted)
     by_frame = {}
     for r in rows:  # fitted once per frame: c40 carries raw's set
         by_frame.setdefault((r["video"], r["frame"]), []).append(r["landmarks"])
     assert all(sets == sets[:1] * len(sets) for sets in by_frame.values()) and len(by_frame) == 5
     report = json.loads((tmp_path / "out" / "prep_report.json").read_text())
-    assert sum(report["landmarks"].values()) == 9
+    assert sum(report["landmarks"].values()) == 10
     assert training_set(rows, "sbi").pseudo_fakes == sum(r["label"] == 0 for r in fitted)
 
 

@@ -56,6 +56,15 @@ def error(prog: str, message: str) -> int:
     return EXIT_ERROR
 
 
+def refuse_accelerator(prog: str, args: argparse.Namespace, libraries: str) -> int | None:
+    """For a command that computes on the CPU only: the exit status of its error when --device names
+    anything but cpu or auto, else None."""
+    if (args.device or "auto").split(":")[0] in ("auto", "cpu"):
+        return None
+    return error(prog, f"--device {args.device}: {prog} computes on the CPU only ({libraries}); use --device cpu "
+                       f"or leave it out")
+
+
 def run_command(prog: str, args: argparse.Namespace, body: Callable[[], int],
                 interrupted: str = "interrupted") -> int:
     """Run `body()` under the shared conventions; returns the exit status."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rccl.cli.common import add_common_arguments, error, run_command
+from rccl.cli.common import add_common_arguments, refuse_accelerator, run_command
 from rccl.data.synth import PRESETS, TRACES, SynthConfig, make_synthetic, preset
 
 # flag -> make_synthetic keyword; a flag not given takes the preset's value, else SynthConfig's default
@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        if (args.device or "auto").split(":")[0] not in ("auto", "cpu"):
-            return error("rccl-synth", f"--device {args.device}: rccl-synth computes on the CPU only (numpy and "
-                                       f"libx264); use --device cpu or leave it out")
+        refused = refuse_accelerator("rccl-synth", args, "numpy and libx264")
+        if refused is not None:
+            return refused
         out = make_synthetic(args.out, faces_dir=args.faces, workers=args.workers or None,
                              progress=not args.no_progress, **synth_kwargs(args))
         print(f"rccl-synth: wrote {out}; next: rccl-prep --dataset synthetic --root {out} --out {out}-prep")  # the result

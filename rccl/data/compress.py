@@ -125,6 +125,19 @@ def compress_video(src: str | os.PathLike, dst: str | os.PathLike, *, quantiser:
     return Path(dst)
 
 
+def compress_image(frame: np.ndarray, dst: str | os.PathLike, *, quantiser: int, mode: str = "qp",
+                   preset: str = "medium", threads: int = 0) -> Path:
+    """A still image (H x W x 3 uint8 RGB) as a one-frame MP4 (H.264, yuv420p) at a fixed QP or CRF,
+    atomically: the image's c23 / c40 copy, made by the same encoder as the videos'. An odd side is padded
+    by repeating its last row or column (yuv420p needs even sides); the reader cuts it off again."""
+    h, w = frame.shape[:2]
+    frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    with H264Writer(dst, width=frame.shape[1], height=frame.shape[0], quantiser=quantiser, mode=mode,
+                    preset=preset, threads=threads) as writer:
+        writer.write(frame)
+    return Path(dst)
+
+
 _SEI_RE = re.compile(rb"x264 - core \d+[^\x00]*")
 
 

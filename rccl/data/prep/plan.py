@@ -7,24 +7,28 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rccl.data.compress import QUALITY_QUANTISER, compress_video
+from rccl.data.compress import QUALITY_QUANTISER, compress_image, compress_video
 from rccl.data.layouts import QUALITIES, VideoRecord
 from rccl.data.video import VideoError, read_frames
 from rccl.data.prep.config import PrepConfig, PrepError
 
 
 def quality_source(cfg: PrepConfig, rec: VideoRecord, quality: str) -> Path:
-    """The file to read `quality` from: FF++ ships its own; elsewhere raw is the tree's, the rest are ours."""
+    """The file to read `quality` from: FF++ ships its own; elsewhere raw is the tree's, the rest are ours
+    (an image's: a one-frame MP4 beside the videos' copies, named IMAGE.mp4)."""
     if rec.ships_qualities:
         return rec.quality_path(cfg.root, quality)
     if quality == "raw":
         return Path(cfg.root) / rec.video
-    return Path(cfg.out) / "videos" / quality / rec.video
+    return Path(cfg.out) / "videos" / quality / (rec.video + (".mp4" if rec.is_image else ""))
 
 
 def ensure_copy(cfg: PrepConfig, rec: VideoRecord, quality: str, threads: int) -> Path:
     path = quality_source(cfg, rec, quality)
-    if not rec.ships_qualities and quality != "raw" and not path.is_file():
+    if not rec.ships_qualities and quality != "raw" and not path.is_file() and rec.is_image:
+        compress_image(image_reader(Path(cfg.root) / rec.video, [0])[0], path, quantiser=QUALITY_QUANTISER[quality],
+                       mode=cfg.compression, preset=cfg.preset, threads=threads)
+    elif not rec.ships_qualities and quality != "raw" and not path.is_file():
         compress_video(Path(cfg.root) / rec.video, path, quantiser=QUALITY_QUANTISER[quality],
                        mode=cfg.compression, preset=cfg.preset, threads=threads)
     return path

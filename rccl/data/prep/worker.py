@@ -40,10 +40,6 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
             res.cached.append(q)
         else:
             todo.append(q)
-    if rec.is_image:  # an image is one frame of its own quality: no compressed copies are made of it
-        for q in [q for q in todo if q != "raw"]:
-            todo.remove(q)
-            res.skipped[q] = f"an image has no {q} copy (only raw is prepared from images)"
     if not todo:
         return res
     cropper = FaceCropper(enlarge=cfg.enlarge, crop_size=cfg.crop_size, detect_size=cfg.detect_size,
@@ -51,8 +47,7 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
     read = frame_reader(cfg.decoder)
     try:
         det_quality, det_path = detection_source(cfg, rec)
-        if rec.is_image:
-            read = image_reader
+        if rec.is_image:  # one frame; its c23 / c40 copies are one-frame videos (plan.ensure_copy)
             info = VideoInfo(1, 0, 0, 0.0, "image")
             pairs = [(0,)]  # one crop; its "pair" has one member
         else:
@@ -65,7 +60,7 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
         det_frames = {}
         mode = resolve_box_mode(cfg)
         if (not boxes_cache.is_file() and mode == "detect") or det_quality in todo:
-            det_frames = read(det_path, indices, threads=threads)
+            det_frames = (image_reader if rec.is_image else read)(det_path, indices, threads=threads)
             if not det_frames:
                 raise VideoError(f"{det_path}: no frame could be decoded")
         boxes = boxes_for(cfg, rec, cropper, det_frames, indices, info.n_frames, det_quality, mode)
@@ -98,6 +93,9 @@ def process_video(cfg: PrepConfig, rec: VideoRecord, threads: int = 0) -> VideoO
                         res.warnings.append(f"{rec.video} [{q}]: {n_q} frames, the {det_quality} version has "
                                             f"{info.n_frames}; boxes are reused by frame index")
                 frames = read(path, indices, threads=threads)
+                if rec.is_image:  # cut the padding of an odd side off: the raw image's geometry, its boxes
+                    h, w = (det_frames or image_reader(det_path, [0]))[0].shape[:2]
+                    frames = {i: f[:h, :w] for i, f in frames.items()}
             complete = [p for p in pairs if all(i in frames for i in p)]
             if not complete:
                 raise VideoError(f"{path}: none of the {len(pairs)} frame pairs decoded (truncated or corrupt)")
