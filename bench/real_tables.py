@@ -1,0 +1,381 @@
+"""Real faces: the paper's Table 2 on real photographs and their face swaps, and detectors trained on the
+real naturals alone (self-blending), tested on the swaps they never saw and on the real FF++/DFDC videos.
+
+    python -m bench.real_tables                          every row, seeds 0,1,2 (rows/seeds in the JSON kept)
+    python -m bench.real_tables --only swaps --seeds 0   one setting (or SETTING:METHOD), one seed
+    python -m bench.real_tables --list                   the rows, their configs, hashes and what is recorded
+
+Data (made once, cached; bench/real_tables.yaml names every setting): UTKFace's adults (ages 18-59) of
+../shared/data/natural/utkface, `rccl-swap` (a seeded draw of `photos` targets, one donor each of the same
+gender and race, splits 0.7 / 0.15 / 0.15), `rccl-prep --dataset folder` at the bench's crop size with
+raw / c23 / c40 (an image's c23/c40: a one-frame H.264 copy by the videos' x264 path).
+
+Rows (ROWS) by setting:
+  swaps     Table 2 (configs/tables/table2_*.yaml): trained on the tree's natural photos and their swaps
+  sbi       configs/sbi/*.yaml: trained on the same naturals alone (self-blended pseudo-fakes; the swaps never
+            seen), the recipe the synthetic bench used
+  real-sbi  configs/real/sbi.yaml (the recipe for real faces, docs/self_blending.md) with each loss.kind
+  and diagnostic settings of real-sbi with one part of the recipe undone (SETTING_OVERRIDES).
+Every run is rccl-train (bench overrides on its config, evaluated on the tree's test split at raw / c23 /
+c40), then, for a naturals-only row, the ten real sample videos through rccl-eval (bench.real_videos). The
+swaps and sbi rows run at the budget of bench/real_tables.yaml; the real-sbi rows at their config's own
+budget (the bench sets only what it must: data, seed, threads, evaluation). A row's seeds carry its config
+hash: when the code, config, overrides or data change, they are stale and rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.paper_tables import (QUALITIES, ROOT, BenchError, config_hash, default_cache, parse_seeds, run_one,
+                                training_config)
+from bench.real_videos import REAL, prepare_real, score_run, summarize
+from rccl.errors import RcclError
+from rccl.fileio import write_json, write_text
+
+BENCH_CONFIG = ROOT / "bench" / "real_tables.yaml"
+OUT_JSON = ROOT / "bench" / "results" / "real_tables.json"
+UTKFACE = ROOT.parent / "shared" / "data" / "natural" / "utkface"
+
+ROWS = [
+    ("swaps", "CE", "configs/tables/table2_xception.yaml"),
+    ("swaps", "Sup. Con", "configs/tables/table2_supcon.yaml"),
+    ("swaps", "Ours", "configs/tables/table2_ours.yaml"),
+    ("sbi", "CE", "configs/sbi/ce.yaml"),
+    ("sbi", "Sup. Con", "configs/sbi/supcon.yaml"),
+    ("sbi", "Ours", "configs/sbi/ours.yaml"),
+    ("real-sbi", "CE", "configs/real/sbi.yaml"),
+    ("real-sbi", "Sup. Con", "configs/real/sbi.yaml"),
+    ("real-sbi", "Ours", "configs/real/sbi.yaml"),
+    ("real-sbi -target", "CE", "configs/real/sbi.yaml"),
+    ("real-sbi -jpeg", "CE", "configs/real/sbi.yaml"),
+    ("real-sbi -c23", "CE", "configs/real/sbi.yaml"),
+]
+SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's budget)",
+            "sbi": "the naturals alone, configs/sbi (the synthetic bench's recipe), the bench's budget",
+            "real-sbi": "the naturals alone, configs/real/sbi at its own budget",
+            "real-sbi -target": "real-sbi, every jitter on the source (data.blend_target_p=0)",
+            "real-sbi -jpeg": "real-sbi, no JPEG training views (data.augment.jpeg_p=0)",
+            "real-sbi -c23": "real-sbi, trained on the raw naturals only (data.train_qualities=[raw])"}
+SETTING_OVERRIDES = {"real-sbi -target": ["data.blend_target_p=0"], "real-sbi -jpeg": ["data.augment.jpeg_p=0"],
+                     "real-sbi -c23": ["data.train_qualities=[raw]"]}
+KIND = {"CE": "ce", "Sup. Con": "supcon", "Ours": "rccl"}
+# what every real-sbi run gets from the bench: its own data and evaluation, one thread (two runs share 2 cores)
+REAL_SBI_OVERRIDES = ["train.threads=1", "train.progress=false", "train.keep_epochs=1", "eval.qualities=[raw, c23, c40]"]
+
+
+def read_bench_config(path: Path) -> tuple[dict, list[str]]:
+    """(the data settings, the training overrides of the swaps and sbi rows) from bench/real_tables.yaml."""
+    from bench.paper_tables import flatten_overrides
+
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("data"), dict) or not isinstance(cfg.get("overrides"), dict):
+        raise BenchError(f"{path}: expected the keys 'data' (the tree's settings) and 'overrides'")
+    return cfg["data"], list(flatten_overrides(cfg["overrides"]))
+
+
+def row_overrides(setting: str, method: str, overrides: list[str]) -> list[str]:
+    if setting.startswith("real-sbi"):
+        return [*REAL_SBI_OVERRIDES, f"loss.kind={KIND[method]}", *SETTING_OVERRIDES.get(setting, [])]
+    return list(overrides)
+
+
+def row_run_name(setting: str, method: str, seed: int) -> str:
+    return f"{re.sub('[^a-z0-9]+', '-', (setting + ' ' + method).lower()).strip('-')}-s{seed}"
+
+
+def parse_only(values: list[str] | None) -> list[tuple[str, str, str]]:
+    """--only SETTING[:METHOD] (repeatable, comma lists) -> the ROWS chosen, in ROWS' order."""
+    if not values:
+        return list(ROWS)
+    chosen = set()
+    for item in (v.strip() for value in values for v in value.split(",")):
+        setting, _, method = item.partition(":")
+        hits = [r for r in ROWS if r[0] == setting and (not method or r[1] == method)]
+        if not hits:
+            raise BenchError(f"--only {item!r}: no such row (rows: {', '.join(f'{s}:{m}' for s, m, _ in ROWS)})")
+        chosen.update(hits)
+    return [r for r in ROWS if r in chosen]
+
+
+# ------------------------------------------------------------------------------------------ data
+def utkface_adults(folder: Path, ages=(18, 59)) -> list[Path]:
+    """UTKFace's photos of people aged ages[0]..ages[1] (its file names: AGE_GENDER_RACE_DATETIME...)."""
+    photos = sorted(p for p in folder.rglob("*.jpg") if re.match(r"^\d+_\d_\d_", p.name))
+    if not photos:
+        raise BenchError(f"{folder}: no UTKFace photos (AGE_GENDER_RACE_DATETIME.jpg.chip.jpg) found")
+    return [p for p in photos if ages[0] <= int(p.name.split("_")[0]) <= ages[1]]
+
+
+def data_key(settings: dict, prefix: str = "real-tables-") -> str:
+    """The data set's identity: a hash of its settings (the cache folder's name; part of every config hash)."""
+    text = json.dumps(settings, sort_keys=True)
+    return prefix + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def prepare_data(settings: dict, cache: Path, log, utkface: Path = UTKFACE) -> Path:
+    """The swap tree (made once per tree settings) and its crops (once per crop size); returns the manifest."""
+    from rccl.data.prep import prepare
+    from rccl.data.swap import SwapSettings, make_swap_tree
+
+    tree = cache / data_key({k: v for k, v in settings.items() if k != "crop_size"}, "real-tables-tree-")
+    prep = cache / data_key(settings)
+    if not (tree / "swap_report.json").is_file():
+        tree.mkdir(parents=True, exist_ok=True)
+        photos = utkface_adults(utkface, tuple(settings["ages"]))
+        listing = cache / f"{tree.name}-photos.txt"
+        write_text(listing, "".join(f"{p}\n" for p in photos))
+        t0 = time.perf_counter()
+        make_swap_tree(listing, tree, SwapSettings(swaps=1, fractions=tuple(settings["splits"]), seed=settings["seed"],
+                                                  limit=settings["photos"], pair_within=settings["pair_within"]),
+                       workers=2, overwrite=True, progress=False)
+        log(f"real_tables: swap tree {tree} ({time.perf_counter() - t0:.0f} s)")
+    t0 = time.perf_counter()
+    manifest = prepare("folder", tree, prep, qualities=QUALITIES, crop_size=settings["crop_size"], progress=False,
+                       log=None)
+    log(f"real_tables: data {manifest} ({time.perf_counter() - t0:.0f} s)")
+    return Path(manifest)
+
+
+# ------------------------------------------------------------------------------------------ results
+def load_results(path: Path) -> dict:
+    if not path.is_file():
+        return {"rows": []}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BenchError(f"{path}: not valid JSON ({e}); move it away or pass another --out") from None
+    if not isinstance(data.get("rows"), list):
+        raise BenchError(f"{path}: not a real_tables results file (no 'rows' list)")
+    return data
+
+
+def merge_run(results: dict, setting: str, method: str, config: str, chash: str, seed: int, metrics: dict,
+              real: dict | None, wall: float, cpu: float) -> None:
+    """One run into its row; a row recorded with another config hash is replaced (its seeds are stale)."""
+    entry = next((r for r in results["rows"] if (r["setting"], r["method"]) == (setting, method)), None)
+    if entry is None or entry["config_hash"] != chash:
+        if entry is not None:
+            results["rows"].remove(entry)
+        entry = {"setting": setting, "method": method, "config": config, "config_hash": chash, "runs": {}}
+        results["rows"].append(entry)
+    entry["runs"][str(seed)] = {"metrics": metrics, "real": real, "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1)}
+    order = [(s, m) for s, m, _ in ROWS]
+    results["rows"].sort(key=lambda r: order.index((r["setting"], r["method"])) if (r["setting"], r["method"]) in order
+                         else len(order))
+
+
+def _pct(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    m = 100 * statistics.fmean(values)
+    return f"{m:.1f}" if len(values) < 2 else f"{m:.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def _plain(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{statistics.fmean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
+def _metric(runs: list[dict], q: str, key: str) -> list:
+    return [x["metrics"][q].get(key) for x in runs]
+
+
+def render_markdown(results: dict, command: str, hashes: dict | None = None) -> str:
+    stale = {(r["setting"], r["method"]) for r in results["rows"]
+             if hashes and (r["setting"], r["method"]) in hashes and hashes[r["setting"], r["method"]] != r["config_hash"]}
+    lines = ["# Real faces (bench/real_tables.py)", "",
+             f"Data: {results.get('data', '?')}. Trained on the tree's train split, tested on its test split (natural "
+             "photos and face swaps) at raw / c23 / c40: frame AUC and TNR (naturals called natural at 0.5) in "
+             "percent, mean ± sd over the seeds (n). Settings: " + "; ".join(f"{k}: {v}" for k, v in SETTINGS.items())
+             + ".", "Stage-1 loss: mean of its first and last epoch (its value at identical embeddings, the collapse "
+             "point); class gap: of the raw test crops' projections.", f"Generated by `{command}`.", ""]
+    if stale:
+        lines += [f"**Stale rows**: {', '.join(f'{s}:{m}' for s, m in sorted(stale))} were measured with another "
+                  "config hash than the code gives now.", ""]
+    lines += ["| setting | method | n | AUC raw | AUC c23 | AUC c40 | raw→c40 drop | TNR raw/c23/c40 "
+              "| stage-1 loss first → last (collapsed) | class gap | CPU min/run |",
+              "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|"]
+    for r in results["rows"]:
+        runs = list(r["runs"].values())
+        auc = {q: _metric(runs, q, "auc") for q in QUALITIES}
+        drop = [a - b for a, b in zip(auc["raw"], auc["c40"])]
+        tnr = "/".join(f"{100 * statistics.fmean(v):.0f}" if (v := [x for x in _metric(runs, q, "tnr") if x is not None])
+                       else "-" for q in QUALITIES)
+        s1 = [x["metrics"].get("stage1", {}) for x in runs]
+        loss = "-"
+        if any(s.get("loss_first") is not None for s in s1):
+            collapsed = [s.get("collapsed_loss") for s in s1]
+            loss = (f"{_plain([s.get('loss_first') for s in s1])} → {_plain([s.get('loss_last') for s in s1])}"
+                    + (f" ({_plain(collapsed)})" if any(c is not None for c in collapsed) else ""))
+        cpu = statistics.fmean(x["cpu_seconds"] for x in runs) / 60
+        name = r["method"] + (" (stale)" if (r["setting"], r["method"]) in stale else "")
+        lines.append(f"| {r['setting']} | {name} | {len(runs)} | " + " | ".join(_pct(auc[q]) for q in QUALITIES)
+                     + f" | {_pct(drop)} | {tnr} | {loss} | {_plain(_metric(runs, 'raw', 'class_gap'))} | {cpu:.1f} |")
+    lines += paired_lines(results)
+    lines += real_video_lines(results)
+    return "\n".join(lines) + "\n"
+
+
+PAIRS = (("swaps", "Ours", "Sup. Con"), ("swaps", "Ours", "CE"), ("swaps", "Sup. Con", "CE"))
+
+
+def paired_lines(results: dict) -> list[str]:
+    """Per-seed AUC differences of the Table-2 rows (same seed, same data: shared noise), with whether they
+    separate: the same sign in every seed and a mean larger than the seeds' sd."""
+    rows = {(r["setting"], r["method"]): r for r in results["rows"]}
+    out = ["", "## Table 2 on real faces, paired by seed", "",
+           "AUC difference A − B in points per seed (mean ± sd); 'separates': the same sign in every seed and "
+           "|mean| > sd.", "", "| A − B | raw | c23 | c40 |", "|---|---|---|---|"]
+    for setting, a, b in PAIRS:
+        ra, rb = rows.get((setting, a)), rows.get((setting, b))
+        if not ra or not rb:
+            continue
+        seeds = sorted(set(ra["runs"]) & set(rb["runs"]), key=int)
+        if not seeds:
+            continue
+        cells = []
+        for q in QUALITIES:
+            d = [100 * (ra["runs"][s]["metrics"][q]["auc"] - rb["runs"][s]["metrics"][q]["auc"]) for s in seeds]
+            sd = statistics.stdev(d) if len(d) > 1 else 0.0
+            sep = len(d) > 1 and (all(x > 0 for x in d) or all(x < 0 for x in d)) and abs(statistics.fmean(d)) > sd
+            cells.append(" / ".join(f"{x:+.1f}" for x in d) + f" (mean {statistics.fmean(d):+.1f}"
+                         + (f" ± {sd:.1f}" if len(d) > 1 else "") + (", separates" if sep else "") + ")")
+        out.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+    return out
+
+
+def real_video_lines(results: dict) -> list[str]:
+    rows = [r for r in results["rows"] if any(x.get("real") for x in r["runs"].values())]
+    if not rows:
+        return []
+    out = ["", "## The ten real FF++ / DFDC sample videos (bench/real_videos.py)", "",
+           "Frame AUC over their 160 crops, natural TNR per frame at 0.5, and each video's mean fake probability "
+           "(mean over the seeds). Too few videos for a video-level AUC.", "",
+           "| setting | method | n | frame AUC | natural TNR | naturals below every fake method (seeds) |",
+           "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        real = [x["real"] for x in r["runs"].values() if x.get("real")]
+        below = sum(bool(x["naturals_below_every_method"]) for x in real)
+        out.append(f"| {r['setting']} | {r['method']} | {len(real)} | {_pct([x['frame_auc'] for x in real])} | "
+                   f"{_pct([x['natural_tnr'] for x in real])} | {below}/{len(real)} |")
+    videos = sorted({v for r in rows for x in r["runs"].values() if x.get("real") for v in x["real"]["videos"]})
+    out += ["", "| video | label | " + " | ".join(f"{r['setting']} {r['method']}" for r in rows) + " |",
+            "|---|---:|" + "---:|" * len(rows)]
+    for v in videos:
+        label = next(x["real"]["videos"][v]["label"] for r in rows for x in r["runs"].values()
+                     if x.get("real") and v in x["real"]["videos"])
+        cells = []
+        for r in rows:
+            s = [x["real"]["videos"][v]["score"] for x in r["runs"].values() if x.get("real") and v in x["real"]["videos"]]
+            cells.append(f"{statistics.fmean(s):.3f}" if s else "-")
+        out.append(f"| {v} | {label} | " + " | ".join(cells) + " |")
+    return out
+
+
+def write(results: dict, out: Path, command: str, hashes: dict | None = None) -> None:
+    write_json(out, results)
+    write_text(out.with_suffix(".md"), render_markdown(results, command, hashes))
+
+
+# ------------------------------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="real_tables", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", action="append", metavar="SETTING[:METHOD]",
+                   help="rows to run (repeatable or comma list; e.g. swaps, real-sbi:Ours); default: all")
+    p.add_argument("--seeds", default="0,1,2", help="comma list (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=OUT_JSON, help="results JSON; the .md is written beside it")
+    p.add_argument("--force", action="store_true", help="rerun rows/seeds already in the JSON")
+    p.add_argument("--bench-config", type=Path, default=BENCH_CONFIG)
+    p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "real_tables", help="run folders and logs")
+    p.add_argument("--real", type=Path, default=REAL, help="the real sample videos (default: %(default)s)")
+    p.add_argument("--utkface", type=Path, default=UTKFACE, help="UTKFace's folder (default: %(default)s)")
+    p.add_argument("--nice", type=int, default=0, help="niceness of each run (default 0: none)")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's checkpoints")
+    p.add_argument("--crop-size", type=int, default=None,
+                   help="prepare the tree at this crop size and train the swaps/sbi rows at it (the crop-size "
+                        "measurement): another data set, so give --out too")
+    p.add_argument("--list", action="store_true", help="print the rows, hashes and what is recorded; run nothing")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args, " ".join(["python -m bench.real_tables", *(argv if argv is not None else sys.argv[1:])]))
+    except RcclError as e:
+        print(f"real_tables: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args, command: str) -> int:
+    rows, seeds = parse_only(args.only), parse_seeds(args.seeds)
+    settings, overrides = read_bench_config(args.bench_config)
+    if args.crop_size is not None:
+        if args.out == OUT_JSON:
+            raise BenchError("--crop-size makes another data set: give --out FILE (the default JSON holds the "
+                             f"{settings['crop_size']} px results)")
+        settings = {**settings, "crop_size": args.crop_size}
+        overrides = [*overrides, f"data.image_size={args.crop_size}"]
+    missing = [c for _, _, c in rows if not (ROOT / c).is_file()]
+    if missing:
+        raise BenchError(f"row configs not found: {', '.join(missing)}")
+    key = data_key(settings)
+    hashes = {(s, m): config_hash(training_config(c, row_overrides(s, m, overrides)), key) for s, m, c in ROWS}
+    results = load_results(args.out)
+    if args.list:
+        for setting, method, config in rows:
+            entry = next((r for r in results["rows"] if (r["setting"], r["method"]) == (setting, method)), None)
+            recorded = "not recorded" if entry is None else f"seeds {sorted(entry['runs'], key=int)}" + (
+                "" if entry["config_hash"] == hashes[setting, method] else f" STALE (recorded {entry['config_hash']})")
+            extra = " ".join(row_overrides(setting, method, overrides) if setting.startswith("real-sbi") else [])
+            print(f"{setting}:{method:<9} {config}  hash {hashes[setting, method]}  {recorded}"
+                  + (f"  [{extra}]" if extra else ""))
+        print(f"data: {settings} -> cache folder {key}")
+        return 0
+    cache = (args.cache or default_cache()).expanduser()
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    manifest = prepare_data(settings, cache, log, args.utkface)
+    results["data"] = f"{settings} ({key})"
+    real = None
+    for seed in seeds:
+        for setting, method, config in rows:
+            entry = next((r for r in results["rows"] if (r["setting"], r["method"]) == (setting, method)), None)
+            chash = hashes[setting, method]
+            if not args.force and entry and entry["config_hash"] == chash and str(seed) in entry["runs"]:
+                continue
+            label, name = f"{setting}:{method}", row_run_name(setting, method, seed)
+            log(f"real_tables: {label} seed {seed} ...")
+            metrics, wall, cpu = run_one(label, config, seed, row_overrides(setting, method, overrides), manifest,
+                                         args.runs, args.nice, keep_checkpoints=True, name=name)
+            videos = None
+            if setting != "swaps":
+                real = real or prepare_real(args.real, cache, log, settings["crop_size"])
+                videos = summarize(score_run(args.runs / name, real, args.nice))
+            if not args.keep_checkpoints:
+                shutil.rmtree(args.runs / name / "checkpoints", ignore_errors=True)
+            merge_run(results, setting, method, config, chash, seed, metrics, videos, wall, cpu)
+            write(results, args.out, command, hashes)
+            log(f"real_tables: {label} seed {seed}: AUC raw {metrics['raw']['auc']:.3f}, c40 {metrics['c40']['auc']:.3f}"
+                + (f", real videos frame AUC {videos['frame_auc']:.3f}, natural TNR {videos['natural_tnr']:.2f}"
+                   if videos else "") + f" ({wall / 60:.1f} min)")
+    write(results, args.out, command, hashes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""bench/real_tables.py without training: its rows and their configs (every row resolves, the real-sbi rows
+differ from their config by the loss kind and their setting's one key), the data settings and their cache
+keys, UTKFace's age filter, merging runs (a stale hash replaces a row) and the markdown's paired
+comparison and real-video table."""
+from __future__ import annotations
+
+import pytest
+
+from bench.paper_tables import BenchError
+from bench.real_tables import (BENCH_CONFIG, KIND, ROWS, SETTING_OVERRIDES, data_key, main, merge_run, parse_only,
+                               read_bench_config, render_markdown, row_overrides, row_run_name, utkface_adults)
+from bench.paper_tables import training_config
+
+
+def _metrics(raw, c40, tnr=0.9):
+    return {q: {"auc": a, "tnr": tnr, "class_gap": 0.5} for q, a in (("raw", raw), ("c23", (raw + c40) / 2), ("c40", c40))}
+
+
+def test_rows_resolve_and_differ_as_their_settings_say():
+    settings, overrides = read_bench_config(BENCH_CONFIG)
+    assert settings["crop_size"] in (96, 128, 160) and f"data.image_size={settings['crop_size']}" in overrides
+    for setting, method, config in ROWS:
+        cfg = training_config(config, row_overrides(setting, method, overrides))
+        fakes = "real" if setting == "swaps" else "sbi"
+        assert cfg["data"]["fakes"] == fakes, (setting, method)
+        assert cfg["loss"]["kind"] == KIND[method], (setting, method)
+        assert cfg["model"]["weights"] == "package:efficientnet-lite0"  # offline everywhere
+    base = training_config("configs/real/sbi.yaml", row_overrides("real-sbi", "CE", overrides))
+    for setting, extra in SETTING_OVERRIDES.items():
+        cfg = training_config("configs/real/sbi.yaml", row_overrides(setting, "CE", overrides))
+        key = extra[0].split("=", 1)[0]  # e.g. data.augment.jpeg_p: the section key that holds it changes alone
+        changed = {f"{s}.{k}" for s in cfg if isinstance(cfg[s], dict) for k in cfg[s] if cfg[s][k] != base[s][k]}
+        assert changed == {".".join(key.split(".")[:2])}, (setting, changed)
+
+
+def test_parse_only_and_run_names():
+    assert [r[:2] for r in parse_only(["swaps"])] == [("swaps", "CE"), ("swaps", "Sup. Con"), ("swaps", "Ours")]
+    assert [r[:2] for r in parse_only(["real-sbi:Ours,sbi:CE"])] == [("sbi", "CE"), ("real-sbi", "Ours")]
+    with pytest.raises(BenchError, match="no such row"):
+        parse_only(["swaps:Nope"])
+    assert row_run_name("real-sbi -target", "Sup. Con", 2) == "real-sbi-target-sup-con-s2"
+
+
+def test_data_keys_and_utkface_filter(tmp_path):
+    settings, _ = read_bench_config(BENCH_CONFIG)
+    assert data_key(settings) == data_key(dict(settings)) != data_key({**settings, "crop_size": 64})
+    for name in ("17_0_0_1.jpg.chip.jpg", "18_1_2_2.jpg.chip.jpg", "59_0_4_3.jpg.chip.jpg", "60_0_0_4.jpg.chip.jpg",
+                 "notaface.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in utkface_adults(tmp_path)] == ["18_1_2_2.jpg.chip.jpg", "59_0_4_3.jpg.chip.jpg"]
+    with pytest.raises(BenchError, match="no UTKFace photos"):
+        utkface_adults(tmp_path / "nothing")
+
+
+def test_crop_size_needs_its_own_out(tmp_path, capsys):
+    assert main(["--crop-size", "96", "--list"]) == 2
+    assert "--crop-size makes another data set" in capsys.readouterr().err
+    assert main(["--crop-size", "96", "--list", "--out", str(tmp_path / "x.json")]) == 0
+
+
+def test_merge_and_markdown():
+    results = {"rows": []}
+    real = {"frame_auc": 0.75, "natural_tnr": 0.6, "naturals_below_every_method": True,
+            "videos": {"ffpp:a.mp4": {"label": 0, "score": 0.2, "crops": 16}}}
+    for seed, (ours, sup, ce) in enumerate([(0.9, 0.8, 0.7), (0.85, 0.8, 0.6), (0.88, 0.81, 0.65)]):
+        merge_run(results, "swaps", "Ours", "o.yaml", "h3", seed, _metrics(0.99, ours), None, 60, 50)
+        merge_run(results, "swaps", "Sup. Con", "s.yaml", "h2", seed, _metrics(0.99, sup), None, 60, 50)
+        merge_run(results, "swaps", "CE", "c.yaml", "h1", seed, _metrics(0.99, ce), None, 60, 50)
+    merge_run(results, "real-sbi", "CE", "r.yaml", "h4", 0, _metrics(0.9, 0.8), real, 60, 50)
+    assert [(r["setting"], r["method"]) for r in results["rows"]] == [
+        ("swaps", "CE"), ("swaps", "Sup. Con"), ("swaps", "Ours"), ("real-sbi", "CE")]  # ROWS' order
+    md = render_markdown(results, "cmd", {("swaps", "CE"): "h1", ("swaps", "Sup. Con"): "h2", ("swaps", "Ours"): "new",
+                                          ("real-sbi", "CE"): "h4"})
+    assert "**Stale rows**: swaps:Ours" in md and "| swaps | Ours (stale) | 3 |" in md
+    assert "| Ours − Sup. Con | +0.0 / +0.0 / +0.0 (mean +0.0 ± 0.0) |" in md
+    assert "+10.0 / +5.0 / +7.0 (mean +7.3 ± 2.5, separates)" in md  # c40, Ours − Sup. Con
+    assert "| real-sbi | CE | 1 | 75.0 | 60.0 | 1/1 |" in md and "| ffpp:a.mp4 | 0 |" in md
+    merge_run(results, "swaps", "Ours", "o.yaml", "new", 0, _metrics(0.5, 0.5), None, 60, 50)
+    assert list(next(r for r in results["rows"] if r["method"] == "Ours" and r["setting"] == "swaps")["runs"]) == ["0"]
