@@ -25,6 +25,7 @@ hash: when the code, config, overrides or data change, they are stale and rerun.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import re
@@ -59,15 +60,17 @@ ROWS = [
     ("real-sbi -target", "CE", "configs/real/sbi.yaml"),
     ("real-sbi -jpeg", "CE", "configs/real/sbi.yaml"),
     ("real-sbi -c23", "CE", "configs/real/sbi.yaml"),
+    ("real-sbi t0.1", "Ours", "configs/real/sbi.yaml"),
 ]
 SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's budget)",
             "sbi": "the naturals alone, configs/sbi (the synthetic bench's recipe), the bench's budget",
             "real-sbi": "the naturals alone, configs/real/sbi at its own budget",
             "real-sbi -target": "real-sbi, every jitter on the source (data.blend_target_p=0)",
             "real-sbi -jpeg": "real-sbi, no JPEG training views (data.augment.jpeg_p=0)",
-            "real-sbi -c23": "real-sbi, trained on the raw naturals only (data.train_qualities=[raw])"}
+            "real-sbi -c23": "real-sbi, trained on the raw naturals only (data.train_qualities=[raw])",
+            "real-sbi t0.1": "real-sbi at the paper's temperature (loss.temperature=0.1)"}
 SETTING_OVERRIDES = {"real-sbi -target": ["data.blend_target_p=0"], "real-sbi -jpeg": ["data.augment.jpeg_p=0"],
-                     "real-sbi -c23": ["data.train_qualities=[raw]"]}
+                     "real-sbi -c23": ["data.train_qualities=[raw]"], "real-sbi t0.1": ["loss.temperature=0.1"]}
 KIND = {"CE": "ce", "Sup. Con": "supcon", "Ours": "rccl"}
 # what every real-sbi run gets from the bench: its own data and evaluation, one thread (two runs share 2 cores)
 REAL_SBI_OVERRIDES = ["train.threads=1", "train.progress=false", "train.keep_epochs=1", "eval.qualities=[raw, c23, c40]"]
@@ -304,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "real_tables", help="run folders and logs")
     p.add_argument("--real", type=Path, default=REAL, help="the real sample videos (default: %(default)s)")
     p.add_argument("--utkface", type=Path, default=UTKFACE, help="UTKFace's folder (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each (default: %(default)s)")
     p.add_argument("--nice", type=int, default=0, help="niceness of each run (default 0: none)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's checkpoints")
     p.add_argument("--crop-size", type=int, default=None,
@@ -324,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args, command: str) -> int:
     rows, seeds = parse_only(args.only), parse_seeds(args.seeds)
+    if args.jobs < 1:
+        raise BenchError(f"--jobs {args.jobs}: give at least 1")
     settings, overrides = read_bench_config(args.bench_config)
     if args.crop_size is not None:
         if args.out == OUT_JSON:
@@ -351,30 +357,46 @@ def _main(args, command: str) -> int:
     log = lambda m: print(m, flush=True)  # noqa: E731
     manifest = prepare_data(settings, cache, log, args.utkface)
     results["data"] = f"{settings} ({key})"
-    real = None
+    units = []
     for seed in seeds:
         for setting, method, config in rows:
             entry = next((r for r in results["rows"] if (r["setting"], r["method"]) == (setting, method)), None)
-            chash = hashes[setting, method]
-            if not args.force and entry and entry["config_hash"] == chash and str(seed) in entry["runs"]:
+            if args.force or not (entry and entry["config_hash"] == hashes[setting, method] and str(seed) in entry["runs"]):
+                units.append((setting, method, config, seed))
+    real = None
+    if any(u[0] != "swaps" for u in units):  # prepared once, before the runs start in parallel
+        real = prepare_real(args.real, cache, log, settings["crop_size"])
+
+    def job(unit):
+        setting, method, config, seed = unit
+        label, name = f"{setting}:{method}", row_run_name(setting, method, seed)
+        log(f"real_tables: {label} seed {seed} ...")
+        metrics, wall, cpu = run_one(label, config, seed, row_overrides(setting, method, overrides), manifest,
+                                     args.runs, args.nice, keep_checkpoints=True, name=name)
+        videos = None if setting == "swaps" else summarize(score_run(args.runs / name, real, args.nice))
+        if not args.keep_checkpoints:
+            shutil.rmtree(args.runs / name / "checkpoints", ignore_errors=True)
+        return metrics, videos, wall, cpu
+
+    failures = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(job, unit): unit for unit in units}
+        for future in concurrent.futures.as_completed(futures):
+            setting, method, config, seed = futures[future]
+            try:
+                metrics, videos, wall, cpu = future.result()
+            except BenchError as e:
+                failures += 1
+                log(f"real_tables: {e}")
                 continue
-            label, name = f"{setting}:{method}", row_run_name(setting, method, seed)
-            log(f"real_tables: {label} seed {seed} ...")
-            metrics, wall, cpu = run_one(label, config, seed, row_overrides(setting, method, overrides), manifest,
-                                         args.runs, args.nice, keep_checkpoints=True, name=name)
-            videos = None
-            if setting != "swaps":
-                real = real or prepare_real(args.real, cache, log, settings["crop_size"])
-                videos = summarize(score_run(args.runs / name, real, args.nice))
-            if not args.keep_checkpoints:
-                shutil.rmtree(args.runs / name / "checkpoints", ignore_errors=True)
-            merge_run(results, setting, method, config, chash, seed, metrics, videos, wall, cpu)
+            merge_run(results, setting, method, config, hashes[setting, method], seed, metrics, videos, wall, cpu)
             write(results, args.out, command, hashes)
-            log(f"real_tables: {label} seed {seed}: AUC raw {metrics['raw']['auc']:.3f}, c40 {metrics['c40']['auc']:.3f}"
-                + (f", real videos frame AUC {videos['frame_auc']:.3f}, natural TNR {videos['natural_tnr']:.2f}"
-                   if videos else "") + f" ({wall / 60:.1f} min)")
+            log(f"real_tables: {setting}:{method} seed {seed}: AUC raw {metrics['raw']['auc']:.3f}, c40 "
+                f"{metrics['c40']['auc']:.3f}" + (f", real videos frame AUC {videos['frame_auc']:.3f}, natural TNR "
+                                                  f"{videos['natural_tnr']:.2f}" if videos else "")
+                + f" ({wall / 60:.1f} min)")
     write(results, args.out, command, hashes)
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
