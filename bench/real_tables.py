@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
+import fcntl
 import hashlib
 import json
 import re
@@ -288,6 +290,18 @@ def real_video_lines(results: dict) -> list[str]:
     return out
 
 
+@contextlib.contextmanager
+def locked(out: Path):
+    """An exclusive flock on OUT.lock: bench processes sharing one results file record their runs in turn."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def write(results: dict, out: Path, command: str, hashes: dict | None = None) -> None:
     write_json(out, results)
     write_text(out.with_suffix(".md"), render_markdown(results, command, hashes))
@@ -389,13 +403,16 @@ def _main(args, command: str) -> int:
                 failures += 1
                 log(f"real_tables: {e}")
                 continue
-            merge_run(results, setting, method, config, hashes[setting, method], seed, metrics, videos, wall, cpu)
-            write(results, args.out, command, hashes)
+            with locked(args.out):  # another bench process may have recorded runs since this one started
+                results = {**load_results(args.out), "data": results["data"]}
+                merge_run(results, setting, method, config, hashes[setting, method], seed, metrics, videos, wall, cpu)
+                write(results, args.out, command, hashes)
             log(f"real_tables: {setting}:{method} seed {seed}: AUC raw {metrics['raw']['auc']:.3f}, c40 "
                 f"{metrics['c40']['auc']:.3f}" + (f", real videos frame AUC {videos['frame_auc']:.3f}, natural TNR "
                                                   f"{videos['natural_tnr']:.2f}" if videos else "")
                 + f" ({wall / 60:.1f} min)")
-    write(results, args.out, command, hashes)
+    with locked(args.out):
+        write({**load_results(args.out), "data": results["data"]}, args.out, command, hashes)
     return 1 if failures else 0
 
 
