@@ -20,7 +20,7 @@ TPR, and the frame AUC of naturals against fakes under the same degradation.
 
 Then the pseudo-fakes themselves (pseudo_fake_detail): the manifest's raw training naturals self-blended
 at several data.blend_downscale_p, and the fine detail of each pseudo-fake's inner face (where the mask is
-1) against its source's: what a detector can learn from them about detail.
+1) against its natural's: what a detector can learn from them about detail.
 """
 from __future__ import annotations
 
@@ -155,7 +155,8 @@ def render_markdown(results: dict, command: str) -> str:
 # source's zoom and shift (no resampling), to tell the resolution loss and the resampling apart
 BLEND_VARIANTS = [("downscale_p 0", {"downscale_p": 0.0}), ("downscale_p 0.5 (default)", {"downscale_p": 0.5}),
                   ("downscale_p 1", {"downscale_p": 1.0}),
-                  ("downscale_p 0, no zoom or shift", {"downscale_p": 0.0, "translate": (0.0, 0.0), "scale": (1.0, 1.0)})]
+                  ("downscale_p 0, no zoom or shift", {"downscale_p": 0.0, "translate": (0.0, 0.0), "scale": (1.0, 1.0)}),
+                  ("target_p 0.5 (SBI's 50/50; configs/real/sbi)", {"target_p": 0.5})]
 
 
 def pseudo_fake_detail(manifest: Path, variants=BLEND_VARIANTS, n: int = 256, seed: int = 0) -> dict[str, dict]:
@@ -200,7 +201,8 @@ def render_detail(detail: dict) -> str:
         return "\nThe pseudo-fakes' detail: not measured (the manifest has no raw training naturals with landmarks).\n"
     lines = ["", "## The pseudo-fakes' inner face against their source", "",
              "Fine detail (mean absolute difference of horizontal neighbours) where the mask is >= 0.99, "
-             "pseudo-fake over source, for the blends with a full ratio; one seed.", "",
+             "pseudo-fake over the natural it is blended into (the crop, or the jittered crop in the target branch), "
+             "for the blends with a full ratio; one seed.", "",
              "| blending | blends | median | quartiles | share with less detail |",
              "|---|---:|---:|---|---:|"]
     for label, d in detail.items():
@@ -235,19 +237,21 @@ def _main(args, command: str) -> int:
 
     configs = {run: RunDir(run).config() for run in args.runs}  # a folder without config.yaml: its error
     manifests = {str(RunDir(run).manifest(cfg)) for run, cfg in configs.items()}
-    if len(manifests) != 1:
+    trained_on = sorted(manifests)
+    if len(manifests) != 1 and args.manifest is None:
         raise BenchError(f"the runs were trained on {len(manifests)} manifests ({', '.join(sorted(manifests))}): "
-                         "give runs of one")
-    manifest = Path(manifests.pop())
-    tested = args.manifest or manifest
+                         "give runs of one, or --manifest to test them all on one set")
+    tested = args.manifest or Path(manifests.pop())
     if not tested.is_file():
         raise BenchError(f"--manifest {tested}: no such file")
+    manifest = tested  # the pseudo-fakes' detail: of the tested set's training naturals
     records = paired_test_crops(tested)
     crops = {q: [load_image(r) for r in rs] for q, rs in records.items()}
     labels = np.array([r["label"] for r in records["raw"]])
     if not (labels == 0).any():
         raise BenchError(f"{tested}: its test split has no natural crop: nothing to count")
-    results = {"manifest": str(tested), "trained_on": str(manifest), "n_natural": int((labels == 0).sum()),
+    results = {"manifest": str(tested), "trained_on": trained_on,
+               "n_natural": int((labels == 0).sum()),
                "n_fake": int((labels == 1).sum()), "labels": {}, "runs": {},
                "pseudo_fake_detail": pseudo_fake_detail(manifest)}
     for run in args.runs:

@@ -86,7 +86,7 @@ def test_probe_on_another_manifest_with_naturals_only(tmp_path, monkeypatch):
     out = tmp_path / "n.json"
     assert main([str(run), "--manifest", str(other), "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert res["manifest"] == str(other) and res["trained_on"] != str(other) and (res["n_natural"], res["n_fake"]) == (2, 0)
+    assert res["manifest"] == str(other) and str(other) not in res["trained_on"] and (res["n_natural"], res["n_fake"]) == (2, 0)
     cell = res["runs"][str(run)]["the set's c40"]
     assert cell["tnr"] == 0.0 and cell["auc"] is None and cell["tpr"] is None
     assert "| the set's c40 | 0 / 80 / - |" in out.with_suffix(".md").read_text()
