@@ -1,6 +1,7 @@
 """Per-step internals of a training run: what a flat or round-valued loss is hiding.
 
     python -m bench.stage_probe --out /tmp/probe.csv -- --config sbi/ours data.manifest=M stage1.epochs=1 ...
+    python -m bench.stage_probe --summarize /tmp/probe.csv [...]     the epoch means, as a markdown table
 
 Everything after `--` is rccl-train's own command line (config and overrides); the run trains as rccl-train
 would (one process, no evaluation after training) with one more hook, StepProbe, that writes one CSV row
@@ -106,10 +107,43 @@ class StepProbe(HookBase):
             w.writerows(self.rows)
 
 
+SUMMARY = (("lr", "lr", ".4f"), ("loss", "loss", ".3f"), ("grad_encoder", "encoder grad", ".2f"),
+           ("update_ratio", "update ratio", ".1e"), ("feat_gap", "feature gap", ".4f"), ("z_gap", "output gap", ".4f"),
+           ("z_cos", "output cos", ".3f"), ("feat_norm", "feature norm", ".1f"))
+
+
+def summarize(paths: list[Path]) -> str:
+    """A markdown table of each probe CSV's epoch means (stage by stage)."""
+    import statistics
+
+    lines = ["| probe | stage | epoch | steps | " + " | ".join(t for _, t, _ in SUMMARY) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(SUMMARY)]
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        for stage, epoch in dict.fromkeys((r["stage"], r["epoch"]) for r in rows):
+            rs = [r for r in rows if (r["stage"], r["epoch"]) == (stage, epoch)]
+            cells = []
+            for key, _, fmt in SUMMARY:
+                values = [float(r[key]) for r in rs if r.get(key)]
+                cells.append(format(statistics.fmean(values), fmt) if values else "-")
+            lines.append(f"| {Path(path).stem} | {stage} | {epoch} | {len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--summarize"]:
+        missing = [a for a in argv[1:] if not Path(a).is_file()]
+        if not argv[1:] or missing:
+            print(f"stage_probe: --summarize needs probe CSVs{'; not found: ' + ', '.join(missing) if missing else ''}",
+                  file=sys.stderr)
+            return 2
+        print(summarize([Path(a) for a in argv[1:]]))
+        return 0
     if "--" not in argv:
-        print("usage: python -m bench.stage_probe --out FILE.csv -- RCCL-TRAIN ARGS...", file=sys.stderr)
+        print("usage: python -m bench.stage_probe --out FILE.csv -- RCCL-TRAIN ARGS...\n"
+              "       python -m bench.stage_probe --summarize FILE.csv [...]", file=sys.stderr)
         return 2
     cut = argv.index("--")
     p = argparse.ArgumentParser(prog="stage_probe", description=__doc__,

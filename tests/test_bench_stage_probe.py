@@ -31,8 +31,13 @@ def test_probe_writes_a_row_per_step(tmp_path, kind):
     assert (kind == "ce") == (not any(r["stage"] == "2" for r in rows))  # CE has no stage-2 epochs
     assert len(epochs) == (2 if kind == "ce" else 3)
     assert not (run / "metrics.json").exists()  # the probe never evaluates
+    table = stage_probe.summarize([out]).splitlines()
+    assert table[0].startswith("| probe | stage | epoch | steps | lr | loss |")
+    assert table[2].startswith(f"| probe | 1 | 1 | {len(s1) // 2} |") and len(table) == 2 + len(epochs)
 
 
-def test_probe_usage_error(capsys):
+def test_probe_usage_error(capsys, tmp_path):
     assert stage_probe.main(["--out", "x.csv"]) == 2
     assert "usage" in capsys.readouterr().err
+    assert stage_probe.main(["--summarize", str(tmp_path / "none.csv")]) == 2
+    assert "not found" in capsys.readouterr().err
