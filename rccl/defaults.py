@@ -101,6 +101,10 @@ DEFAULTS: dict = {
         "keep_epochs": 3,          # numbered checkpoints kept per stage (0 = all); *_last.pt always
         "progress": True,
         "log_every": 10,
+        # weight decay (stage{N}.weight_decay) on every parameter (true), or only on the weight matrices and
+        # convolution kernels, not on the norm layers' scales and shifts nor on any bias (false: timm's
+        # param_groups_weight_decay). Measured on the Table-2 bench: docs/training.md, "Weight decay"
+        "decay_norm_and_bias": True,
     },
     "eval": {
         "qualities": list(QUALITIES),  # rccl.data.layouts.QUALITIES: the qualities rccl-prep makes

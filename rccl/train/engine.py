@@ -119,7 +119,7 @@ def run_stage(rt: Runtime, model: nn.Module, stage: Stage, resume: dict | None, 
     rows so far, extended in place. Returns the number of epochs trained by this call."""
     n, s = stage.number, rt.cfg[f"stage{stage.number}"]
     sampler = stage.sampler
-    optimizer = build_optimizer(stage.params, s)
+    optimizer = build_optimizer(stage.params, s, rt.cfg["train"]["decay_norm_and_bias"])
     loop = StageLoop(rt, model, stage, optimizer, build_scheduler(optimizer, s, len(sampler)), rt.grad_scaler(),
                      rows, epochs=s["epochs"], last_saved=resume_path)
     if resume is not None:

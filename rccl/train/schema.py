@@ -264,6 +264,7 @@ SCHEMA: dict = {
     "train.keep_epochs": integer(0),
     "train.progress": boolean(),
     "train.log_every": integer(1),
+    "train.decay_norm_and_bias": boolean(),
     "eval.qualities": subset_of(QUALITIES),
     "eval.split": text(),
     "eval.batch_size": integer(1),
