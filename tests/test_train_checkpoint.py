@@ -87,6 +87,26 @@ def test_local_weights_file_is_loaded_and_a_wrong_one_refused(tmp_path):
         build_model(cfg)
 
 
+def test_a_convnext_file_keeps_its_head_norm_which_belongs_to_the_encoder(tmp_path, capsys):
+    """ConvNeXt's encoder (num_classes=0) ends in head.norm: a full timm checkpoint loads, only head.fc is
+    left out (issue 27, defect 10: every head.* key was dropped and the file refused)."""
+    import timm
+
+    full = timm.create_model("convnext_atto", num_classes=1000)
+    torch.save(full.state_dict(), tmp_path / "convnext.pt")
+    model = build_model(_cfg(**{"model.encoder": "convnext_atto", "model.weights": str(tmp_path / "convnext.pt")}))
+    own = model.encoder.state_dict()
+    assert "head.norm.weight" in own
+    for key, value in own.items():
+        assert torch.equal(value, full.state_dict()[key]), key
+    err = capsys.readouterr().err
+    assert "ignored 2 tensor(s)" in err and "head.fc.weight" in err
+    wrong = {k: (v[:1] if k == "head.norm.weight" else v) for k, v in full.state_dict().items()}
+    torch.save(wrong, tmp_path / "wrong.pt")
+    with pytest.raises(ModelError, match=r"head\.norm\.weight with shape \(1,\)"):
+        build_model(_cfg(**{"model.encoder": "convnext_atto", "model.weights": str(tmp_path / "wrong.pt")}))
+
+
 @pytest.mark.parametrize("kind", ["rccl", "ce"])
 def test_a_tiny_run_writes_the_run_folder_and_load_detector_reads_it(tmp_path, kind):
     manifest = make_tiny_manifest(tmp_path / "data")
