@@ -81,11 +81,9 @@ def encode(stage: int, epoch: int, state: dict) -> bytes:
     return buffer.getvalue()
 
 
-def write(paths: Iterable[str | os.PathLike], stage: int, epoch: int, state: dict) -> None:
-    """The same bytes to each path, each atomically (a kill leaves every file whole: old or new)."""
-    data = encode(stage, epoch, state)
-    for path in paths:
-        write_bytes(path, data)
+def write(path: str | os.PathLike, stage: int, epoch: int, state: dict) -> None:
+    """The checkpoint to `path`, atomically (a kill leaves the file whole: old or new)."""
+    write_bytes(path, encode(stage, epoch, state))
 
 
 def read(path: str | os.PathLike, map_location="cpu") -> dict:

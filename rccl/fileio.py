@@ -66,6 +66,54 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
+def link_replace(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make `target` another name of the file `source` (written once, two names): a hard link made beside
+    the target, then os.replace, so a reader sees the old target or the new one. Where the file system has
+    no hard links, a copy of the bytes through the atomic writer."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
+    try:
+        os.link(source, tmp)
+    except FileExistsError:  # a link left by a killed writer of this process id: replaced below
+        os.unlink(tmp)
+        os.link(source, tmp)
+    except OSError:
+        write_bytes(target, Path(source).read_bytes())
+        return
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_new_text(path: str | os.PathLike, text: str) -> None:
+    """Create `path` holding `text`, only if no file of that name exists (FileExistsError otherwise): the
+    text goes to a temporary file that is then hard-linked under the name (os.link never replaces), so the
+    file appears whole and two writers racing for one name cannot both win. Where the file system has no
+    hard links, an exclusive create (O_EXCL) written in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise  # the name is taken: that is the answer, not a file system without links
+        except OSError:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(text)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
     """JSON with a trailing newline; keys kept in insertion order."""
     write_text(path, json.dumps(obj, indent=indent) + "\n")

@@ -24,7 +24,7 @@ import yaml
 
 from rccl import checkpoint
 from rccl.checkpoint import CheckpointError  # noqa: F401  (the run folder's error too)
-from rccl.fileio import write_text
+from rccl.fileio import link_replace, write_text
 
 class RunDir:
     """A run folder (it may not exist yet: `RunDir.create` makes a fresh one)."""
@@ -146,17 +146,23 @@ class RunDir:
         return checkpoint.read(path) if path.is_file() else None
 
     def save_checkpoint(self, stage: int, epoch: int, state: dict, keep_epochs: int = 0) -> Path:
-        """Write stage{stage}_{epoch:03d}.pt and the same bytes as stage{stage}_last.pt (rccl.checkpoint's
-        format, each file atomically); prune numbered files beyond `keep_epochs` (0 keeps all). Returns the
+        """Write stage{stage}_{epoch:03d}.pt (rccl.checkpoint's format, atomically) and make
+        stage{stage}_last.pt another name of it (a hard link put in place atomically: the bytes are written
+        once); prune numbered files beyond `keep_epochs` (0 keeps all), the oldest epochs first. Returns the
         numbered file."""
         path = self.checkpoint_path(stage, epoch)
-        checkpoint.write([path, self.last_checkpoint_path(stage)], stage, epoch, state)
+        checkpoint.write(path, stage, epoch, state)
+        link_replace(path, self.last_checkpoint_path(stage))
         if keep_epochs > 0:
-            numbered = sorted(p for p in self.checkpoint_dir.glob(f"stage{stage}_*.pt")
-                              if re.fullmatch(rf"stage{stage}_\d{{3,}}\.pt", p.name))
-            for old in numbered[:-keep_epochs]:
+            for old in self.numbered_checkpoints(stage)[:-keep_epochs]:
                 old.unlink(missing_ok=True)
         return path
+
+    def numbered_checkpoints(self, stage: int) -> list[Path]:
+        """stage{stage}_{EPOCH}.pt, by epoch as a number (stage1_1000.pt after stage1_999.pt)."""
+        found = [(int(m.group(1)), p) for p in self.checkpoint_dir.glob(f"stage{stage}_*.pt")
+                 if (m := re.fullmatch(rf"stage{stage}_(\d{{3,}})\.pt", p.name))]
+        return [p for _, p in sorted(found)]
 
     def load_detector(self, map_location="cpu"):
         """The run's stage-2 detector (encoder + linear head, eval mode; model(images) -> logits (B, 2),

@@ -45,6 +45,24 @@ def test_numbered_checkpoints_are_pruned_and_last_follows(tmp_path):
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
 
 
+def test_a_checkpoint_is_written_once_and_pruning_keeps_the_newest_epochs_by_number(tmp_path, monkeypatch):
+    """stage1_last.pt is another name of the newest numbered file (its bytes not written twice), and pruning
+    compares epochs as numbers: stage1_1000.pt is newer than stage1_999.pt (issue 27, defect 6)."""
+    from rccl import fileio
+
+    writes = []
+    real = fileio.write_bytes
+    monkeypatch.setattr(ckpt, "write_bytes", lambda path, data: writes.append(path) or real(path, data))
+    run = RunDir(tmp_path)
+    for epoch in (998, 999, 1000):
+        run.save_checkpoint(1, epoch, {"x": torch.tensor(epoch)}, keep_epochs=2)
+    assert len(writes) == 3
+    names = sorted(p.name for p in run.checkpoint_dir.iterdir())
+    assert names == ["stage1_1000.pt", "stage1_999.pt", "stage1_last.pt"]
+    assert run.last_checkpoint_path(1).samefile(run.checkpoint_path(1, 1000))
+    assert int(ckpt.read(run.last_checkpoint_path(1))["x"]) == 1000
+
+
 def test_foreign_or_missing_checkpoints_are_named(tmp_path):
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an rccl checkpoint"):
