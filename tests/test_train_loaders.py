@@ -40,6 +40,29 @@ def test_train_batch_contract(tiny, cache):
     assert not torch.equal(b["view1"], b["view2"])  # independent augmentations
 
 
+@pytest.mark.parametrize("fakes", ["real", "sbi"])
+def test_the_views_seed_only_the_cpu_generator(tmp_path, monkeypatch, fakes):
+    """The per-item seeds touch torch's CPU generator inside fork_rng(devices=[]) and nothing else: no CUDA
+    generator is reseeded (fork_rng would not restore it), and the process's CPU stream is left as it was
+    (issue 27, defect 11: torch.manual_seed reseeded every CUDA generator at data.workers=0)."""
+    from rccl.data.blend import training_set
+
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(seed))
+    manifest = make_tiny_manifest(tmp_path / "data", landmarks=True)
+    cfg = load_config(None, tiny_overrides(manifest, tmp_path / "runs", **{"data.fakes": fakes}))
+    records = training_set([r for r in read_manifest(manifest) if r["split"] == "train" and r["quality"] == "raw"],
+                           fakes).records
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    reseeded.clear()
+    batches = list(build_train_loader(cfg, records, ForgeryPairSampler(records, 4, "instance", seed=0)))
+    assert batches and reseeded == []
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_eval_loader_walks_frames_in_order(tiny):
     cfg, records = tiny
     batches = list(build_eval_loader(cfg, records, batch_size=7, workers=0))

@@ -95,8 +95,8 @@ class PairViews(_Crops):
         training loader gives: see SeededBatches) from a generator of that seed alone."""
         if seed is None:
             return self._views(images, anchor, partner)
-        with torch.random.fork_rng(devices=[]):  # the process's own RNG stream is left as it was
-            torch.manual_seed(int(seed))
+        with torch.random.fork_rng(devices=[]):  # the process's own CPU stream is left as it was
+            torch.default_generator.manual_seed(int(seed))  # the CPU generator only: the views' draws
             return self._views(images, anchor, partner)
 
     def _views(self, images, anchor: int, partner: int) -> dict:
@@ -111,7 +111,7 @@ class PairViews(_Crops):
         if len(pairs[0]) < 3:
             return self._images(indices)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(pairs[0][2]))
+            torch.default_generator.manual_seed(int(pairs[0][2]))
             return self._images(indices)
 
     def __getitem__(self, pair):
