@@ -1,7 +1,8 @@
 """The run folder: the one place that knows what a run holds and where.
 
 ```
-RUN/config.yaml                          the resolved config (rccl-train)
+RUN/config.yaml                          the resolved config (rccl-train); created first: the folder's claim
+RUN/torchrun_job                         under torchrun: the job that claimed the folder (its restarts resume it)
 RUN/checkpoints/stage{1,2}_{NNN,last}.pt  checkpoints (rccl-train; stage2_last.pt is the detector)
 RUN/epochs.csv, RUN/tb/                  one row per finished epoch; TensorBoard scalars
 RUN/metrics.json                         evaluation on the run's own manifest, test split (rccl-eval)
@@ -16,6 +17,8 @@ Every file is written through rccl.fileio (atomic, the mode the umask gives).
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import re
 from pathlib import Path
@@ -24,7 +27,7 @@ import yaml
 
 from rccl import checkpoint
 from rccl.checkpoint import CheckpointError  # noqa: F401  (the run folder's error too)
-from rccl.fileio import link_replace, write_text
+from rccl.fileio import link_replace, write_new_text, write_text
 
 class RunDir:
     """A run folder (it may not exist yet: `RunDir.create` makes a fresh one)."""
@@ -47,20 +50,59 @@ class RunDir:
 
     # -- creating ---------------------------------------------------------------------------------------
     @staticmethod
-    def free(out: str | os.PathLike, name: str) -> "RunDir":
-        """OUT/NAME, or OUT/NAME-2, -3 ... when that one already holds a run (nothing is overwritten)."""
+    def candidates(out: str | os.PathLike, name: str) -> list["RunDir"]:
+        """The folders OUT/NAME and OUT/NAME-2, -3 ... that exist, in the order of their number."""
         out = Path(out)
-        candidate, n = out / name, 1
-        while candidate.exists() and any(candidate.iterdir()):
-            n += 1
-            candidate = out / f"{name}-{n}"
-        return RunDir(candidate)
+        numbered = [(int(m.group(1)), p) for p in out.glob(f"{glob.escape(name)}-*")
+                    if (m := re.fullmatch(rf"{re.escape(name)}-(\d+)", p.name)) and int(m.group(1)) >= 2]
+        first = [(1, out / name)] if (out / name).exists() else []
+        return [RunDir(p) for _, p in first + sorted(numbered)]
 
     @staticmethod
-    def create(out: str | os.PathLike, name: str) -> "RunDir":
-        run = RunDir.free(out, name)
-        run.path.mkdir(parents=True, exist_ok=True)
-        return run
+    def claim(out: str | os.PathLike, name: str, cfg: dict, job: str | None = None) -> "RunDir":
+        """A fresh run folder, taken atomically: OUT/NAME, or NAME-2, -3 ... (a run is never overwritten).
+        The claim is the resolved config's config.yaml, created only where none exists
+        (rccl.fileio.write_new_text): of two jobs racing for one name, one wins the folder and the other
+        moves on to the next. A folder that holds anything is passed over; an empty one is taken. `job`:
+        the torchrun job's identity (rccl.train.elastic), kept in RUN/torchrun_job for its restarts."""
+        out = Path(out)
+        n = 1
+        while True:
+            run = RunDir(out / (name if n == 1 else f"{name}-{n}"))
+            n += 1
+            if run.path.exists() and any(run.path.iterdir()):
+                continue
+            try:
+                write_new_text(run.config_path, yaml.safe_dump(cfg, sort_keys=False))
+            except FileExistsError:
+                continue
+            if job is not None:
+                write_text(run.job_path, job + "\n")
+            return run
+
+    def release(self, parent_too: bool = False) -> None:
+        """Undo a claim that came to nothing (the model could not be built): config.yaml and the job file
+        removed, and the folder with them when nothing else is in it; with parent_too (the claim made
+        OUT) OUT as well when it is left empty."""
+        for path in (self.config_path, self.job_path):
+            path.unlink(missing_ok=True)
+        for folder in (self.path, self.path.parent) if parent_too else (self.path,):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+    @property
+    def job_path(self) -> Path:
+        return self.path / "torchrun_job"
+
+    def job(self) -> str | None:
+        """The torchrun job identity the folder was claimed by (None: claimed outside torchrun)."""
+        return self.job_path.read_text(encoding="utf-8").strip() if self.job_path.is_file() else None
+
+    @staticmethod
+    def of_job(out: str | os.PathLike, name: str, job: str) -> "RunDir | None":
+        """The newest run folder of `name` claimed by the torchrun job `job`, or None (rccl.train.elastic)."""
+        mine = [run for run in RunDir.candidates(out, name) if run.job() == job]
+        return mine[-1] if mine else None
 
     # -- layout -----------------------------------------------------------------------------------------
     @property

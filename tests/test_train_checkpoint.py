@@ -143,6 +143,48 @@ def test_a_tiny_run_writes_the_run_folder_and_load_detector_reads_it(tmp_path, k
     assert train(load_config(None, tiny_overrides(manifest, tmp_path / "runs", **{"stage1.epochs": 0, "stage2.epochs": 0}))).name == "run-2"
 
 
+def test_two_runs_with_one_name_never_share_a_folder(tmp_path, monkeypatch):
+    """The folder is claimed before the model is built: a second job with the same name, started while the
+    first builds its model, gets NAME-2 (issue 27, defect 7: both chose NAME, created it only later)."""
+    import copy
+
+    import rccl.train.runner as runner
+
+    manifest = make_tiny_manifest(tmp_path / "data")
+    cfg = load_config(None, tiny_overrides(manifest, tmp_path / "runs", **{"stage1.epochs": 1}))
+    real, inner = runner.build_model, []
+
+    def build_while_another_job_starts(c, **kwargs):
+        if not inner:
+            inner.append(None)  # the other job builds its own model without starting a third
+            inner[0] = train(copy.deepcopy(cfg))
+        return real(c, **kwargs)
+
+    monkeypatch.setattr(runner, "build_model", build_while_another_job_starts)
+    outer = train(cfg)
+    assert (outer.name, inner[0].name) == ("run", "run-2")
+    assert outer.latest_checkpoint(2)["config"] == inner[0].latest_checkpoint(2)["config"] == cfg
+
+
+def test_stage_2_alone_without_stage_1_epochs_freezes_the_configured_encoder(tmp_path, capsys):
+    """--stage 2 with stage1.epochs=0 trains a head on the encoder the config names (its weights file, or
+    an error when it names none and allow_scratch is false), never silently on random weights (issue 27,
+    defect 8)."""
+    from rccl.cli.train import main
+
+    manifest = make_tiny_manifest(tmp_path / "data")
+    common = tiny_overrides(manifest, tmp_path / "runs", **{"stage1.epochs": 0, "model.allow_scratch": "false"})
+    assert main(common + ["--stage", "2"]) == 2
+    assert "no ImageNet weights configured" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    encoder = build_model(_cfg()).encoder
+    torch.save(encoder.state_dict(), tmp_path / "encoder.pt")
+    assert main(common + [f"model.weights={tmp_path / 'encoder.pt'}", "--stage", "2"]) == 0
+    frozen = RunDir(tmp_path / "runs" / "run").latest_checkpoint(2)["model"]
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(frozen[f"encoder.{key}"], value), key
+
+
 def test_non_finite_loss_stops_naming_the_step_and_saves_nothing(tmp_path, monkeypatch):
     import rccl.loss
 
