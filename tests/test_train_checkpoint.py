@@ -12,7 +12,9 @@ from rccl.model import ModelError, build_model
 from rccl.train.config import load_config
 from rccl.run import CheckpointError, RunDir
 from rccl.train.runtime import TrainingError
-from rccl.train.runner import train
+from rccl.data.pairing import ForgeryPairSampler
+from rccl.train import hooks as rccl_hooks
+from rccl.train.runner import train, training_records
 from tiny_data import make_tiny_manifest, tiny_overrides
 
 
@@ -202,6 +204,34 @@ def test_non_finite_loss_stops_naming_the_step_and_saves_nothing(tmp_path, monke
     with pytest.raises(TrainingError, match=r"stage 1, epoch 1, step 3: the loss is nan"):
         train(cfg)
     assert not list((tmp_path / "runs" / "run" / "checkpoints").glob("*"))
+
+
+def test_the_non_finite_check_reads_the_device_once_per_log_interval_not_every_step(tmp_path, monkeypatch):
+    """NonFiniteStop's host read-backs (a GPU->CPU sync each) happen every train.log_every steps and at an
+    epoch's last step, not at every step (issue 27, defect 5; the stop itself: the test above)."""
+    import sys
+    from pathlib import Path
+
+    hooks_file = str(Path(rccl_hooks.__file__).resolve())
+    reads = []
+
+    def counting(name):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            if str(Path(sys._getframe(1).f_code.co_filename).resolve()) == hooks_file:
+                reads.append(name)
+            return real(self, *args, **kwargs)
+        return read
+
+    for name in ("__bool__", "item", "__float__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    manifest = make_tiny_manifest(tmp_path / "data", identities=4)
+    cfg = load_config(None, tiny_overrides(manifest, tmp_path / "runs", **{"stage1.batch_size": 4, "stage1.epochs": 2,
+                                                                            "stage2.epochs": 0, "train.log_every": 100}))
+    assert train(cfg).latest_checkpoint(1)["epoch"] == 2
+    per_epoch = len(ForgeryPairSampler(training_records(cfg).records, 4, cfg["data"]["pairing"]))
+    assert per_epoch >= 6 and len(reads) <= 2 * 2, (per_epoch, reads)  # steps 0 and the last, in each epoch
 
 
 def test_empty_one_class_and_missing_crop_manifests_are_refused(tmp_path):

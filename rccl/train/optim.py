@@ -40,10 +40,15 @@ def build_scheduler(optimizer, stage_cfg: dict, steps_per_epoch: int) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def optimizer_step(loss: torch.Tensor, optimizer, scaler, scheduler) -> None:
-    """One update: backward through the (float16-only) GradScaler, step, LR schedule."""
+def backward(loss: torch.Tensor, optimizer, scaler) -> None:
+    """The step's gradients: zeroed, then backward through the (float16-only) GradScaler."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+
+
+def update(optimizer, scaler, scheduler) -> None:
+    """The update from the gradients in place (the GradScaler skips it on non-finite ones), then the LR
+    schedule's step."""
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()

@@ -129,7 +129,7 @@ def _train(cfg: dict, device: torch.device, info: DistInfo, stages, resume_dir, 
     run = RunDir(plan.run)
     start = ckpt.decode(start_bytes, run.last_checkpoint_path(plan.start)) if start_bytes is not None else None
     rt = Runtime(cfg, run, device, info, resolve_amp(cfg, device, log=_log.info if info.is_main else (lambda m: None)))
-    hooks = [*default_hooks(run, info.is_main), *hooks]
+    hooks = [*default_hooks(run, info.is_main, cfg["train"]["clip_grad"]), *hooks]
     if plan.how == "restart":
         rt.log(f"torchrun restart {launch.restart}: continuing {run.path}, claimed by this job, from its last "
                f"checkpoint")

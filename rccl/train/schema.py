@@ -275,6 +275,8 @@ SCHEMA: dict = {
     "train.keep_epochs": integer(0),
     "train.progress": boolean(),
     "train.log_every": integer(1),
+    "train.sync_bn": boolean(),
+    "train.clip_grad": optional(number(0, low_open=True)),
     "train.decay_norm_and_bias": boolean(),
     "eval.qualities": subset_of(QUALITIES),
     "eval.split": text(),
