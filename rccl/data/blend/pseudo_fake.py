@@ -18,7 +18,8 @@ def self_blend(crops: torch.Tensor, landmarks: torch.Tensor, params: BlendParams
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """crops: uint8 (B, 3, S, S); landmarks: (B, 68, 2) x, y in crop pixels. Returns (pseudo-fakes uint8
     (B, 3, S, S), masks float (B, 1, S, S): the source's weight per pixel). `generator`: a torch.Generator
-    for reproducible draws (None: torch's global one, seeded per DataLoader worker)."""
+    for reproducible draws (None: torch's global one, seeded per DataLoader worker), or a
+    rccl.data.blend.draws.RowDraws: these crops are rows of a larger batch, whose draws are made."""
     if crops.dim() != 4 or crops.shape[1] != 3 or crops.dtype != torch.uint8:
         raise ValueError(f"self_blend: crops must be uint8 (B, 3, S, S), got {crops.dtype} {list(crops.shape)}")
     b, _, h, w = crops.shape
