@@ -209,15 +209,20 @@ class RunDir:
     def load_detector(self, map_location="cpu"):
         """The run's stage-2 detector (encoder + linear head, eval mode; model(images) -> logits (B, 2),
         class 1 = fake) and the run's resolved config (the one saved in the checkpoint)."""
-        from rccl.model import build_model  # model imports timm: keep it out of checkpoint-only uses
-
         self.require()
         path = self.last_checkpoint_path(2)
         if not path.is_file():
             hint = ("stage 1 is done: run `rccl-train --resume RUN --stage 2`"
                     if self.last_checkpoint_path(1).is_file() else "train it first with rccl-train")
             raise CheckpointError(f"run {self.path}: no stage-2 checkpoint ({path.name}); {hint}")
-        state = checkpoint.read(path, map_location="cpu")
+        return RunDir.detector(checkpoint.read(path, map_location="cpu"), map_location)
+
+    @staticmethod
+    def detector(state: dict, map_location="cpu"):
+        """The detector and config of a stage-2 checkpoint's state (as load_detector gives them), for a
+        state that came another way (rank 0's bytes, broadcast)."""
+        from rccl.model import build_model  # model imports timm: keep it out of checkpoint-only uses
+
         cfg = state["config"]
         model = build_model(cfg, load_weights=False)
         model.load_state_dict(state["model"])

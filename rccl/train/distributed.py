@@ -9,14 +9,12 @@ world_size * dL/dz_r; DDP then averages parameter gradients over ranks, dividing
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass
-from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
-T = TypeVar("T")
+from rccl.ranks import active, from_main, on_every_rank  # noqa: F401  (the agreements, re-exported for training)
 
 
 @dataclass(frozen=True)
@@ -52,57 +50,6 @@ def end_process_group(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def _active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _sendable(error: BaseException) -> BaseException:
-    """The exception as it can cross to the other ranks (pickled); one that cannot is sent as its text."""
-    try:
-        pickle.loads(pickle.dumps(error))
-        return error
-    except Exception:
-        return RuntimeError(f"{type(error).__name__}: {error}")
-
-
-def from_main(fn: Callable[[], T]) -> T:
-    """fn() run on rank 0 alone, its value broadcast to every rank; an exception it raises is raised on
-    every rank (the same class and message), so no rank is left waiting in a collective that the others
-    never reach. Outside a process group: fn()."""
-    if not _active():
-        return fn()
-    box: list = [None]
-    if dist.get_rank() == 0:
-        try:
-            box[0] = (True, fn())
-        except Exception as e:
-            box[0] = (False, _sendable(e))
-            dist.broadcast_object_list(box, src=0)
-            raise
-    dist.broadcast_object_list(box, src=0)
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value
-
-
-def on_every_rank(fn: Callable[[], T]) -> T:
-    """fn() run on every rank; if it raised on any rank, every rank raises the first failing rank's
-    exception (its own where it failed), so one rank's error does not leave the others waiting later."""
-    if not _active():
-        return fn()
-    try:
-        value, error = fn(), None
-    except Exception as e:
-        value, error = None, e
-    errors: list = [None] * dist.get_world_size()
-    dist.all_gather_object(errors, None if error is None else _sendable(error))
-    first = next((e for e in errors if e is not None), None)
-    if first is not None:
-        raise error if error is not None and errors.index(first) == dist.get_rank() else first
-    return value
-
-
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Rows of x from every rank, concatenated in rank order; gradient flows back to each rank's rows."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -130,7 +77,7 @@ def mean_over_ranks(value: float, device) -> float:
 
 def broadcast_state(module: torch.nn.Module) -> None:
     """Every tensor of the module's state_dict (parameters and buffers) set to rank 0's, in place."""
-    if not _active():
+    if not active():
         return
     for tensor in module.state_dict().values():
         dist.broadcast(tensor, src=0)
