@@ -23,7 +23,8 @@ def _model():
     cfg = load_config(None, ["model.encoder=test_byobnet", f"data.image_size={SIZE}", "model.proj_hidden=32",
                              "model.proj_dim=16", "model.pretrained=false", "model.allow_scratch=true"])
     model = build_model(cfg)
-    # Batch-norm statistics are per rank under DDP (SyncBatchNorm is CUDA-only): compare with fixed ones.
+    # Batch-norm statistics are per rank without train.sync_bn: compare with fixed ones (sync_bn in training
+    # mode: tests/test_train_ranks.py).
     model.eval()
     return model.embedder()
 

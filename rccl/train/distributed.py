@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from rccl.ranks import active, from_main, on_every_rank  # noqa: F401  (the agreements, re-exported for training)
+from rccl.train.elastic import launch_from_env
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,17 @@ def init_from_env(device_type: str) -> DistInfo:
         return DistInfo()
     started = not dist.is_initialized()
     if started:
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        launch = launch_from_env()
+        if launch.job is None:
+            dist.init_process_group(backend=backend)
+        else:
+            # torchrun's agent hosts the store and keeps it over its restarts: a restarted worker could read
+            # the addresses the group of the killed attempt wrote there and connect to dead peers (pytorch
+            # issue 135712, seen here as gloo's "Connection refused"); each attempt gets keys of its own
+            store, rank, world = next(dist.rendezvous("env://"))
+            dist.init_process_group(backend=backend, store=dist.PrefixStore(f"rccl/attempt_{launch.restart}", store),
+                                    rank=rank, world_size=world)
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), started)
 
 

@@ -115,7 +115,7 @@ def restore(state: dict, loop: StageLoop) -> int:
 def _wrap(rt: Runtime, net: nn.Module, compile_it: bool) -> nn.Module:
     if rt.dist.enabled:
         if rt.cfg["train"]["sync_bn"]:  # in place: the Detector's layers are swapped, their tensors kept
-            net = sync_bn.convert(net)
+            net = sync_bn.convert(net, rt.device)
         net = nn.parallel.DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     return torch.compile(net) if compile_it else net
 

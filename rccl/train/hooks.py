@@ -70,7 +70,8 @@ class NonFiniteStop(HookBase):
         bad = [(step, value) for step, value in notes if step != self.NONE]
         if not bad:
             return
-        step, value = min(bad, key=lambda note: note[0])  # the earliest step; the lowest rank on a tie
+        # the earliest step; at a tie a non-finite loss before a rank that saw only its gradient, then rank order
+        step, value = min(bad, key=lambda note: (note[0], math.isfinite(note[1])))
         n = loop.number
         what = (f"the loss is {value} (not finite)" if not math.isfinite(value) else
                 f"the gradient is not finite (the loss was {value})")

@@ -3,12 +3,13 @@ statistics of the GLOBAL batch (all ranks), as one process with that batch would
 share. Without it the method changes with the world size: with 8 ranks each BN, the projector's output
 BN that keeps Sup. Con and the method out of their collapse among them, sees 1/8 of the batch.
 
-torch.nn.SyncBatchNorm computes this on CUDA (and a few accelerators) and refuses CPU tensors; here the
-same layer also runs on the CPU (gloo): the per-channel sum and sum of squared deviations are all-reduced
-through torch.distributed.nn.functional.all_reduce, whose backward all-reduces the gradient, so autograd
-gives each rank the gradient of the global batch's statistics. `convert` swaps every batch-norm layer of
-a module for this one (timm's BatchNormAct2d keeps its activation and dropout), keeping the parameters,
-the buffers and hence the state_dict's names: checkpoints are the same with and without it.
+On CUDA that is torch.nn.SyncBatchNorm (through timm's convert_sync_batchnorm, which keeps the activation
+of timm's BatchNormAct2d). torch's layer refuses CPU tensors (and DDP refuses it on a CPU module), so on the
+CPU (gloo) `CpuSyncBatchNorm` does the same: the per-channel sum and sum of squared deviations are
+all-reduced through torch.distributed.nn.functional.all_reduce, whose backward all-reduces the gradient,
+so autograd gives each rank the gradient of the global batch's statistics. `convert` swaps every batch-norm
+layer of a module, keeping its parameters, its buffers and hence the state_dict's names: checkpoints are
+the same with and without it.
 """
 from __future__ import annotations
 
@@ -19,31 +20,34 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """torch's SyncBatchNorm where torch runs it, the statistics all-reduced with autograd on the CPU."""
+class CpuSyncBatchNorm(_BatchNorm):
+    """A batch norm of any dimension whose training-mode statistics are the process group's global batch's
+    (eval mode, or one process: torch's own batch norm)."""
+
+    process_group = None  # the whole world
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or not self.training or not (dist.is_available() and dist.is_initialized()
-                                                               and dist.get_world_size(self._group()) > 1):
+        group = self.process_group or dist.group.WORLD
+        if not self.training or not (dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1):
             return super().forward(x)
         self._check_input_dim(x)
-        return _cpu_sync_batch_norm(self, x)
-
-    def _group(self):
-        return self.process_group or dist.group.WORLD
+        return _cpu_sync_batch_norm(self, x, group)
 
 
-class SyncBatchNormAct(SyncBatchNorm):
+class CpuSyncBatchNormAct(CpuSyncBatchNorm):
     """timm's BatchNormAct2d synchronised: the norm, then the layer's dropout and activation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.drop(super().forward(x)))
 
 
-def _cpu_sync_batch_norm(bn: SyncBatchNorm, x: torch.Tensor) -> torch.Tensor:
+def _cpu_sync_batch_norm(bn: CpuSyncBatchNorm, x: torch.Tensor, group) -> torch.Tensor:
     from torch.distributed.nn.functional import all_reduce
 
-    group = bn._group()
     dims = [0] + list(range(2, x.dim()))
     shape = [1, -1] + [1] * (x.dim() - 2)
     xf = x.float()
@@ -67,15 +71,23 @@ def _cpu_sync_batch_norm(bn: SyncBatchNorm, x: torch.Tensor) -> torch.Tensor:
     return y.to(x.dtype)
 
 
-def convert(module: nn.Module) -> nn.Module:
-    """`module` with every batch-norm layer (torch's BatchNorm{1,2,3}d, timm's BatchNormAct2d) replaced by
-    SyncBatchNorm / SyncBatchNormAct sharing its parameters and buffers; the same object unless `module`
+def convert(module: nn.Module, device: torch.device) -> nn.Module:
+    """`module` with every batch-norm layer synchronised for `device` (torch's SyncBatchNorm on CUDA,
+    CpuSyncBatchNorm on the CPU), sharing its parameters and buffers; the same object unless `module`
     is itself a batch norm."""
+    if device.type == "cuda":
+        from timm.layers import convert_sync_batchnorm
+
+        return convert_sync_batchnorm(module)
+    return _convert_cpu(module)
+
+
+def _convert_cpu(module: nn.Module) -> nn.Module:
     out = module
-    if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+    if isinstance(module, _BatchNorm) and not isinstance(module, CpuSyncBatchNorm):
         act = hasattr(module, "act") and hasattr(module, "drop")  # timm's BatchNormAct2d
-        out = (SyncBatchNormAct if act else SyncBatchNorm)(module.num_features, module.eps, module.momentum,
-                                                           module.affine, module.track_running_stats)
+        out = (CpuSyncBatchNormAct if act else CpuSyncBatchNorm)(module.num_features, module.eps, module.momentum,
+                                                                 module.affine, module.track_running_stats)
         if act:
             out.act, out.drop = module.act, module.drop
         if module.affine:
@@ -84,5 +96,5 @@ def convert(module: nn.Module) -> nn.Module:
         out.num_batches_tracked = module.num_batches_tracked
         out.train(module.training)
     for name, child in module.named_children():
-        out.add_module(name, convert(child))
+        out.add_module(name, _convert_cpu(child))
     return out
