@@ -39,8 +39,10 @@ def _hull_pixels(points: np.ndarray, size: int) -> np.ndarray:
 @pytest.mark.parametrize("seed", range(6))
 def test_pseudo_fake_geometry(seed):
     """Outside the hull dilated by reach() the pseudo-fake is its source crop bit for bit; well inside it
-    differs; the mask is continuous (no step between neighbouring pixels) and has a soft boundary band."""
-    lm = np.array(ellipse_landmarks(SIZE, rx=0.3, ry=0.3, cy=0.5), dtype=np.float32)
+    differs; the mask is continuous (no step between neighbouring pixels) and has a soft boundary band.
+    The face is an upright ellipse off the crop's centre: a hull read with x and y swapped lies elsewhere
+    (703 of the pixels outside change then; a centred circle is its own transpose and would hide it)."""
+    lm = np.array(ellipse_landmarks(SIZE, rx=0.27, ry=0.4, cx=0.45, cy=0.57), dtype=np.float32)
     crop = _textured_crop(seed)
     g = torch.Generator().manual_seed(100 + seed)
     fake, mask = self_blend(crop.repeat(4, 1, 1, 1), torch.from_numpy(lm).repeat(4, 1, 1), generator=g)
@@ -202,6 +204,13 @@ def test_loader_makes_pseudo_fakes(tiny):
     b = batches[0]
     assert b["view1"].shape == (6, 3, 16, 16) and b["label"].tolist() == [0, 1] * 3
     assert all(BLEND_KEY in chosen[i] for i in b["index"][1::2].tolist())
+    # without augmentation a pseudo-fake is its source crop with the blended face: never the crop itself
+    plain = build_train_loader(cfg, chosen, sampler).dataset
+    plain.transform = lambda image: image
+    twins = [(i, r[BLEND_KEY]) for i, r in enumerate(chosen) if BLEND_KEY in r]
+    for (fake, source), item in zip(twins, plain.__getitems__([(f, s, 7 + f) for f, s in twins])):
+        assert item["label"] == 1 and item["view2"].shape == item["view1"].shape
+        assert not torch.equal(item["view1"], item["view2"]), f"pseudo-fake {fake} is its source crop {source}"
     assert build_train_loader(cfg, chosen, sampler).dataset.blend_params.downscale_p == 0.5  # the config's key
     cfg0 = {**cfg, "data": {**cfg["data"], "blend_downscale_p": 0.0}}
     assert build_train_loader(cfg0, chosen, sampler).dataset.blend_params.downscale_p == 0.0

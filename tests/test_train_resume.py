@@ -33,16 +33,17 @@ def _same_weights(a: RunDir, b: RunDir) -> None:
             assert torch.equal(value, y["model"][key]), f"stage {stage}: {key} differs after resume"
 
 
-@pytest.mark.parametrize("kill, last_epochs, workers", [
-    ("step:1:2:2", {1: 1, 2: None}, 0),
-    ("step:2:1:1", {1: 2, 2: None}, 0),
-    ("step:1:2:1", {1: 1, 2: None}, 2),   # persistent workers: the resumed ones must give the same views
-    ("csv:1:2", {1: 2, 2: None}, 0),      # checkpoint of epoch 2 written, its epochs.csv row not
+@pytest.mark.parametrize("kill, last_epochs, workers, fakes", [
+    ("step:1:2:2", {1: 1, 2: None}, 0, "real"),
+    ("step:2:1:1", {1: 2, 2: None}, 0, "real"),
+    ("step:1:2:1", {1: 1, 2: None}, 2, "real"),   # persistent workers: the resumed ones must give the same views
+    ("csv:1:2", {1: 2, 2: None}, 0, "real"),      # checkpoint of epoch 2 written, its epochs.csv row not
+    ("step:1:2:1", {1: 1, 2: None}, 2, "sbi"),    # the pseudo-fakes after a resume: the same blends
 ])
-def test_resume_after_sigkill_continues_from_the_last_checkpoint(tmp_path, capsys, kill, last_epochs, workers):
-    manifest = make_tiny_manifest(tmp_path / "data")
+def test_resume_after_sigkill_continues_from_the_last_checkpoint(tmp_path, capsys, kill, last_epochs, workers, fakes):
+    manifest = make_tiny_manifest(tmp_path / "data", landmarks=fakes != "real")
     common = tiny_overrides(manifest, tmp_path / "runs", **{"stage1.epochs": 2, "stage2.epochs": 1,
-                                                            "data.workers": workers})
+                                                            "data.workers": workers, "data.fakes": fakes})
     assert main(common + ["name=whole"]) == 0  # uninterrupted, in this process
 
     killed = _killed_run(common + ["name=killed"], kill)
