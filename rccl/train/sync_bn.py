@@ -5,7 +5,7 @@ BN that keeps Sup. Con and the method out of their collapse among them, sees 1/8
 
 On CUDA that is torch.nn.SyncBatchNorm (through timm's convert_sync_batchnorm, which keeps the activation
 of timm's BatchNormAct2d). torch's layer refuses CPU tensors (and DDP refuses it on a CPU module), so on the
-CPU (gloo) `CpuSyncBatchNorm` does the same: the per-channel sum and sum of squared deviations are
+CPU (gloo) `CpuSyncBatchNorm` does the same: the per-channel sums of x and x^2 and the count are
 all-reduced through torch.distributed.nn.functional.all_reduce, whose backward all-reduces the gradient,
 so autograd gives each rank the gradient of the global batch's statistics. `convert` swaps every batch-norm
 layer of a module, keeping its parameters, its buffers and hence the state_dict's names: checkpoints are
@@ -50,24 +50,25 @@ def _cpu_sync_batch_norm(bn: CpuSyncBatchNorm, x: torch.Tensor, group) -> torch.
 
     dims = [0] + list(range(2, x.dim()))
     shape = [1, -1] + [1] * (x.dim() - 2)
+    channels = x.shape[1]
     xf = x.float()
-    count = torch.tensor([float(xf.numel() // xf.shape[1])], dtype=torch.float64)
-    dist.all_reduce(count, group=group)
-    n = count.item()
-    # sums in float64 (as torch's CPU batch norm accumulates), two passes: the mean, then the deviations
-    mean = (all_reduce(xf.sum(dims, dtype=torch.float64), group=group) / n).float()
-    centred = xf - mean.view(shape)
-    var = (all_reduce((centred * centred).sum(dims, dtype=torch.float64), group=group) / n).float()  # biased
-    y = centred * torch.rsqrt(var + bn.eps).view(shape)
+    # one all-reduce a layer (and one for its gradient): per channel the sum and the sum of squares, and the
+    # count, in float64 (as torch's CPU batch norm accumulates), where E[x^2] - E[x]^2 loses nothing
+    count = torch.tensor([xf.numel() / channels], dtype=torch.float64)
+    total = all_reduce(torch.cat([xf.sum(dims, dtype=torch.float64), (xf * xf).sum(dims, dtype=torch.float64), count]),
+                       group=group)
+    n = float(total[-1])
+    mean = total[:channels] / n
+    var = (total[channels:2 * channels] / n - mean * mean).clamp_min(0)  # biased: what BN divides by
+    y = (xf - mean.float().view(shape)) * torch.rsqrt(var.float() + bn.eps).view(shape)
     if bn.affine:
         y = y * bn.weight.view(shape) + bn.bias.view(shape)
     if bn.track_running_stats:
         with torch.no_grad():
             bn.num_batches_tracked.add_(1)
             momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-            bn.running_mean.lerp_(mean.detach().to(bn.running_mean.dtype), momentum)
-            unbiased = var.detach() * (n / max(n - 1.0, 1.0))
-            bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), momentum)
+            bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+            bn.running_var.lerp_((var * (n / max(n - 1.0, 1.0))).to(bn.running_var.dtype), momentum)
     return y.to(x.dtype)
 
 
