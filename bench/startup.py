@@ -88,22 +88,41 @@ def probe(argv: list[str]) -> int:
     return main(argv[1:], hooks=[FirstStep()])
 
 
-def one_start(ranks: int, manifest: Path, work: Path, rccl_root: Path) -> float:
-    """Seconds from the launch of torchrun to the first step of rank 0."""
+def launch(script: Path, ranks: int, work: Path, args: list[str], rccl_root: Path = ROOT,
+           port: int = 29600) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node RANKS SCRIPT --probe WORK ARGS...` in a fresh WORK, with `rccl_root`'s rccl
+    first on the path; its output captured."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(rccl_root), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    cmd = [torchrun, "--nproc-per-node", str(ranks), "--master-port", str(29600 + ranks), str(Path(__file__).resolve()),
-           "--probe", str(work), *train_args(manifest, work / "runs")]
+    cmd = [torchrun, "--nproc-per-node", str(ranks), "--master-port", str(port), str(script), "--probe", str(work),
+           *args]
+    return subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def one_start(ranks: int, manifest: Path, work: Path, rccl_root: Path) -> float:
+    """Seconds from the launch of torchrun to the first step of rank 0."""
     t0 = time.time()
-    done = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = launch(Path(__file__).resolve(), ranks, work, train_args(manifest, work / "runs"), rccl_root, 29600 + ranks)
     stamp = work / "rank0.time"
     if done.returncode != 0 or not stamp.is_file():
         raise SystemExit(f"startup: the run on {ranks} rank(s) failed (exit {done.returncode}):\n{done.stdout[-2000:]}")
     return float(stamp.read_text()) - t0
+
+
+def record(out: Path, rows: list, row: dict, argv: list[str], rccl_root: Path = ROOT) -> None:
+    """`row` with the commit, date, machine and command, printed and added to `rows`, written to `out`."""
+    from rccl.fileio import write_json
+
+    row.update(commit=commit_of(rccl_root), date=datetime.date.today().isoformat(),
+               machine=f"{platform.node()}, {os.cpu_count()} cores",
+               command=f"python -m bench.{Path(sys.argv[0]).stem} " + " ".join(argv))
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+    write_json(out, rows)
 
 
 def commit_of(root: Path) -> str:
@@ -127,19 +146,13 @@ def main(argv=None) -> int:
     p.add_argument("--label", default="after", help="the row's label (e.g. before / after)")
     p.add_argument("--out", type=Path, default=OUT_JSON)
     args = p.parse_args(argv)
-    from rccl.fileio import write_json
-
     manifest = make_manifest(args.root, args.crops)
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
     for ranks in [int(r) for r in args.ranks.split(",")]:
         times = [one_start(ranks, manifest, args.root / "work", args.rccl) for _ in range(args.repeats)]
-        row = {"label": args.label, "ranks": ranks, "crops": args.crops, "median_s": round(statistics.median(times), 2),
-               "seconds": [round(t, 2) for t in times], "commit": commit_of(args.rccl),
-               "date": datetime.date.today().isoformat(), "machine": f"{platform.node()}, {os.cpu_count()} cores",
-               "command": "python -m bench.startup " + " ".join(argv)}
-        print(json.dumps(row), flush=True)
-        results.append(row)
-        write_json(args.out, results)
+        record(args.out, results, {"label": args.label, "ranks": ranks, "crops": args.crops,
+                                   "median_s": round(statistics.median(times), 2),
+                                   "seconds": [round(t, 2) for t in times]}, argv, args.rccl)
     return 0
 
 

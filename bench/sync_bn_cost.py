@@ -19,13 +19,9 @@ Rows go to --out (JSON) with the commit, date, machine and command.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a file by torchrun: the checkout's bench/ and rccl/ importable
 
-from bench.startup import commit_of, make_manifest  # noqa: E402
+from bench.startup import launch, make_manifest, record  # noqa: E402
 
 OUT_JSON = ROOT / "bench" / "results" / "sync_bn_cost.json"
 ENCODERS = {"test_byobnet": 16, "tf_efficientnet_lite0": 64}
@@ -75,15 +71,7 @@ def probe(argv: list[str]) -> int:
 
 
 def one_run(ranks: int, args: list[str], work: Path) -> tuple[float, Path]:
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    cmd = [torchrun, "--nproc-per-node", str(ranks), "--master-port", "29650", str(Path(__file__).resolve()),
-           "--probe", str(work), *args]
-    done = subprocess.run(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = launch(Path(__file__).resolve(), ranks, work, args, port=29650)
     if done.returncode != 0 or not (work / "times.json").is_file():
         raise SystemExit(f"sync_bn_cost: a run failed (exit {done.returncode}):\n{done.stdout[-2000:]}")
     times = json.loads((work / "times.json").read_text())
@@ -111,8 +99,6 @@ def main(argv=None) -> int:
     p.add_argument("--crops", type=int, default=4000)
     p.add_argument("--out", type=Path, default=OUT_JSON)
     args = p.parse_args(argv)
-    from rccl.fileio import write_json
-
     manifest = make_manifest(args.root, args.crops)
     work = args.root / "sync_bn_work"
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
@@ -130,18 +116,14 @@ def main(argv=None) -> int:
             _, path = one_run(ranks, run_args(manifest, work / "runs", encoder, size, sync, 0.001, args.effect_steps),
                               work)
             weights[name] = path.rename(args.root / f"weights_{ranks}_{sync}.pt")
-        row = {"encoder": encoder, "image_size": size, "global_batch": 32,
-               "step_s": {name: round(statistics.median(v), 4) for name, v in medians.items()},
-               "step_s_runs": {name: [round(s, 4) for s in v] for name, v in medians.items()},
-               "max_weight_difference_to_1_process": {
-                   name: float(f"{max_difference(weights[name], weights['1 process']):.3g}")
-                   for name in settings if name != "1 process"},
-               "effect_steps": args.effect_steps, "commit": commit_of(ROOT), "date": datetime.date.today().isoformat(),
-               "machine": f"{platform.node()}, {os.cpu_count()} cores, gloo",
-               "command": "python -m bench.sync_bn_cost " + " ".join(argv)}
-        print(json.dumps(row), flush=True)
-        results.append(row)
-        write_json(args.out, results)
+        record(args.out, results, {
+            "encoder": encoder, "image_size": size, "global_batch": 32, "backend": "gloo",
+            "step_s": {name: round(statistics.median(v), 4) for name, v in medians.items()},
+            "step_s_runs": {name: [round(s, 4) for s in v] for name, v in medians.items()},
+            "max_weight_difference_to_1_process": {
+                name: float(f"{max_difference(weights[name], weights['1 process']):.3g}")
+                for name in settings if name != "1 process"},
+            "effect_steps": args.effect_steps}, argv)
     return 0
 
 
