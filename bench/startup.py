@@ -3,8 +3,10 @@ gloo, CPU): what every rank does before training starts (the manifest read, the 
 samplers, the model, the loader's first batch) with a tiny model, so that the start-up I/O is what shows.
 
     python -m bench.startup                                   # 100,000 crops, 1 and 2 ranks, 3 repeats each
-    python -m bench.startup --label before --rccl /tmp/base   # the same with another checkout's rccl (its
-                                                              # root first on PYTHONPATH), e.g. dce32d1
+    python -m bench.startup --checkout after=. --checkout before=/tmp/base
+                                                              # two checkouts' rccl (each root first on
+                                                              # PYTHONPATH; e.g. a worktree of dce32d1),
+                                                              # their repeats alternating
 
 The crops (16x16 PNG, half natural, half fake, 8 frames a video) and their manifest are made once under
 --root (local disk: /tmp) and reused. Each repeat launches `torchrun --nproc-per-node R` on this file in
@@ -142,17 +144,22 @@ def main(argv=None) -> int:
     p.add_argument("--ranks", default="1,2", help="comma list of process counts (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--root", type=Path, default=Path("/tmp/rccl-startup"), help="crops and runs (local disk)")
-    p.add_argument("--rccl", type=Path, default=ROOT, help="the checkout whose rccl is timed (default: this one)")
-    p.add_argument("--label", default="after", help="the row's label (e.g. before / after)")
+    p.add_argument("--checkout", action="append", default=[], metavar="LABEL=PATH",
+                   help="a checkout whose rccl is timed, and its row's label (repeatable; default: after=this one)")
     p.add_argument("--out", type=Path, default=OUT_JSON)
     args = p.parse_args(argv)
+    checkouts = dict(c.split("=", 1) for c in args.checkout) or {"after": str(ROOT)}
     manifest = make_manifest(args.root, args.crops)
     results = json.loads(args.out.read_text()) if args.out.is_file() else []
     for ranks in [int(r) for r in args.ranks.split(",")]:
-        times = [one_start(ranks, manifest, args.root / "work", args.rccl) for _ in range(args.repeats)]
-        record(args.out, results, {"label": args.label, "ranks": ranks, "crops": args.crops,
-                                   "median_s": round(statistics.median(times), 2),
-                                   "seconds": [round(t, 2) for t in times]}, argv, args.rccl)
+        times: dict[str, list[float]] = {label: [] for label in checkouts}
+        for _ in range(args.repeats):  # alternating, so that a slower spell of the machine hits every checkout
+            for label, path in checkouts.items():
+                times[label].append(one_start(ranks, manifest, args.root / "work", Path(path).resolve()))
+        for label, path in checkouts.items():
+            record(args.out, results, {"label": label, "ranks": ranks, "crops": args.crops,
+                                       "median_s": round(statistics.median(times[label]), 2),
+                                       "seconds": [round(t, 2) for t in times[label]]}, argv, Path(path).resolve())
     return 0
 
 
