@@ -6,9 +6,10 @@
 Cost: the median wall seconds of a stage-1 training step (steps 3.. of the first epoch; the steps before
 warm the allocator and the loader) with train.sync_bn true and false, and one process with the same global
 batch as the reference, for each encoder: timm's test_byobnet at 16 px (a tiny model: the all-reduces
-dominate) and tf_efficientnet_lite0 at 64 px (the Table-2 bench's encoder, 51 batch norms with the projector's; random weights:
-only the time matters here). Each setting runs --repeats times, alternating, and the median of the
-per-run medians is reported. The crops are bench.startup's (tiny PNGs, made once under --root).
+dominate) and tf_efficientnet_lite0 at 64 px (the Table-2 bench's encoder, 51 batch norms with the
+projector's; random weights: only the time matters here). Each setting runs --repeats times, alternating,
+and the median of the per-run medians is reported. The crops are bench.startup's (tiny PNGs, made once
+under --root).
 
 Effect: the largest absolute difference between the stage-1 weights (and BN statistics) of a 2-rank run
 and of one process with the same global batch after --effect-steps steps at stage1.lr 0.001, with and
@@ -117,7 +118,8 @@ def main(argv=None) -> int:
                 medians[name].append(seconds)
         weights = {}
         # the floor: one process on 2 threads sums in another order too (what any change of the order gives)
-        runs = {**{name: (ranks, sync, 1) for name, (ranks, sync) in settings.items()}, "1 process, 2 threads": (1, True, 2)}
+        runs = {**{name: (ranks, sync, 1) for name, (ranks, sync) in settings.items()},
+                "1 process, 2 threads": (1, True, 2)}
         for name, (ranks, sync, threads) in runs.items():
             _, path = one_run(ranks, run_args(manifest, work / "runs", encoder, size, sync, 0.001, args.effect_steps,
                                               threads), work)

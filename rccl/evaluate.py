@@ -233,7 +233,8 @@ def _same_file(a: Path, b: Path | None) -> bool:
 def _batches_of_rank(n: int, batch_size: int, rank: int, world: int) -> list[int]:
     """The row indices of the loader batches k (batch_size rows each, in order) with k % world == rank:
     a rank's batches are exactly batches of one process's loader, so its scores are bit for bit those."""
-    return [i for k in range(rank, -(-n // batch_size), world) for i in range(k * batch_size, min(n, (k + 1) * batch_size))]
+    batches = range(rank, -(-n // batch_size), world)
+    return [i for k in batches for i in range(k * batch_size, min(n, (k + 1) * batch_size))]
 
 
 def _score_share(model, cfg: dict, rows: list[dict], mine: list[int], *, batch_size: int, num_workers: int,

@@ -151,7 +151,8 @@ def test_a_resume_with_a_stale_view_on_rank_1_follows_rank_0s_plan(killed, tmp_p
         if rank == 1:
             RunDir.latest_checkpoint = lambda self, stage: stale.get(stage)
             real_read = checkpoint.read
-            checkpoint.read = lambda path, **kw: stale[1] if Path(path).name == "stage1_last.pt" else real_read(path, **kw)
+            checkpoint.read = lambda path, **kw: (stale[1] if Path(path).name == "stage1_last.pt"
+                                                  else real_read(path, **kw))
             real_bytes = Path.read_bytes
             Path.read_bytes = lambda self: (real_bytes(self.with_name("stage1_001.pt")) if self.name == "stage1_last.pt"
                                             else real_bytes(self))
