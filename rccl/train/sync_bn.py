@@ -6,8 +6,8 @@ BN that keeps Sup. Con and the method out of their collapse among them, sees 1/8
 On CUDA that is torch.nn.SyncBatchNorm (through timm's convert_sync_batchnorm, which keeps the activation
 of timm's BatchNormAct2d). torch's layer refuses CPU tensors (and DDP refuses it on a CPU module), so on the
 CPU (gloo) `CpuSyncBatchNorm` does the same: the per-channel sums of x and x^2 and the count are
-all-reduced through torch.distributed.nn.functional.all_reduce, whose backward all-reduces the gradient,
-so autograd gives each rank the gradient of the global batch's statistics. `convert` swaps every batch-norm
+all-reduced by an autograd function whose backward all-reduces the gradient, so autograd gives each rank
+the gradient of the global batch's statistics. `convert` swaps every batch-norm
 layer of a module, keeping its parameters, its buffers and hence the state_dict's names: checkpoints are
 the same with and without it.
 """
@@ -45,9 +45,25 @@ class CpuSyncBatchNormAct(CpuSyncBatchNorm):
         return self.act(self.drop(super().forward(x)))
 
 
-def _cpu_sync_batch_norm(bn: CpuSyncBatchNorm, x: torch.Tensor, group) -> torch.Tensor:
-    from torch.distributed.nn.functional import all_reduce
+class _SumOverRanks(torch.autograd.Function):
+    """The sum of a tensor over the ranks, its gradient the sum of the ranks' gradients (what
+    torch.distributed.nn.functional.all_reduce does, which torch now marks deprecated)."""
 
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        total = x.clone()
+        dist.all_reduce(total, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def _cpu_sync_batch_norm(bn: CpuSyncBatchNorm, x: torch.Tensor, group) -> torch.Tensor:
     dims = [0] + list(range(2, x.dim()))
     shape = [1, -1] + [1] * (x.dim() - 2)
     channels = x.shape[1]
@@ -55,8 +71,8 @@ def _cpu_sync_batch_norm(bn: CpuSyncBatchNorm, x: torch.Tensor, group) -> torch.
     # one all-reduce a layer (and one for its gradient): per channel the sum and the sum of squares, and the
     # count, in float64 (as torch's CPU batch norm accumulates), where E[x^2] - E[x]^2 loses nothing
     count = torch.tensor([xf.numel() / channels], dtype=torch.float64)
-    total = all_reduce(torch.cat([xf.sum(dims, dtype=torch.float64), (xf * xf).sum(dims, dtype=torch.float64), count]),
-                       group=group)
+    total = _SumOverRanks.apply(torch.cat([xf.sum(dims, dtype=torch.float64), (xf * xf).sum(dims, dtype=torch.float64),
+                                           count]), group)
     n = float(total[-1])
     mean = total[:channels] / n
     var = (total[channels:2 * channels] / n - mean * mean).clamp_min(0)  # biased: what BN divides by
