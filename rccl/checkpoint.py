@@ -81,11 +81,9 @@ def encode(stage: int, epoch: int, state: dict) -> bytes:
     return buffer.getvalue()
 
 
-def write(paths: Iterable[str | os.PathLike], stage: int, epoch: int, state: dict) -> None:
-    """The same bytes to each path, each atomically (a kill leaves every file whole: old or new)."""
-    data = encode(stage, epoch, state)
-    for path in paths:
-        write_bytes(path, data)
+def write(path: str | os.PathLike, stage: int, epoch: int, state: dict) -> None:
+    """The checkpoint to `path`, atomically (a kill leaves the file whole: old or new)."""
+    write_bytes(path, encode(stage, epoch, state))
 
 
 def read(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -94,8 +92,14 @@ def read(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    return decode(path.read_bytes(), path, map_location)
+
+
+def decode(data: bytes, path: str | os.PathLike, map_location="cpu") -> dict:
+    """A checkpoint's bytes (as read from `path`, which the errors name) as `read` gives them: what the
+    ranks of a run get from rank 0, which alone reads the run folder (rccl.train.plan)."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path}: cannot be read ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") not in READABLE:

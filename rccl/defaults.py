@@ -105,6 +105,16 @@ DEFAULTS: dict = {
         "keep_epochs": 3,          # numbered checkpoints kept per stage (0 = all); *_last.pt always
         "progress": True,
         "log_every": 10,
+        # synchronised batch norm under torchrun (rccl.train.sync_bn): every BN layer normalises with the
+        # global batch's statistics, so N processes train what one process does with the same global batch;
+        # no effect in one process. Its cost: docs/training.md, "Synchronised batch norm"
+        "sync_bn": True,
+        # the largest global L2 norm of the gradients (clipped down to it before the update); null: no clipping
+        "clip_grad": None,
+        # weight decay (stage{N}.weight_decay) on every parameter (true), or only on the weight matrices and
+        # convolution kernels, not on the norm layers' scales and shifts nor on any bias (false: timm's
+        # param_groups_weight_decay). Measured on the Table-2 bench: docs/training.md, "Weight decay"
+        "decay_norm_and_bias": True,
     },
     "eval": {
         "qualities": list(QUALITIES),  # rccl.data.layouts.QUALITIES: the qualities rccl-prep makes

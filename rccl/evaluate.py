@@ -29,6 +29,7 @@ from rccl.fileio import write_json, write_text
 from rccl.embedding import embedding_separation
 from rccl.metrics import detection_metrics, roc_curve, video_scores
 from rccl.plots import draw_roc, draw_score_histogram
+from rccl.ranks import all_gather_objects, on_every_rank, rank_and_world
 from rccl.run import RunDir
 from rccl.scoring import input_size, score_and_embed_batches, score_batches
 
@@ -229,16 +230,52 @@ def _same_file(a: Path, b: Path | None) -> bool:
     return b is not None and Path(a).resolve() == Path(b).resolve()
 
 
+def _batches_of_rank(n: int, batch_size: int, rank: int, world: int) -> list[int]:
+    """The row indices of the loader batches k (batch_size rows each, in order) with k % world == rank:
+    a rank's batches are exactly batches of one process's loader, so its scores are bit for bit those."""
+    batches = range(rank, -(-n // batch_size), world)
+    return [i for k in batches for i in range(k * batch_size, min(n, (k + 1) * batch_size))]
+
+
+def _score_share(model, cfg: dict, rows: list[dict], mine: list[int], *, batch_size: int, num_workers: int,
+                 device, contrastive: bool, desc: str, progress: bool):
+    """(scores, z or None) of the rows `mine` (a rank's batches)."""
+    loader = build_eval_loader(cfg, [rows[i] for i in mine], batch_size=batch_size, workers=num_workers)
+    if contrastive:
+        return score_and_embed_batches(model, loader, device, desc=desc, progress=progress)
+    return score_batches(model, loader, device, desc=desc, progress=progress), None
+
+
+def _gather_scores(rows: list[dict], mine: list[int], share: tuple) -> tuple[np.ndarray, torch.Tensor | None]:
+    """Every rank's (indices, scores, z) put back in row order (one rank's own share in one process)."""
+    parts = all_gather_objects((mine, *share))
+    scores = np.zeros(len(rows))
+    z = None
+    for indices, part_scores, part_z in parts:
+        scores[indices] = part_scores
+        if part_z is not None and len(indices):
+            if z is None:
+                z = torch.zeros(len(rows), part_z.shape[1], dtype=part_z.dtype)
+            z[indices] = part_z
+    return scores, z
+
+
 def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIES, split: str = "test",
                  device: str | torch.device | None = None, batch_size: int = 64, *,
                  manifest: str | os.PathLike | None = None, name: str | None = None, num_workers: int = 0,
-                 progress: bool = True, verbose: bool = True, paper_columns: bool = False) -> dict:
+                 progress: bool = True, verbose: bool = True, paper_columns: bool = False,
+                 detector: tuple | None = None, sharded: bool = False) -> dict:
     """Score the `split` crops of each quality with the run's stage-2 detector; returns
     {quality: {"frame": {...}, "video": {...}}} with METRIC_KEYS and counts.
 
     `manifest` None (or the run's own): the run's results, RUN/metrics[_SPLIT].json and RUN/eval/. Another
     manifest: RUN/eval/NAME/ (NAME = `name`, else the manifest's dataset). verbose: print the table(s) and
-    the summary across datasets."""
+    the summary across datasets. `detector`: (model, cfg) already loaded (default: RunDir.load_detector).
+    `sharded`, in a process group of several processes (torchrun, rccl-train's evaluation after training):
+    each rank scores its share of the loader's batches, the scores meet on every rank (rccl.ranks), rank 0
+    checks the crop files, writes every file and prints; the numbers are one process's, bit for bit."""
+    rank, world = rank_and_world() if sharded else (0, 1)
+    main = rank == 0
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise EvaluationError(f"run folder {run.path}: no such folder (pass the RUN folder given to rccl-train)")
@@ -248,37 +285,43 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
     if not qualities:
         raise EvaluationError("no qualities to evaluate (e.g. --qualities raw,c23,c40)")
     device = torch.device(device) if device is not None else default_device()
-    model, cfg = run.load_detector(map_location=device)
-    model.to(device).eval()
-    try:
-        input_size(cfg, f"{run.config_path}")  # the evaluation loader resizes every crop to it
-    except ValueError as e:
-        raise EvaluationError(str(e)) from None
-    own = run.manifest(cfg)
-    manifest_path = Path(manifest) if manifest is not None else own
-    if manifest_path is None:
-        raise EvaluationError(f"{run.config_path}: no data.manifest; pass the manifest explicitly (--manifest)")
-    records = read_manifest(manifest_path, check_files=True)
-    by_quality = select_records(records, qualities, split, manifest_path)
-    if name is not None:
-        dataset = check_name(name)
-    else:
-        dataset = None if _same_file(manifest_path, own) else dataset_name(records, manifest_path)
 
+    def prepare():
+        model, cfg = detector if detector is not None else run.load_detector(map_location=device)
+        model.to(device).eval()
+        try:
+            input_size(cfg, f"{run.config_path}")  # the evaluation loader resizes every crop to it
+        except ValueError as e:
+            raise EvaluationError(str(e)) from None
+        own = run.manifest(cfg)
+        manifest_path = Path(manifest) if manifest is not None else own
+        if manifest_path is None:
+            raise EvaluationError(f"{run.config_path}: no data.manifest; pass the manifest explicitly (--manifest)")
+        records = read_manifest(manifest_path, check_files=main)
+        by_quality = select_records(records, qualities, split, manifest_path)
+        if name is not None:
+            dataset = check_name(name)
+        else:
+            dataset = None if _same_file(manifest_path, own) else dataset_name(records, manifest_path)
+        return model, cfg, by_quality, dataset
+
+    model, cfg, by_quality, dataset = on_every_rank(prepare) if sharded else prepare()
     results: dict[str, dict] = {}
     # A run whose stage 1 trained the projector (not cross-entropy): how far apart the test crops'
     # projections lie, per class (the collapse watch's class gap, on held-out data)
     contrastive = (cfg.get("loss") or {}).get("kind") in ("rccl", "supcon") and hasattr(model, "projector")
     for q in qualities:
         rows = by_quality[q]
-        loader = build_eval_loader(cfg, rows, batch_size=batch_size, workers=num_workers)
-        if contrastive:
-            scores, z = score_and_embed_batches(model, loader, device, desc=f"{q} {split}", progress=progress)
-        else:
-            scores = score_batches(model, loader, device, desc=f"{q} {split}", progress=progress)
+        mine = _batches_of_rank(len(rows), batch_size, rank, world)
+        score = lambda: _score_share(model, cfg, rows, mine, batch_size=batch_size,  # noqa: E731
+                                     num_workers=num_workers, device=device, contrastive=contrastive,
+                                     desc=f"{q} {split}", progress=progress and main)
+        scores, z = _gather_scores(rows, mine, on_every_rank(score) if sharded else score())
         results[q], curves = quality_metrics(rows, scores)
         if contrastive:
             results[q]["embedding"] = embedding_summary(z, rows)
+        if not main:
+            continue
         if verbose:
             for level in ("frame", "video"):
                 _note_undefined(q, level, results[q][level])
@@ -292,6 +335,8 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
         labels = np.array([r["label"] for r in rows])
         draw_score_histogram({"natural": scores[labels == 0], "fake": scores[labels == 1]},
                              f"Frame scores, {where}{q}, {split} split", run.plot_path(split, q, "hist", dataset))
+    if not main:
+        return results
     out_path = run.metrics_path(split, dataset)
     write_json(out_path, results)
     summary = write_summary(run)

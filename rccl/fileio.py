@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -64,6 +65,44 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_write(path, "wb") as f:
         f.write(data)
+
+
+def link_replace(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make `target` another name of the file `source` (written once, two names): a hard link made beside
+    the target, then os.replace, so a reader sees the old target or the new one. Where the file system has
+    no hard links, a copy of the bytes through the atomic writer."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.link.tmp")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        write_bytes(target, Path(source).read_bytes())
+        return
+    try:
+        os.replace(tmp, target)
+    finally:  # gone after the replace; left only when it failed
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_new_text(path: str | os.PathLike, text: str) -> None:
+    """Create `path` holding `text`, only if no file of that name exists (FileExistsError otherwise): the
+    text is written whole under a temporary name (the atomic writer), which is then hard-linked under the
+    name (os.link never replaces), so the file appears whole and two writers racing for one name cannot
+    both win. Where the file system has no hard links, an exclusive create (O_EXCL) written in place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.new")
+    write_text(tmp, text)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise  # the name is taken: that is the answer, not a file system without links
+    except OSError:
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(text)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:

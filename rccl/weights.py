@@ -139,16 +139,25 @@ def load_package_weights(encoder: nn.Module, source: PackageSource) -> None:
 
 
 def load_file_weights(encoder: nn.Module, path: str | os.PathLike) -> None:
-    """A local state_dict of the same timm model; an ImageNet head ("fc", "classifier", ...) is dropped."""
+    """A local state_dict of the same timm model. Its tensors are matched by name against the encoder's own
+    state_dict(): a classification head the encoder does not have (fc, head.fc, classifier, ...) is left
+    out, and a part of the encoder that timm files under a head-like name stays in (ConvNeXt's head.norm)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"model.weights: {path} does not exist")
     state = _read_state_dict(path, "model.weights")
-    head = {k for k in state if k.split(".")[0] in ("fc", "classifier", "head", "last_linear")}
-    missing, unexpected = encoder.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
+    own = encoder.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
         raise WeightsError(f"model.weights: {path} lacks {len(missing)} encoder tensor(s), e.g. {missing[:3]} "
                            f"(is it a state_dict of the same timm model?)")
+    wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if wrong:
+        raise WeightsError(f"model.weights: {path} holds {wrong[0]} with shape {tuple(state[wrong[0]].shape)} where "
+                           f"the encoder's is {tuple(own[wrong[0]].shape)} (is it a state_dict of the same timm "
+                           f"model, with the same model.encoder_kwargs?)")
+    encoder.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    unexpected = [k for k in state if k not in own]
     if unexpected:
         print(f"model.weights: ignored {len(unexpected)} tensor(s) not in the encoder, e.g. {unexpected[:3]}",
               file=sys.stderr)

@@ -4,6 +4,9 @@
                                                                           step (1-based), through a hook
   python tests/kill_train.py csv:STAGE:EPOCH RCCL-TRAIN-ARGS...         SIGKILL after that epoch's checkpoint
                                                                           is written, before its epochs.csv row
+  torchrun ... tests/kill_train.py rank-step:RANK:STAGE:EPOCH:STEP ...   under torchrun: the worker of that
+                                                                          rank SIGKILLs itself after that step,
+                                                                          on the job's first attempt only
 """
 from __future__ import annotations
 
@@ -48,6 +51,10 @@ if __name__ == "__main__":
     extra = []
     if kind == "step":
         extra.append(KillAfterStep(*numbers))
+    elif kind == "rank-step":
+        rank, *at = numbers
+        if int(os.environ.get("RANK", "0")) == rank and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0:
+            extra.append(KillAfterStep(*at))
     elif kind == "csv":
         kill_before_row(*numbers)
     else:

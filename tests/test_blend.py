@@ -39,8 +39,10 @@ def _hull_pixels(points: np.ndarray, size: int) -> np.ndarray:
 @pytest.mark.parametrize("seed", range(6))
 def test_pseudo_fake_geometry(seed):
     """Outside the hull dilated by reach() the pseudo-fake is its source crop bit for bit; well inside it
-    differs; the mask is continuous (no step between neighbouring pixels) and has a soft boundary band."""
-    lm = np.array(ellipse_landmarks(SIZE, rx=0.3, ry=0.3, cy=0.5), dtype=np.float32)
+    differs; the mask is continuous (no step between neighbouring pixels) and has a soft boundary band.
+    The face is an upright ellipse off the crop's centre: a hull read with x and y swapped lies elsewhere
+    (703 of the pixels outside change then; a centred circle is its own transpose and would hide it)."""
+    lm = np.array(ellipse_landmarks(SIZE, rx=0.27, ry=0.4, cx=0.45, cy=0.57), dtype=np.float32)
     crop = _textured_crop(seed)
     g = torch.Generator().manual_seed(100 + seed)
     fake, mask, natural = self_blend(crop.repeat(4, 1, 1, 1), torch.from_numpy(lm).repeat(4, 1, 1), generator=g)
@@ -233,6 +235,13 @@ def test_loader_makes_pseudo_fakes(tiny):
     b = batches[0]
     assert b["view1"].shape == (6, 3, 16, 16) and b["label"].tolist() == [0, 1] * 3
     assert all(BLEND_KEY in chosen[i] for i in b["index"][1::2].tolist())
+    # without augmentation a pseudo-fake is its source crop with the blended face: never the crop itself
+    plain = build_train_loader(cfg, chosen, sampler).dataset
+    plain.transform = lambda image: image
+    twins = [(i, r[BLEND_KEY]) for i, r in enumerate(chosen) if BLEND_KEY in r]
+    for (fake, source), item in zip(twins, plain.__getitems__([(f, s, 7 + f) for f, s in twins])):
+        assert item["label"] == 1 and item["view2"].shape == item["view1"].shape
+        assert not torch.equal(item["view1"], item["view2"]), f"pseudo-fake {fake} is its source crop {source}"
     assert build_train_loader(cfg, chosen, sampler).dataset.blend_params.downscale_p == 0.5  # the config's key
     # with the target taking the jitters, the natural in the batch is the one its pseudo-fake was blended into
     cfg1 = {**cfg, "data": {**cfg["data"], "blend_target_p": 1.0}}
@@ -276,3 +285,28 @@ def test_dali_loader_refuses_pseudo_fakes_when_called_directly(tiny):
     chosen = training_set(records, "sbi").records
     with pytest.raises(DaliDataError, match="does not make self-blended pseudo-fakes"):
         build_dali_train_loader(cfg, chosen, ForgeryPairSampler(chosen, 6, "instance", seed=0))
+
+
+def test_a_ranks_share_of_the_batch_blends_as_one_process_with_the_target_jitter(tiny):
+    """Under torchrun a rank blends only its share of the global batch, from the draws of its rows
+    (rccl.data.blend.draws): with data.blend_target_p > 0 its pseudo-fakes and the naturals they are
+    blended into are exactly one process's."""
+    manifest, root, records = tiny
+    cfg = load_config(None, tiny_overrides(manifest, root / "runs", **{"data.fakes": "sbi", "data.blend_target_p": 0.5}))
+    chosen = training_set(records, "sbi").records
+    sampler = ForgeryPairSampler(chosen, 8, "instance", seed=0)
+    dataset = build_train_loader(cfg, chosen, sampler).dataset
+    batch = next(iter(sampler))
+    members = sorted({i for pair in batch for i in pair})
+    share = sorted({i for pair in batch[4:] for i in pair})  # the second of two ranks
+    jittered = 0
+    for seed in range(4):
+        torch.manual_seed(seed)  # the draws' seed, as _batch_images sets it from the global batch's first item
+        whole = dataset._images(members)
+        torch.manual_seed(seed)
+        part = dataset._images(share, members)
+        assert set(part) == set(share)
+        jittered += sum(not torch.equal(whole[i], dataset.image(i)) for i in share if BLEND_KEY not in chosen[i])
+        for i in share:
+            assert torch.equal(part[i], whole[i]), (seed, i)
+    assert jittered > 0  # some naturals of the share took the jitters

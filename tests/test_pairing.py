@@ -121,6 +121,31 @@ def test_ranks_split_the_epoch_without_overlap_and_agree_on_its_length():
     assert sorted(per_rank[0] + per_rank[1]) == sorted(a for a, _ in _pairs(single, epoch=3))
 
 
+@pytest.mark.parametrize("fakes", ["real", "sbi", "mixed"])
+def test_n_ranks_draw_the_batches_one_process_draws(fakes):
+    """Each rank's batch is its consecutive share of the global batch one process with the global batch
+    size draws: anchors, partners and the pairing counts (issue 27: the partners were drawn per rank)."""
+    from rccl.data.blend.records import pseudo_fake_record
+
+    recs = _records(identities=6)
+    if fakes != "real":
+        base = [r for r in recs if r["label"] == 0] if fakes == "sbi" else recs
+        recs = base + [pseudo_fake_record(r, i) for i, r in enumerate(base) if r["label"] == 0]
+    single = ForgeryPairSampler(recs, 12, "class", seed=2)
+    ranks = [ForgeryPairSampler(recs, 4, "class", seed=2, rank=r, world_size=3) for r in range(3)]
+    whole = list(_at(single, 3))
+    shares = [list(_at(s, 3)) for s in ranks]
+    assert len(whole) == len(shares[0]) > 0
+    for b, batch in enumerate(whole):
+        assert sum((share[b] for share in shares), []) == batch
+    assert all(s.stats == single.stats for s in ranks)
+
+
+def _at(sampler, epoch):
+    sampler.set_epoch(epoch)
+    return sampler
+
+
 def test_epochs_differ_and_a_restored_sampler_repeats_its_epoch():
     recs = _records()
     s = ForgeryPairSampler(recs, 8, "semantic", seed=7)

@@ -19,6 +19,18 @@ def test_overrides_are_typed_and_nested():
     assert parse_override("a.b.c=3") == {"a": {"b": {"c": 3}}}
 
 
+def test_a_yaml_boolean_word_is_kept_for_a_key_of_words_in_overrides_and_files(tmp_path):
+    """YAML 1.1 reads off / no / on as booleans and 2024 as a number: a choice or text key takes the word as
+    written (issue 27, defect 9: `train.amp_cpu=off` was refused), a boolean key still takes yes / off."""
+    cfg = load_config(None, ["train.amp_cpu=off", "name=no", "train.amp=yes", "data.manifest=null"])
+    assert (cfg["train"]["amp_cpu"], cfg["name"], cfg["train"]["amp"], cfg["data"]["manifest"]) == ("off", "no", True, None)
+    (tmp_path / "words.yaml").write_text("name: 2024\ntrain:\n  amp_cpu: off\n  amp: on\n  progress: no\n")
+    cfg = load_config(tmp_path / "words.yaml")
+    assert (cfg["name"], cfg["train"]["amp_cpu"], cfg["train"]["amp"], cfg["train"]["progress"]) == ("2024", "off", True, False)
+    save_config(cfg, tmp_path / "saved.yaml")  # the resolved config reads back the same
+    assert load_config(tmp_path / "saved.yaml") == cfg
+
+
 @pytest.mark.parametrize("override, message", [
     ("stage1.lrr=0.1", "unknown config key 'stage1.lrr'"),
     ("optimizer.lr=0.1", "unknown config key 'optimizer'"),

@@ -10,7 +10,7 @@ from tiny_data import make_tiny_manifest, tiny_overrides
 
 BAD = [  # (override, the key the error must name)
     ("name=a/b", "name"),
-    ("data.manifest=3", "data.manifest"),
+    ("data.manifest=[3]", "data.manifest"),  # a list; a bare 3 is a path word, as the user wrote it
     ("data.pairing=bogus", "data.pairing"),
     ("data.pairing={instance: -1}", "data.pairing"),
     ("data.pairing={rotation: 1}", "data.pairing"),

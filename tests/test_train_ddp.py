@@ -23,7 +23,8 @@ def _model():
     cfg = load_config(None, ["model.encoder=test_byobnet", f"data.image_size={SIZE}", "model.proj_hidden=32",
                              "model.proj_dim=16", "model.pretrained=false", "model.allow_scratch=true"])
     model = build_model(cfg)
-    # Batch-norm statistics are per rank under DDP (SyncBatchNorm is CUDA-only): compare with fixed ones.
+    # Batch-norm statistics are per rank without train.sync_bn: compare with fixed ones (sync_bn in training
+    # mode: tests/test_train_ranks.py).
     model.eval()
     return model.embedder()
 
@@ -67,8 +68,9 @@ def test_two_rank_step_equals_one_process_on_the_concatenated_batch(tmp_path):
     net = _model()
     loss_fn = _loss()
     v1, v2, labels = _data()
-    images = torch.cat([torch.cat([v1[r], v2[r]]) for r in range(WORLD)])
-    all_labels = torch.cat([torch.cat([labels[r], labels[r]]) for r in range(WORLD)])
+    # one process on the global batch: every rank's first views, then every rank's second views
+    images = torch.cat([v1.flatten(0, 1), v2.flatten(0, 1)])
+    all_labels = torch.cat([labels.flatten(), labels.flatten()])
     torch.manual_seed(123)
     loss = loss_fn(net(images), all_labels)
     loss.backward()

@@ -1,5 +1,7 @@
 """The torch training loader keeps the batch contract; the evaluation loader walks frames in order; the
 backend choice and the CLI's errors."""
+import warnings
+
 import pytest
 import torch
 
@@ -38,6 +40,29 @@ def test_train_batch_contract(tiny, cache):
     hi = max((1 - m) / s for m, s in zip(norm.mean, norm.std))
     assert b["view1"].min() >= lo - 1e-4 and b["view1"].max() <= hi + 1e-4
     assert not torch.equal(b["view1"], b["view2"])  # independent augmentations
+
+
+@pytest.mark.parametrize("fakes", ["real", "sbi"])
+def test_the_views_seed_only_the_cpu_generator(tmp_path, monkeypatch, fakes):
+    """The per-item seeds touch torch's CPU generator inside fork_rng(devices=[]) and nothing else: no CUDA
+    generator is reseeded (fork_rng would not restore it), and the process's CPU stream is left as it was
+    (issue 27, defect 11: torch.manual_seed reseeded every CUDA generator at data.workers=0)."""
+    from rccl.data.blend import training_set
+
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(seed))
+    manifest = make_tiny_manifest(tmp_path / "data", landmarks=True)
+    cfg = load_config(None, tiny_overrides(manifest, tmp_path / "runs", **{"data.fakes": fakes}))
+    records = training_set([r for r in read_manifest(manifest) if r["split"] == "train" and r["quality"] == "raw"],
+                           fakes).records
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    reseeded.clear()
+    batches = list(build_train_loader(cfg, records, ForgeryPairSampler(records, 4, "instance", seed=0)))
+    assert batches and reseeded == []
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_eval_loader_walks_frames_in_order(tiny):
@@ -109,7 +134,9 @@ def test_jpeg_distortion_changes_pixels_only_when_asked():
     still = {"scale": [1.0, 1.0], "ratio": [1.0, 1.0], "flip": 0.0, "color_jitter_p": 0.0, "blur_p": 0.0}
     plain = train_transform(32, still)(image)
     assert torch.allclose(plain, train_transform(32, still)(image))
-    distorted = train_transform(32, {**still, "jpeg_p": 1.0, "jpeg_quality": [10, 10]})(image)
+    with warnings.catch_warnings():  # through a maintained codec: torchvision's is deprecated since 0.29
+        warnings.simplefilter("error", DeprecationWarning)
+        distorted = train_transform(32, {**still, "jpeg_p": 1.0, "jpeg_quality": [10, 10]})(image)
     assert distorted.shape == plain.shape and distorted.dtype == plain.dtype
     assert (distorted - plain).abs().mean() > 0.05
 

@@ -97,23 +97,32 @@ def main(argv=None, hooks=()) -> int:
 
 
 def evaluation_hook():
-    """The hook that runs rccl-eval's evaluation once training is done (rank 0): after a run that trained
+    """The hook that runs rccl-eval's evaluation once training is done: after a run that trained
     something, or on a finished run whose metrics.json is missing (an evaluation that was interrupted).
-    A finished run with its metrics is left as it is (`rccl-eval RUN` evaluates it again)."""
+    A finished run with its metrics is left as it is (`rccl-eval RUN` evaluates it again). Under torchrun
+    every rank evaluates its share of the crops (rccl.evaluate, sharded) with the detector rank 0 read and
+    broadcast; rank 0 writes the files."""
     from rccl.train.engine import HookBase  # late: `rccl-train --help` does not load torch
 
     class EvaluateAfterTraining(HookBase):
         def after_train(self, outcome) -> None:
+            from rccl import checkpoint
+            from rccl.ranks import from_main
+
             run, cfg = outcome.run, outcome.cfg
-            if not (outcome.is_main and outcome.complete):
+            if not outcome.complete:
                 return
-            if not outcome.trained and run.metrics_path(cfg["eval"]["split"]).is_file():
+            if not outcome.trained and from_main(lambda: run.metrics_path(cfg["eval"]["split"]).is_file()):
                 return
             from rccl.evaluate import evaluate_run
 
-            evaluate_run(run.path, cfg["eval"]["qualities"], cfg["eval"]["split"], device=_eval_device(cfg),
-                         batch_size=cfg["eval"]["batch_size"], num_workers=0,
-                         progress=bool(cfg["train"]["progress"]))
+            device = _eval_device(cfg)
+            path = run.last_checkpoint_path(2)
+            detector = run.detector(checkpoint.decode(from_main(path.read_bytes), path), device)
+            evaluate_run(run.path, cfg["eval"]["qualities"], cfg["eval"]["split"], device=device,
+                         batch_size=cfg["eval"]["batch_size"], num_workers=cfg["data"]["workers"],
+                         progress=bool(cfg["train"]["progress"]), verbose=outcome.is_main, detector=detector,
+                         sharded=True)
 
     return EvaluateAfterTraining()
 

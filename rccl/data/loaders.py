@@ -9,6 +9,7 @@ as the evaluation loader does.
 from __future__ import annotations
 
 import importlib.util
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from tqdm import tqdm
 
 from rccl.data.blend import BLEND_KEY, BlendParams, self_blend
+from rccl.data.blend.draws import RowDraws
 from rccl.data.transforms import Normalization, eval_transform, train_transform
 from rccl.errors import RcclError
 from rccl.model import input_normalization
@@ -67,11 +69,16 @@ class PairViews(_Crops):
         self.blend_params = blend_params
         self._landmarks = {i: torch.tensor(r["landmarks"], dtype=torch.float32)
                            for i, r in enumerate(records) if BLEND_KEY in r}
+        self._shapes: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def _images(self, indices) -> dict[int, torch.Tensor]:
+    def _images(self, indices, members=None) -> dict[int, torch.Tensor]:
+        """The images of `indices`, the pseudo-fakes among them blended. `members`: every index of the
+        global batch (None: `indices` are the whole batch); its pseudo-fakes are blended together in one
+        batched call per crop size, each from the draws of its row in that call, so that a rank's
+        pseudo-fakes are those one process makes for the whole batch (rccl.data.blend.draws)."""
         decoded: dict[int, torch.Tensor] = {}  # a pseudo-fake and its source (same batch) share one decode
         images = {}
         for i in indices:
@@ -79,27 +86,58 @@ class PairViews(_Crops):
             if src not in decoded:
                 decoded[src] = self.image(src)
             images[i] = decoded[src]
-        pseudo = [i for i in indices if BLEND_KEY in self.records[i]]
+        members = indices if members is None else members
         by_shape: dict[tuple, list[int]] = {}
-        for i in pseudo:
-            by_shape.setdefault(tuple(images[i].shape), []).append(i)
+        for i in members:
+            if BLEND_KEY in self.records[i]:
+                by_shape.setdefault(tuple(images[i].shape) if i in images else self._shape(i), []).append(i)
+        params = {"params": self.blend_params} if self.blend_params else {}
         for group in by_shape.values():  # crops of one size blend together (a manifest normally has one)
-            made = self_blend(torch.stack([images[i] for i in group]), torch.stack([self._landmarks[i] for i in group]),
-                              **({"params": self.blend_params} if self.blend_params else {}))
-            images.update(zip(group, made.fakes))
-            # the natural source in this batch is the one its pseudo-fake was blended into (jittered when
-            # the target took the jitters), so the pair differs inside the face only
-            images.update((self.records[i][BLEND_KEY], natural) for i, natural in zip(group, made.naturals)
-                          if self.records[i][BLEND_KEY] in images)
+            mine = [i for i in group if i in images]
+            if len(mine) == len(group):
+                made = self_blend(torch.stack([images[i] for i in group]),
+                                  torch.stack([self._landmarks[i] for i in group]), **params)
+                self._place(images, group, made)
+                continue
+            # another rank's share of the group; with none of ours, one stand-in keeps the draws in step
+            rows = mine or [group[0]]
+            crops = [images[i] if i in images else self.image(self.records[i][BLEND_KEY]) for i in rows]
+            made = self_blend(torch.stack(crops), torch.stack([self._landmarks[i] for i in rows]),
+                              generator=RowDraws(len(group), [group.index(i) for i in rows]), **params)
+            self._place(images, mine, made)
         return images
+
+    def _place(self, images: dict, rows: list[int], made) -> None:
+        """The pseudo-fakes of `rows` (the first len(rows) of `made`) into the batch's images, and each one's
+        natural source, where the batch holds it, as the natural it was blended into (jittered when the
+        target took the jitters): the pair differs inside the face only."""
+        for i, fake, natural in zip(rows, made.fakes, made.naturals):
+            images[i] = fake
+            if self.records[i][BLEND_KEY] in images:
+                images[self.records[i][BLEND_KEY]] = natural
+
+    def _shape(self, i: int) -> tuple:
+        """The (3, H, W) of a record's image without decoding it (its file's header; remembered)."""
+        src = self.records[i].get(BLEND_KEY, i)
+        if src not in self._shapes:
+            if self.cache is not None:
+                self._shapes[src] = tuple(self.cache[src].shape)
+            else:
+                try:
+                    with Image.open(self.records[src]["abspath"]) as im:
+                        self._shapes[src] = (3, im.height, im.width)
+                except (OSError, ValueError) as e:
+                    raise CropError(f"crop {self.records[src]['abspath']}: cannot be read ({type(e).__name__}: "
+                                    f"{e})") from None
+        return self._shapes[src]
 
     def _item(self, images, anchor: int, partner: int, seed: int | None = None) -> dict:
         """The two views of (anchor, partner), augmented from the process's RNG, or with a seed (what the
         training loader gives: see SeededBatches) from a generator of that seed alone."""
         if seed is None:
             return self._views(images, anchor, partner)
-        with torch.random.fork_rng(devices=[]):  # the process's own RNG stream is left as it was
-            torch.manual_seed(int(seed))
+        with torch.random.fork_rng(devices=[]):  # the process's own CPU stream is left as it was
+            torch.default_generator.manual_seed(int(seed))  # the CPU generator only: the views' draws
             return self._views(images, anchor, partner)
 
     def _views(self, images, anchor: int, partner: int) -> dict:
@@ -108,41 +146,57 @@ class PairViews(_Crops):
                 "index": torch.tensor(anchor, dtype=torch.int64)}
 
     def _batch_images(self, pairs) -> dict[int, torch.Tensor]:
-        """The images of a batch's pairs; the self-blending draws come from the first pair's seed when the
-        pairs carry seeds, so they too are the same after a resume."""
+        """The images of a batch's pairs; when the pairs carry seeds, the self-blending draws come from the
+        global batch's (BatchBlend: its first item's seed, all its indices; else this batch's first seed
+        and indices), so they too are the same after a resume and on any number of ranks."""
         indices = sorted({i for pair in pairs for i in pair[:2]})
         if len(pairs[0]) < 3:
             return self._images(indices)
+        blend = pairs[0][3] if len(pairs[0]) > 3 else BatchBlend(int(pairs[0][2]), tuple(indices))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(pairs[0][2]))
-            return self._images(indices)
+            torch.default_generator.manual_seed(int(blend.seed))
+            return self._images(indices, blend.members)
 
     def __getitem__(self, pair):
-        """pair: (anchor, partner) or (anchor, partner, seed)."""
-        return self._item(self._batch_images([pair]), *pair)
+        """pair: (anchor, partner), (anchor, partner, seed) or (anchor, partner, seed, BatchBlend)."""
+        return self._item(self._batch_images([pair]), *pair[:3])
 
     def __getitems__(self, pairs):
         images = self._batch_images(pairs)
-        return [self._item(images, *pair) for pair in pairs]
+        return [self._item(images, *pair[:3]) for pair in pairs]
+
+
+class BatchBlend(NamedTuple):
+    """What each item of a rank's batch carries for self-blending: the seed of the blend draws (the global
+    batch's first item's) and every record index of the global batch (anchors and partners, sorted)."""
+    seed: int
+    members: tuple
 
 
 class SeededBatches:
-    """The sampler's batches with an augmentation seed per item, made of (train.seed, epoch, rank, batch,
-    position): the views an item gets do not depend on which worker makes it, on how long the workers
-    have lived (persistent workers carry their RNG across epochs), or on a resume, so a resumed run with
-    data.workers > 0 sees exactly the views an uninterrupted one saw. Call sampler.set_epoch first."""
+    """The sampler's batches with an augmentation seed per item, made of (train.seed, epoch, batch, the
+    item's place in the GLOBAL batch): the views an item gets do not depend on which worker makes it, on
+    how long the workers have lived (persistent workers carry their RNG across epochs), on a resume, or on
+    how many ranks share the batch, so a resumed run with data.workers > 0 sees exactly the views an
+    uninterrupted one saw, and N ranks the views of one process. With `blending`, every item also carries
+    the batch's BatchBlend. Call sampler.set_epoch first."""
 
-    def __init__(self, sampler, seed: int):
-        self.sampler, self.seed = sampler, int(seed)
+    def __init__(self, sampler, seed: int, blending: bool = False):
+        self.sampler, self.seed, self.blending = sampler, int(seed), blending
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self):
-        epoch, rank = int(self.sampler.epoch), int(getattr(self.sampler, "rank", 0))
-        for b, batch in enumerate(self.sampler):
-            seeds = np.random.SeedSequence([self.seed, epoch, rank, b]).generate_state(len(batch), np.uint64)
-            yield [(a, p, int(s) >> 1) for (a, p), s in zip(batch, seeds)]
+        epoch = int(self.sampler.epoch)
+        for b, batch in enumerate(self.sampler.global_batches()):
+            # the 0 stood for the rank when each rank seeded its own share: one process seeds as before
+            seeds = np.random.SeedSequence([self.seed, epoch, 0, b]).generate_state(len(batch), np.uint64)
+            items = [(a, p, int(s) >> 1) for (a, p), s in zip(batch, seeds)]
+            if self.blending:
+                blend = BatchBlend(items[0][2], tuple(sorted({i for a, p, _ in items for i in (a, p)})))
+                items = [item + (blend,) for item in items]
+            yield self.sampler.rank_share(items)
 
 
 class Frames(_Crops):
@@ -204,7 +258,8 @@ def build_train_loader(cfg: dict, records: list[dict], sampler):
     workers = int(data["workers"])
     # the loader's own generator: the worker base seed it draws leaves the global RNG alone (a resumed run
     # creates its workers at another epoch than an uninterrupted one; the views do not use that seed)
-    return DataLoader(dataset, batch_sampler=SeededBatches(sampler, cfg["train"]["seed"]), num_workers=workers,
+    return DataLoader(dataset, batch_sampler=SeededBatches(sampler, cfg["train"]["seed"], blending),
+                      num_workers=workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                       prefetch_factor=4 if workers > 0 else None, generator=torch.Generator().manual_seed(0))
 

@@ -23,8 +23,9 @@ the pseudo-fake of the other frame; semantic: one of another video of the same i
 
 Balance: each epoch takes m = min(#naturals, #fakes) anchors of each class (the larger class, normally
 the fakes, under-sampled afresh each epoch) and every batch holds batch_size/2 of each. With world_size
-ranks, one global permutation (seeded by seed and epoch) is cut into global batches and each rank takes
-its own slice, so ranks never share an anchor and all agree on the number of batches.
+ranks, every rank draws the GLOBAL batch (batch_size x world_size: anchors and partners, as one process
+with that batch size draws them) and takes its own consecutive share, so ranks never share an anchor, all
+agree on the number of batches, and N ranks train on the batches one process would.
 """
 from __future__ import annotations
 
@@ -204,23 +205,36 @@ class ForgeryPairSampler:
                 out[j] = fakes[(start + j) % len(fakes)]
         return out
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def global_batches(self) -> Iterator[list[tuple[int, int]]]:
+        """The epoch's GLOBAL batches (batch_size x world_size pairs each), anchors and partners drawn as
+        one process with that batch size draws them; `stats` counts the whole global batch (the same on
+        every rank and as one process). A rank's batch is its `rank_share` of each."""
         naturals, fakes = self._epoch_order()
-        half = self.batch_size // 2
+        size = self.batch_size * self.world_size
+        half = size // 2
         names = list(self.weights)
         probs = np.array([self.weights[n] for n in names])
         self.stats = Counter()
         for b in range(len(self)):
-            start = (b * self.world_size + self.rank) * half
-            anchors = np.empty(self.batch_size, dtype=np.int64)
+            start = b * half
+            anchors = np.empty(size, dtype=np.int64)
             anchors[0::2] = naturals[start:start + half]
             anchors[1::2] = fakes[start:start + half] if self.blending is None else \
                 self._fake_slots(naturals[start:start + half], fakes, start)
-            rng = np.random.default_rng([self.seed, self.epoch, b, self.rank, 1])
-            drawn = rng.choice(len(names), size=self.batch_size, p=probs)
+            # the 0 stood for the rank when each rank drew its own share; one process draws as before
+            rng = np.random.default_rng([self.seed, self.epoch, b, 0, 1])
+            drawn = rng.choice(len(names), size=size, p=probs)
             batch = []
             for a, s in zip(anchors.tolist(), drawn.tolist()):
                 partner, used = self._partner(rng, a, names[s])
                 self.stats[used] += 1
                 batch.append((a, partner))
             yield batch
+
+    def rank_share(self, items: list) -> list:
+        """This rank's consecutive share of a global batch's items (rank 0 the first batch_size)."""
+        return items[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for batch in self.global_batches():
+            yield self.rank_share(batch)

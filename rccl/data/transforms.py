@@ -10,9 +10,12 @@ Both loaders (torch, DALI) and prediction take them from there.
 """
 from __future__ import annotations
 
+import io
 from typing import NamedTuple
 
+import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 
 from rccl.defaults import DEFAULTS
@@ -31,6 +34,24 @@ class Normalization(NamedTuple):
 # a known encoder: pass rccl.model.input_normalization(encoder).
 IMAGENET = Normalization(IMAGENET_MEAN, IMAGENET_STD)
 
+
+
+class JPEG(v2.JPEG):
+    """torchvision's JPEG distortion (its quality draw, so the random stream is the same) with Pillow's
+    codec: torchvision's own image encoding and decoding are deprecated since torchvision 0.29 (superseded
+    by TorchCodec); Pillow, maintained and already the crops' reader, gives the same bytes and pixels
+    (60 of 60 crops of 16-299 px at qualities 30-95: docs/training.md, "Augmentation")."""
+
+    def transform(self, inpt: torch.Tensor, params: dict) -> torch.Tensor:
+        return jpeg_round_trip(inpt, int(params["quality"]))
+
+
+def jpeg_round_trip(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """uint8 (3, H, W) encoded as a JPEG of `quality` and decoded again (Pillow, 4:2:0 chroma)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).contiguous().numpy()).save(buffer, format="JPEG", quality=quality)
+    with Image.open(buffer) as decoded:
+        return torch.from_numpy(np.asarray(decoded.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
 
 
 def blur_kernel(image_size: int) -> int:
@@ -54,7 +75,7 @@ def train_transform(image_size: int, augment: dict | None = None, normalization:
                                     p=a["blur_p"]))
     if a["jpeg_p"] > 0:
         # compression is what separates c23/c40 from raw: an optional robustness augmentation
-        steps.append(v2.RandomApply([v2.JPEG(tuple(int(q) for q in a["jpeg_quality"]))], p=a["jpeg_p"]))
+        steps.append(v2.RandomApply([JPEG(tuple(int(q) for q in a["jpeg_quality"]))], p=a["jpeg_p"]))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(normalization.mean, normalization.std)]
     return v2.Compose(steps)
 

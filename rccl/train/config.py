@@ -19,7 +19,7 @@ import yaml
 from rccl.defaults import DEFAULTS  # noqa: F401  (re-exported: the config room's one table of keys)
 from rccl.errors import RcclError
 from rccl.fileio import write_text
-from rccl.train.schema import SCHEMA, Invalid, like
+from rccl.train.schema import SCHEMA, Invalid, like, takes_words
 
 
 class ConfigError(RcclError, ValueError):
@@ -48,20 +48,62 @@ def _check_and_merge(base: dict, update: dict, where: str, prefix: str = "") -> 
             base[key] = checked_value(dotted, copy.deepcopy(value), where)
 
 
+def _rule(dotted: str):
+    return SCHEMA.get(dotted) or like(_flatten(DEFAULTS).get(dotted))
+
+
 def checked_value(dotted: str, value, where: str = ""):
     """The value as the key's schema rule takes it, or a ConfigError naming the key (and `where`)."""
     try:
-        rule = SCHEMA.get(dotted) or like(_flatten(DEFAULTS).get(dotted))
-        return rule(value)
+        return _rule(dotted)(value)
     except Invalid as e:
         raise ConfigError(f"{where + ': ' if where else ''}'{dotted}' {e}") from None
+
+
+# the tags YAML 1.1 gives a bare word it reads as something else than a string (off, no -> bool; 2024 -> int)
+_TYPED_WORDS = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+
+
+def _is_section(dotted: str) -> bool:
+    node = DEFAULTS
+    for part in dotted.split(".") if dotted else ():
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, dict) and dotted not in FREE_FORM
+
+
+def _construct(node: yaml.Node, dotted: str, loader: yaml.SafeLoader):
+    """A YAML node as the config takes it: read against the schema, so that a key whose values are words
+    (a choice, a text: rccl.train.schema.takes_words) keeps the bare word as written, where YAML 1.1 alone
+    would read `train.amp_cpu: off` or `name: no` as false. Every other value is YAML's own reading."""
+    if isinstance(node, yaml.MappingNode) and _is_section(dotted):
+        prefix = dotted + "." if dotted else ""
+        return {(k.value if isinstance(k, yaml.ScalarNode) else loader.construct_object(k, deep=True)):
+                _construct(v, f"{prefix}{k.value if isinstance(k, yaml.ScalarNode) else ''}", loader)
+                for k, v in node.value}
+    if (isinstance(node, yaml.ScalarNode) and node.style is None and node.tag in _TYPED_WORDS
+            and takes_words(_rule(dotted))):
+        return node.value
+    return loader.construct_object(node, deep=True)
+
+
+def read_yaml_text(text: str, dotted: str = "") -> object:
+    """YAML text read against the schema (see _construct); `dotted`: the key the text is the value of (""
+    for a whole config file). Raises yaml.YAMLError."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return None if node is None else _construct(node, dotted, loader)
+    finally:
+        loader.dispose()
 
 
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml_text(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path}: not valid YAML ({e})") from None
     if data is None:
@@ -83,12 +125,13 @@ def _apply_file(cfg: dict, path: Path, seen: tuple = ()) -> None:
 
 
 def parse_override(text: str) -> dict:
-    """'stage1.lr=0.1' -> {"stage1": {"lr": 0.1}}; the value is read as YAML (numbers, lists, true, null)."""
+    """'stage1.lr=0.1' -> {"stage1": {"lr": 0.1}}; the value is read as YAML (numbers, lists, true, null)
+    against the key's schema rule: a key of words keeps the word (`train.amp_cpu=off`, `name=no`)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected KEY=VALUE with a dotted key, e.g. stage1.epochs=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml_text(raw, key.strip()) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     nested: dict = {}

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from rccl.ranks import active, from_main, on_every_rank  # noqa: F401  (the agreements, re-exported for training)
+from rccl.train.elastic import launch_from_env
+
 
 @dataclass(frozen=True)
 class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    started_group: bool = False   # init_from_env formed the process group: end_process_group ends it
 
     @property
     def is_main(self) -> bool:
@@ -35,9 +39,26 @@ def init_from_env(device_type: str) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    started = not dist.is_initialized()
+    if started:
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        launch = launch_from_env()
+        if launch.job is None:
+            dist.init_process_group(backend=backend)
+        else:
+            # torchrun's agent hosts the store and keeps it over its restarts: a restarted worker could read
+            # the addresses the group of the killed attempt wrote there and connect to dead peers (pytorch
+            # issue 135712, seen here as gloo's "Connection refused"); each attempt gets keys of its own
+            store, rank, world = next(dist.rendezvous("env://"))
+            dist.init_process_group(backend=backend, store=dist.PrefixStore(f"rccl/attempt_{launch.restart}", store),
+                                    rank=rank, world_size=world)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), started)
+
+
+def end_process_group(info: DistInfo) -> None:
+    """Destroy the process group init_from_env formed (a caller's own group is the caller's to end)."""
+    if info.started_group and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -57,21 +78,20 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-def all_true(flag: bool, device) -> bool:
-    """True only when flag is true on every rank (so all ranks stop together)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item() > 0)
-
-
 def mean_over_ranks(value: float, device) -> float:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return value
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
+
+
+def broadcast_state(module: torch.nn.Module) -> None:
+    """Every tensor of the module's state_dict (parameters and buffers) set to rank 0's, in place."""
+    if not active():
+        return
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, src=0)
 
 
 def barrier() -> None:

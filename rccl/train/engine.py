@@ -3,10 +3,12 @@ detectron2's TrainerBase + HookBase and timm's train_one_epoch).
 
 A stage supplies a `Stage` (its trained module, parameters, sampler, loader, loss module and step
 function); `run_stage` builds the optimiser, LR schedule and GradScaler, restores a checkpoint, wraps the
-module in DDP (and optionally torch.compile), and runs the loop: for each epoch, for each step: the
-stage's step, the hooks' `after_loss` (before the update: the non-finite stop), the update, the hooks'
-`after_step`; at each epoch end the row of epochs.csv is made and the hooks' `after_epoch` save the
-checkpoint and write the row (rccl.train.hooks). The loop reads no environment and knows no test.
+module in DDP (with synchronised batch norm when train.sync_bn: rccl.train.sync_bn; optionally
+torch.compile), and runs the loop: for each epoch, for each step: the stage's step, the hooks'
+`after_loss`, backward, the hooks' `after_backward` (the gradients are there, the weights not yet
+updated: the non-finite guard, gradient clipping), the update, the hooks' `after_step`; at each epoch end
+the row of epochs.csv is made and the hooks' `after_epoch` save the checkpoint and write the row
+(rccl.train.hooks). The loop reads no environment and knows no test.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from tqdm import tqdm
 
 from rccl import checkpoint as ckpt
 from rccl.train.distributed import barrier, mean_over_ranks
-from rccl.train.optim import build_optimizer, build_scheduler, optimizer_step
+from rccl.train import sync_bn
+from rccl.train.optim import backward, build_optimizer, build_scheduler, update
 from rccl.train.runtime import Runtime
 
 
@@ -59,7 +62,9 @@ class StageLoop:
     epoch: int = 0                    # the epoch running, 0-based
     step: int = 0                     # the step just run, 0-based
     row: dict = field(default_factory=dict)   # the finished epoch's row (after_epoch)
-    last_saved: object = None         # the newest checkpoint file of this stage, or None
+    last_saved: object = None         # the newest checkpoint file of this stage, or None (the same on every rank)
+    steps: int = 0                    # steps per epoch (the sampler's length)
+    loss: torch.Tensor | None = None  # the step's loss (a device tensor: reading it is a host sync)
 
     @property
     def number(self) -> int:
@@ -79,6 +84,7 @@ class HookBase:
     def before_stage(self, loop: StageLoop) -> None: ...
     def before_epoch(self, loop: StageLoop) -> None: ...
     def after_loss(self, loop: StageLoop, loss: torch.Tensor) -> None: ...   # before backward and the update
+    def after_backward(self, loop: StageLoop) -> None: ...   # gradients there (DDP's all-reduce done), no update yet
     def after_step(self, loop: StageLoop) -> None: ...
     def after_epoch(self, loop: StageLoop) -> None: ...
     def after_stage(self, loop: StageLoop) -> None: ...
@@ -108,6 +114,8 @@ def restore(state: dict, loop: StageLoop) -> int:
 
 def _wrap(rt: Runtime, net: nn.Module, compile_it: bool) -> nn.Module:
     if rt.dist.enabled:
+        if rt.cfg["train"]["sync_bn"]:  # in place: the Detector's layers are swapped, their tensors kept
+            net = sync_bn.convert(net, rt.device)
         net = nn.parallel.DistributedDataParallel(net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     return torch.compile(net) if compile_it else net
 
@@ -119,9 +127,9 @@ def run_stage(rt: Runtime, model: nn.Module, stage: Stage, resume: dict | None, 
     rows so far, extended in place. Returns the number of epochs trained by this call."""
     n, s = stage.number, rt.cfg[f"stage{stage.number}"]
     sampler = stage.sampler
-    optimizer = build_optimizer(stage.params, s)
+    optimizer = build_optimizer(stage.params, s, rt.cfg["train"]["decay_norm_and_bias"])
     loop = StageLoop(rt, model, stage, optimizer, build_scheduler(optimizer, s, len(sampler)), rt.grad_scaler(),
-                     rows, epochs=s["epochs"], last_saved=resume_path)
+                     rows, epochs=s["epochs"], last_saved=resume_path, steps=len(sampler))
     if resume is not None:
         loop.start = restore(resume, loop)
         _reseed_other_ranks(rt, loop.start)
@@ -149,9 +157,13 @@ def run_stage(rt: Runtime, model: nn.Module, stage: Stage, resume: dict | None, 
         for step, batch in enumerate(bar):
             loop.step = step
             loss, extra = stage.step(train_net, batch)
+            loop.loss = loss
             for hook in hooks:
                 hook.after_loss(loop, loss)
-            optimizer_step(loss, optimizer, loop.scaler, loop.scheduler)
+            backward(loss, optimizer, loop.scaler)
+            for hook in hooks:
+                hook.after_backward(loop)
+            update(optimizer, loop.scaler, loop.scheduler)
             sums["loss"] += loss.detach().double()
             for key, value in extra.items():  # device tensors stay on the device; plain numbers stay on the host
                 sums[key] = sums.get(key, 0) + (value.detach().double() if torch.is_tensor(value) else value)

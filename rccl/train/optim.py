@@ -6,9 +6,21 @@ import math
 import torch
 
 
-def build_optimizer(params, stage_cfg: dict) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=stage_cfg["lr"], momentum=stage_cfg["momentum"],
-                           weight_decay=stage_cfg["weight_decay"])
+def param_groups(params, decay_norm_and_bias: bool = True) -> list:
+    """The parameters as SGD takes them: one group (weight decay on all), or, with decay_norm_and_bias
+    false, the weight matrices and kernels (ndim > 1) decayed and the rest (norm scales and shifts, biases:
+    ndim <= 1, timm's param_groups_weight_decay rule) in a group without weight decay."""
+    params = [p for p in params]
+    if decay_norm_and_bias:
+        return params
+    groups = [{"params": [p for p in params if p.ndim > 1]},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(params, stage_cfg: dict, decay_norm_and_bias: bool = True) -> torch.optim.Optimizer:
+    return torch.optim.SGD(param_groups(params, decay_norm_and_bias), lr=stage_cfg["lr"],
+                           momentum=stage_cfg["momentum"], weight_decay=stage_cfg["weight_decay"])
 
 
 def build_scheduler(optimizer, stage_cfg: dict, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -28,10 +40,15 @@ def build_scheduler(optimizer, stage_cfg: dict, steps_per_epoch: int) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def optimizer_step(loss: torch.Tensor, optimizer, scaler, scheduler) -> None:
-    """One update: backward through the (float16-only) GradScaler, step, LR schedule."""
+def backward(loss: torch.Tensor, optimizer, scaler) -> None:
+    """The step's gradients: zeroed, then backward through the (float16-only) GradScaler."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+
+
+def update(optimizer, scaler, scheduler) -> None:
+    """The update from the gradients in place (the GradScaler skips it on non-finite ones), then the LR
+    schedule's step."""
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()

@@ -1,12 +1,14 @@
 """One training run end to end: the run folder, the training records, stage 1, stage 2.
 
-`train(cfg, stages=(1, 2))` starts a run in train.out/NAME (a free name: an existing run is never
-overwritten); `train(cfg, resume_dir=RUN)` continues RUN from its last checkpoints. Resuming never
-destroys: the model is loaded from the newest checkpoint before any stage runs, a finished run trains and
-writes nothing, and a changed key that a trained stage cannot honour is an error (rccl.train.resume).
-Everything is checked before a run folder is made. Under torchrun every rank calls it; rank 0 alone writes
-files. Evaluation is not training's business: rccl-train's CLI gives an evaluation hook (`hooks`), whose
-`after_train(outcome)` runs once the run is done.
+`train(cfg, stages=(1, 2))` starts a run in train.out/NAME (a free name, claimed atomically: an existing
+run is never overwritten); `train(cfg, resume_dir=RUN)` continues RUN from its last checkpoints, and so does
+a torchrun restart of the same command (rccl.train.elastic, rccl.train.plan). Resuming never destroys: the
+model is loaded from the newest checkpoint before any stage runs, a finished run trains and writes
+nothing, and a changed key that a trained stage cannot honour is an error (rccl.train.resume). Everything
+is checked before a run folder is claimed. Under torchrun every rank calls it; rank 0 alone reads the run
+folder (its plan is broadcast) and checks the crop files, rank 0 alone writes files, and the process group
+formed here is destroyed when `train` returns or raises. Evaluation is not training's business: rccl-train's
+CLI gives an evaluation hook (`hooks`), whose `after_train(outcome)` runs once the run is done.
 """
 from __future__ import annotations
 
@@ -17,19 +19,21 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from rccl import checkpoint as ckpt
 from rccl.data.blend import TrainingSet, training_set
 from rccl.data.loaders import check_train_records, resolve_backend
 from rccl.data.manifest import read_manifest
 from rccl.data.pairing import ForgeryPairSampler
 from rccl.model import build_model
 from rccl.run import RunDir
-from rccl.train import resume as resuming
 from rccl.train.config import ConfigError, check_world_size
-from rccl.train.distributed import DistInfo, barrier, init_from_env
+from rccl.train.distributed import (DistInfo, barrier, broadcast_state, end_process_group, from_main, init_from_env,
+                                    on_every_rank)
+from rccl.train.elastic import launch_from_env
 from rccl.train.engine import HookBase, run_stage
-from rccl.train.hooks import EpochLog, default_hooks
+from rccl.train.hooks import default_hooks
+from rccl.train.plan import Plan, make_plan
 from rccl.train.runtime import Runtime, TrainingError, log as _log, resolve_amp, resolve_device
 from rccl.train.stage1 import build_stage1
 from rccl.train.stage2 import build_stage2, save_ce_detector
@@ -45,23 +49,16 @@ class Outcome:
     is_main: bool
 
 
-def _agree(value, info: DistInfo):
-    """Rank 0's value on every rank."""
-    if not info.enabled:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def training_records(cfg: dict) -> TrainingSet:
-    """The training split's records, with the pseudo-fakes of data.fakes (rccl.data.blend.records)."""
+def training_records(cfg: dict, info: DistInfo = DistInfo()) -> TrainingSet:
+    """The training split's records, with the pseudo-fakes of data.fakes (rccl.data.blend.records). Rank 0
+    alone checks that every crop file exists (the other ranks read the manifest only): a missing file is
+    the same error on every rank."""
     data = cfg["data"]
     manifest = data["manifest"]
     if not manifest:
         raise TrainingError("data.manifest is not set: give data.manifest=PATH/manifest.jsonl (rccl-prep's output) "
                             "on the command line or in the config, or run the demo (rccl-train, or --config demo)")
-    records = read_manifest(manifest, check_files=True)
+    records = on_every_rank(lambda: read_manifest(manifest, check_files=info.is_main))
     selected = [r for r in records if r["split"] == data["train_split"] and r["quality"] in data["train_qualities"]]
     check_train_records(selected, manifest, data["train_split"], data["train_qualities"], data["fakes"])
     return training_set(selected, data["fakes"])
@@ -93,18 +90,27 @@ def _start_processes(cfg: dict) -> tuple[torch.device, DistInfo]:
     return device, init_from_env(device.type)
 
 
-def _history(run: RunDir, state: dict | None) -> list[dict]:
-    """The epochs.csv rows up to a checkpoint: the ones it carries (format 2), else those on disk."""
-    if state is None:
-        return []
-    if "log" in state:
-        return [dict(r) for r in state["log"]]
-    return EpochLog(run).upto(int(state["stage"]), int(state["epoch"]))
-
-
 def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = None,
           hooks: Sequence[HookBase] = ()) -> RunDir:
     device, info = _start_processes(cfg)
+    try:
+        return _train(cfg, device, info, stages, resume_dir, hooks)
+    finally:
+        end_process_group(info)
+
+
+def _build_model(cfg: dict, plan: Plan, load_weights: bool, info: DistInfo):
+    """The model before anything is trained; a new run's claimed folder is given back when it cannot be
+    built (an encoder without weights, a download that fails): a bad model leaves nothing behind."""
+    try:
+        return on_every_rank(lambda: build_model(cfg, load_weights=load_weights))
+    except Exception:
+        if plan.how == "new" and info.is_main:
+            RunDir(plan.run).release(parent_too=plan.made_out)
+        raise
+
+
+def _train(cfg: dict, device: torch.device, info: DistInfo, stages, resume_dir, hooks: Sequence[HookBase]) -> RunDir:
     if cfg["train"]["threads"] > 0:
         torch.set_num_threads(cfg["train"]["threads"])
     seed = cfg["train"]["seed"]
@@ -112,74 +118,62 @@ def train(cfg: dict, *, stages=(1, 2), resume_dir: str | os.PathLike | None = No
     np.random.seed(seed + info.rank)
     torch.manual_seed(seed + info.rank)
 
-    # check everything before a run folder exists: a bad config or manifest must leave nothing behind
+    # check everything before a run folder is claimed: a bad config or manifest must leave nothing behind
     check_world_size(cfg, info.world_size)
-    chosen = training_records(cfg)
+    chosen = training_records(cfg, info)
     records = chosen.records
     resolve_backend(cfg["data"]["backend"])
     check_batches(cfg, records, info)
-    s1 = s2 = None
-    if resume_dir is not None:
-        run = RunDir(resume_dir)
-        if not run.config_path.is_file():
-            raise TrainingError(f"--resume {run.path}: not a run folder (no config.yaml)")
-        s1, s2 = run.latest_checkpoint(1), run.latest_checkpoint(2)
-        started = {n: int(s["epoch"]) for n, s in ((1, s1), (2, s2)) if s is not None}
-        changes = resuming.check_changes(run, run.config(), cfg, started)
-    else:
-        run = RunDir(_agree(RunDir.free(cfg["train"]["out"], cfg["name"]).path if info.is_main else None, info))
-        changes = {"(new run)": None}
+    launch = launch_from_env()
+    plan, start_bytes = from_main(lambda: make_plan(cfg, stages, resume_dir, launch))
+    run = RunDir(plan.run)
+    start = ckpt.decode(start_bytes, run.last_checkpoint_path(plan.start)) if start_bytes is not None else None
     rt = Runtime(cfg, run, device, info, resolve_amp(cfg, device, log=_log.info if info.is_main else (lambda m: None)))
-    hooks = [*default_hooks(run, info.is_main), *hooks]
+    hooks = [*default_hooks(run, info.is_main, cfg["train"]["clip_grad"]), *hooks]
+    if plan.how == "restart":
+        rt.log(f"torchrun restart {launch.restart}: continuing {run.path}, claimed by this job, from its last "
+               f"checkpoint")
 
-    if resuming.finished(s2, cfg):
-        done = "the cross-entropy detector saved" if s2.get("complete") else f"{s2['epoch']} stage-2 epoch(s)"
+    if plan.finished:
+        done = "the cross-entropy detector saved" if plan.complete else f"{plan.epochs[2]} stage-2 epoch(s)"
         rt.log(f"{run.path}: already trained ({done}); nothing to train, nothing rewritten (evaluate it "
                f"again with `rccl-eval {run.path}`)")
         return _finish(Outcome(run, cfg, trained=False, complete=True, is_main=info.is_main), hooks)
 
-    if 2 in stages and 1 not in stages and s2 is None and not resuming.stage1_done(s1, cfg):
-        done = s1["epoch"] if s1 is not None else 0
-        where = f"stage 1 of {run.path} has done {done}" if resume_dir is not None else "a new run has done 0"
-        raise TrainingError(f"--stage 2 needs stage 1's encoder, and {where} of {cfg['stage1']['epochs']} "
-                            f"stage-1 epochs; run stage 1 first (--stage both, or --resume RUN --stage both)")
-    newest = s2 if s2 is not None else s1
-    # the model before the folder: an unknown encoder or a bad weights file leaves nothing behind
-    model = build_model(cfg, load_weights=newest is None and 1 in stages)
-    if newest is not None:  # what the run already holds, before anything can be saved
-        model.load_state_dict(newest["model"])
+    # the model: from the newest checkpoint, else built with its weights (stage 2 on a run without a
+    # stage-1 checkpoint too: its encoder is the configured one, never silently a random one)
+    model = _build_model(cfg, plan, start is None, info)
+    if start is not None:  # what the run already holds, before anything can be saved
+        model.load_state_dict(start["model"])
 
-    if info.is_main:
-        run.path.mkdir(parents=True, exist_ok=True)
-        if changes:
-            run.write_config(cfg)
+    if info.is_main and plan.changes and plan.how != "new":  # a new run's config.yaml is its claim
+        run.write_config(cfg)
     barrier()
     rt.log(f"run folder: {run.path}  (device {device}, {info.world_size} process(es), "
            f"{'autocast ' + str(rt.amp_dtype).replace('torch.', '') if rt.amp_dtype else 'float32'})")
     n_fake = sum(int(r["label"]) for r in records)
     rt.log(f"training crops: {len(records)} ({len(records) - n_fake} natural, {n_fake} fake) from {cfg['data']['manifest']}")
     rt.log(chosen.describe())
-    rows = _history(run, newest)
+    rows = plan.rows
     trained = 0
-    if 1 in stages and s2 is None:
-        trained += run_stage(rt, model, build_stage1(rt, model, records), s1, rows, hooks,
-                             resume_path=run.last_checkpoint_path(1) if s1 is not None else None)
+    if 1 in stages and 2 not in plan.epochs:
+        trained += run_stage(rt, model, build_stage1(rt, model, records), start if plan.resumes(1) else None,
+                             rows, hooks, resume_path=run.last_checkpoint_path(1) if plan.resumes(1) else None)
     if 2 in stages:
-        s1 = run.latest_checkpoint(1) if s2 is None else s1
-        if s2 is None and s1 is not None:
-            model.load_state_dict(s1["model"])
         model.to(device)
+        # stage 2 starts from rank 0's model, the one its checkpoint holds: without synchronised batch
+        # norm each rank's last stage-1 step left its own running statistics in the encoder
+        broadcast_state(model)
         if cfg["loss"]["kind"] == "ce":
             save_ce_detector(rt, model, rows)
             trained += 1
         else:
-            trained += run_stage(rt, model, build_stage2(rt, model, records), s2, rows, hooks,
-                                 resume_path=run.last_checkpoint_path(2) if s2 is not None else None)
-    complete = resuming.finished(run.latest_checkpoint(2), cfg) if info.is_main else 2 in stages
+            trained += run_stage(rt, model, build_stage2(rt, model, records), start if plan.resumes(2) else None,
+                                 rows, hooks, resume_path=run.last_checkpoint_path(2) if plan.resumes(2) else None)
     if info.is_main:
         rt.log(f"checkpoints in {run.checkpoint_dir}; epochs.csv and tb/ in {run.path}")
     barrier()
-    return _finish(Outcome(run, cfg, trained=trained > 0, complete=complete, is_main=info.is_main), hooks)
+    return _finish(Outcome(run, cfg, trained=trained > 0, complete=2 in stages, is_main=info.is_main), hooks)
 
 
 def _finish(outcome: Outcome, hooks: Sequence[HookBase]) -> RunDir:

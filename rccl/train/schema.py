@@ -90,12 +90,23 @@ def interval(low=None, high=None, *, low_open=False, integer=False):
     return rule
 
 
+def takes_words(rule) -> bool:
+    """Whether the rule's values are words (a choice or a text): YAML must hand it the word as written, not
+    what YAML 1.1 reads into it (`off`, `no` -> false; `2024` -> an integer): rccl.train.config asks this."""
+    return bool(getattr(rule, "takes_words", False))
+
+
+def _words(rule):
+    rule.takes_words = True
+    return rule
+
+
 def choice(*allowed):
     def rule(v):
         if v not in allowed:
             raise Invalid(f"must be one of {', '.join(map(str, allowed))}, got {_show(v)}")
         return v
-    return rule
+    return _words(rule) if all(isinstance(a, str) for a in allowed) else rule
 
 
 def text(*, nonempty=True, name=False):
@@ -105,14 +116,14 @@ def text(*, nonempty=True, name=False):
         if name and ("/" in v or "\\" in v or v in (".", "..")):
             raise Invalid(f"must be a plain name (no path separators), got {_show(v)}")
         return v
-    return rule
+    return _words(rule)
 
 
 def optional(inner):
     """null, or what `inner` accepts."""
     def rule(v):
         return None if v is None else inner(v)
-    return rule
+    return _words(rule) if takes_words(inner) else rule
 
 
 def mapping():
@@ -265,6 +276,9 @@ SCHEMA: dict = {
     "train.keep_epochs": integer(0),
     "train.progress": boolean(),
     "train.log_every": integer(1),
+    "train.sync_bn": boolean(),
+    "train.clip_grad": optional(number(0, low_open=True)),
+    "train.decay_norm_and_bias": boolean(),
     "eval.qualities": subset_of(QUALITIES),
     "eval.split": text(),
     "eval.batch_size": integer(1),

@@ -9,6 +9,7 @@ global batch, SGD. The loss module's centre and banks are reset at the start of 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -28,11 +29,21 @@ def contrastive_step(net: nn.Module, loss_fn: RealCentricLoss, view1: torch.Tens
     with autocast:
         z = net(torch.cat([view1, view2]))
     # the autocast dtype on CUDA where the compiled op takes it (its tensor-core path), float32 elsewhere
-    z = gather_with_grad(z.to(loss_fn.feature_dtype(z)))
-    all_labels = gather_no_grad(torch.cat([labels, labels]))
+    z = one_process_order(gather_with_grad(z.to(loss_fn.feature_dtype(z))))
+    all_labels = one_process_order(gather_no_grad(torch.cat([labels, labels])))
     collapsed = loss_fn.collapsed_value(all_labels)  # before the call, which updates the banks
     loss = loss_fn(z, all_labels)
     return loss, collapse.step_sums(loss, collapsed, z, all_labels)
+
+
+def one_process_order(x: torch.Tensor) -> torch.Tensor:
+    """Rows gathered from the ranks (each rank's [view1; view2], rank after rank) in the order one process
+    has them for the global batch: every first view, then every second view (each in global-batch order,
+    the ranks' shares being consecutive). Nothing moves in one process."""
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world == 1:
+        return x
+    return x.reshape(world, 2, -1, *x.shape[1:]).transpose(0, 1).reshape(x.shape)
 
 
 def cross_entropy_step(net: nn.Module, view1, view2, labels, autocast) -> torch.Tensor:

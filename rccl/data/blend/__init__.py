@@ -4,7 +4,7 @@
 params      the ranges of every draw (BlendParams)
 mask        the landmarks' hull -> moved, deformed, eroded/dilated, blurred, scaled: the blending mask
 jitter      the source copy's colour, frequency and zoom/shift jitters
-pseudo_fake self_blend(crops, landmarks): the batch of pseudo-fakes and their masks
+pseudo_fake self_blend(crops, landmarks): the batch of pseudo-fakes, their masks and the naturals they pair with
 records     training_set(records, mode): the records of a data.fakes mode, each pseudo-fake a record
 """
 from rccl.data.blend.params import DEFAULT_PARAMS, BlendParams

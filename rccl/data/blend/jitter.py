@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rccl.data.blend import draws
 from rccl.data.blend.params import DEFAULT_PARAMS, BlendParams
 
 _GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
@@ -12,7 +13,7 @@ _GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 def _signed(n: int, lo: float, hi: float, generator=None) -> torch.Tensor:
     """n values with |v| uniform in [lo, hi] and a random sign."""
-    u = torch.rand(n, 2, generator=generator)
+    u = draws.rand(generator, n, 2)
     return (lo + (hi - lo) * u[:, 0]) * torch.where(u[:, 1] < 0.5, -1.0, 1.0)
 
 
@@ -21,7 +22,7 @@ def colour(images: torch.Tensor, params: BlendParams = DEFAULT_PARAMS, generator
     offset (never below params.brightness[0], so the source always differs from the crop). All four are
     linear in the pixel: one 3x3 matrix and offset per sample, applied in one batched product."""
     b, _, h, w = images.shape
-    u = torch.rand(b, 6, generator=generator)
+    u = draws.rand(generator, b, 6)
     shift = (2 * u[:, :3] - 1) * params.rgb_shift * (u[:, 3:4] < params.rgb_shift_p)
     saturation = 1 + (2 * u[:, 4] - 1) * params.saturation
     contrast = 1 + (2 * u[:, 5] - 1) * params.contrast
@@ -47,7 +48,7 @@ def frequency_and_move(images: torch.Tensor, theta: torch.Tensor, params: BlendP
     edge for the mask to pick up. One bilinear resampling per sample: a lowered sample is resampled from its
     small copy directly (bilinear back up and the move in one grid_sample)."""
     b, c, h, w = images.shape
-    u = torch.rand(b, 3, generator=generator)
+    u = draws.rand(generator, b, 3)
     grid = F.affine_grid(theta, (b, c, h, w), align_corners=False)
     out = torch.empty_like(images)
     sharpen_it = u[:, 0] < 1 - params.downscale_p  # at 0.5, the draws of the fixed half-and-half

@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from rccl.data.blend import draws
 from rccl.data.blend.params import DEFAULT_PARAMS, BlendParams
 
 
@@ -96,7 +97,7 @@ def reach(crop_side: int, params: BlendParams = DEFAULT_PARAMS) -> int:
 def source_affine(n: int, params: BlendParams = DEFAULT_PARAMS, generator=None) -> torch.Tensor:
     """(n, 2, 3) affine_grid matrices: output pixel x samples the input at s * x + t (normalised coords),
     one zoom s and shift t per sample, shared by the source copy and its mask."""
-    u = torch.rand(n, 3, generator=generator)
+    u = draws.rand(generator, n, 3)
     lo, hi = params.scale
     s = 1 / (lo + (hi - lo) * u[:, 0])
     t = (2 * u[:, 1:] - 1) * 2 * torch.tensor(params.translate, dtype=torch.float32)
@@ -116,20 +117,20 @@ def blend_masks(landmarks: torch.Tensor, crop_side: int, theta: torch.Tensor, pa
     # the hull moves with the source copy, then an elastic deformation: a smooth field from a coarse grid
     grid = F.affine_grid(theta, (b, 1, side, side), align_corners=False)
     g = params.deform_grid
-    coarse = (2 * torch.rand(b, 2, g, g, generator=generator) - 1) * params.deform
+    coarse = (2 * draws.rand(generator, b, 2, g, g) - 1) * params.deform
     field = F.interpolate(coarse, size=(side, side), mode="bicubic", align_corners=True)
     field = field.clamp(-params.deform, params.deform).permute(0, 2, 3, 1)
     mask = F.grid_sample(hull, grid + field, mode="bilinear", padding_mode="zeros", align_corners=False)
     mask = (mask > 0.5).float()
     r_max = morph_radius(side, params)
-    radius = torch.randint(-r_max, r_max + 1, (b,), generator=generator)
+    radius = draws.randint(generator, -r_max, r_max + 1, b)
     mask = _morph(mask, radius)
     lo, hi = params.blur_sigma
-    sigma = (lo + (hi - lo) * torch.rand(b, generator=generator)) * side
+    sigma = (lo + (hi - lo) * draws.rand(generator, b)) * side
     mask = _blur(mask, sigma, blur_radius(side, params))
     mask = mask / mask.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
     ratios = torch.tensor(params.ratios, dtype=torch.float32)
-    ratio = ratios[torch.randint(len(ratios), (b,), generator=generator)]
+    ratio = ratios[draws.randint(generator, 0, len(ratios), b)]
     mask = mask * ratio.view(-1, 1, 1, 1)
     if side != crop_side:
         mask = F.interpolate(mask, size=(crop_side, crop_side), mode="bilinear", align_corners=False)

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from rccl.data.blend import jitter
+from rccl.data.blend import draws, jitter
 from rccl.data.blend.mask import blend_masks, source_affine
 from rccl.data.blend.params import DEFAULT_PARAMS, BlendParams
 
@@ -33,7 +33,8 @@ def self_blend(crops: torch.Tensor, landmarks: torch.Tensor, params: BlendParams
                generator: torch.Generator | None = None) -> SelfBlend:
     """crops: uint8 (B, 3, S, S); landmarks: (B, 68, 2) x, y in crop pixels. Returns SelfBlend(fakes,
     masks, naturals). `generator`: a torch.Generator for reproducible draws (None: torch's global one,
-    seeded per DataLoader worker). With params.target_p == 0 no draw is added: the draws of earlier
+    seeded per DataLoader worker), or a rccl.data.blend.draws.RowDraws: these crops are rows of a larger
+    batch, whose draws are made. With params.target_p == 0 no draw is added: the draws of earlier
     versions (every jitter on the source)."""
     if crops.dim() != 4 or crops.shape[1] != 3 or crops.dtype != torch.uint8:
         raise ValueError(f"self_blend: crops must be uint8 (B, 3, S, S), got {crops.dtype} {list(crops.shape)}")
@@ -43,7 +44,7 @@ def self_blend(crops: torch.Tensor, landmarks: torch.Tensor, params: BlendParams
     if landmarks.shape[0] != b or landmarks.dim() != 3 or landmarks.shape[2] != 2:
         raise ValueError(f"self_blend: landmarks must be ({b}, P, 2), got {list(landmarks.shape)}")
     crop = crops.float() / 255
-    on_target = (torch.rand(b, generator=generator) < params.target_p if params.target_p > 0
+    on_target = (draws.rand(generator, b) < params.target_p if params.target_p > 0
                  else torch.zeros(b, dtype=torch.bool))
     theta = source_affine(b, params, generator)
     # the jitters with the source's move, or in place (identity) for the crops whose target takes them
