@@ -367,16 +367,22 @@ def run_one(label: str, config: str, seed: int, overrides: list[str], manifest: 
 
 
 # ------------------------------------------------------------------------------------------ results file
-def load_results(path: Path) -> dict:
+def read_results_file(path: Path, bench: str, empty: dict) -> dict:
+    """A table bench's results JSON, or a fresh copy of `empty` where there is none yet; a file that is not
+    one is an error naming it (never overwritten by a later write)."""
     if not path.is_file():
-        return {"seeds": [], "rows": []}
+        return json.loads(json.dumps(empty))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise BenchError(f"{path}: not valid JSON ({e}); move it away or pass another --out") from None
-    if not isinstance(data.get("rows"), list):
-        raise BenchError(f"{path}: not a paper_tables results file (no 'rows' list)")
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise BenchError(f"{path}: not a {bench} results file (no 'rows' list)")
     return data
+
+
+def load_results(path: Path) -> dict:
+    return read_results_file(path, "paper_tables", {"seeds": [], "rows": []})
 
 
 def find_row(results: dict, table: str, row: str) -> dict | None:
@@ -587,14 +593,51 @@ def paired_comparison(results: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ main
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="paper_tables", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", action="append", metavar="TABLE:ROW",
-                   help="rows to run (repeatable or comma list; a bare TABLE = all its rows); default: all")
+def select_setting_rows(values: list[str] | None, rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """--only SETTING[:METHOD] (repeatable, comma lists) -> the (setting, method, config) rows chosen, in
+    their order (sbi_tables', real_tables' rows)."""
+    if not values:
+        return list(rows)
+    chosen = set()
+    for item in (v.strip() for value in values for v in value.split(",")):
+        setting, _, method = item.partition(":")
+        hits = [r for r in rows if r[0] == setting and (not method or r[1] == method)]
+        if not hits:
+            raise BenchError(f"--only {item!r}: no such row (rows: {', '.join(f'{s}:{m}' for s, m, _ in rows)})")
+        chosen.update(hits)
+    return [r for r in rows if r in chosen]
+
+
+def table_parser(prog: str, doc: str, *, rows: str, rows_help: str, out: Path, bench_config: Path,
+                 runs: Path, checkpoints_help: str) -> argparse.ArgumentParser:
+    """The flags the table benches (paper_tables, sbi_tables, real_tables) share, with each bench's defaults."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", action="append", metavar=rows, help=f"rows to run (repeatable or comma list; {rows_help})")
     p.add_argument("--seeds", default="0,1,2", help="comma list (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=OUT_JSON, help="results JSON; the .md is written beside it")
+    p.add_argument("--out", type=Path, default=out, help="results JSON; the .md is written beside it")
     p.add_argument("--force", action="store_true", help="rerun rows/seeds already in the JSON")
+    p.add_argument("--bench-config", type=Path, default=bench_config)
+    p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
+    p.add_argument("--runs", type=Path, default=runs, help="run folders and logs")
+    p.add_argument("--nice", type=int, default=0, help="niceness of each training run (default 0: none)")
+    p.add_argument("--keep-checkpoints", action="store_true", help=checkpoints_help)
+    return p
+
+
+def run_bench(prog: str, body, args, *extra) -> int:
+    """body(args, *extra) with a bad input reported as `PROG: error: MESSAGE`, exit status 2."""
+    try:
+        return body(args, *extra)
+    except RcclError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = table_parser("paper_tables", __doc__, rows="TABLE:ROW",
+                     rows_help="a bare TABLE = all its rows); default: all", out=OUT_JSON,
+                     bench_config=BENCH_CONFIG, runs=ROOT / "runs" / "paper_tables",
+                     checkpoints_help="keep each run's checkpoints (default: removed once its metrics are read)")
     p.add_argument("--verify", action="store_true",
                    help=f"rerun the selected rows/seeds already in the JSON and compare (|AUC diff| <= "
                         f"{REPRO_TOLERANCE}); the JSON is not changed")
@@ -603,22 +646,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="hold a shared flock on this file during each run (e.g. the machine's CPU lock)")
     p.add_argument("--merge", action="append", type=Path, default=[], metavar="FILE",
                    help="first merge the results of FILE (another part's --out; repeatable) into --out")
-    p.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep each run's checkpoints (default: removed once its metrics are read)")
-    p.add_argument("--bench-config", type=Path, default=BENCH_CONFIG)
-    p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "paper_tables", help="run folders and logs")
-    p.add_argument("--nice", type=int, default=0, help="niceness of each training run (default 0: none)")
     p.add_argument("--synth-set", action="append", default=[], metavar="KEY=VALUE",
                    help="change a parameter of the preset's synthetic tree (repeatable; e.g. "
                         "generator_down=[1.15,1.4], seam_scale=2): another data set, so give --out too")
     p.add_argument("--list", action="store_true", help="print the rows, their configs and shared runs; run nothing")
-    args = p.parse_args(argv)
-    try:
-        return _main(args)
-    except RcclError as e:
-        print(f"paper_tables: error: {e}", file=sys.stderr)
-        return 2
+    return run_bench("paper_tables", _main, p.parse_args(argv))
 
 
 def plan_units(rows, seeds, plan: dict, results: dict, *, force: bool, verify: bool) -> list[tuple[str, int]]:

@@ -39,10 +39,10 @@ from pathlib import Path
 
 import yaml
 
-from bench.paper_tables import (QUALITIES, ROOT, BenchError, config_hash, default_cache, parse_seeds, run_one,
-                                training_config)
+from bench.paper_tables import (QUALITIES, ROOT, BenchError, config_hash, default_cache, parse_seeds,
+                                read_results_file, run_bench, run_one, select_setting_rows,
+                                table_parser, training_config)
 from bench.real_videos import REAL, prepare_real, score_run, summarize
-from rccl.errors import RcclError
 from rccl.fileio import write_json, write_text
 
 BENCH_CONFIG = ROOT / "bench" / "real_tables.yaml"
@@ -103,17 +103,7 @@ def row_run_name(setting: str, method: str, seed: int) -> str:
 
 
 def parse_only(values: list[str] | None) -> list[tuple[str, str, str]]:
-    """--only SETTING[:METHOD] (repeatable, comma lists) -> the ROWS chosen, in ROWS' order."""
-    if not values:
-        return list(ROWS)
-    chosen = set()
-    for item in (v.strip() for value in values for v in value.split(",")):
-        setting, _, method = item.partition(":")
-        hits = [r for r in ROWS if r[0] == setting and (not method or r[1] == method)]
-        if not hits:
-            raise BenchError(f"--only {item!r}: no such row (rows: {', '.join(f'{s}:{m}' for s, m, _ in ROWS)})")
-        chosen.update(hits)
-    return [r for r in ROWS if r in chosen]
+    return select_setting_rows(values, ROWS)
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -157,15 +147,7 @@ def prepare_data(settings: dict, cache: Path, log, utkface: Path = UTKFACE) -> P
 
 # ------------------------------------------------------------------------------------------ results
 def load_results(path: Path) -> dict:
-    if not path.is_file():
-        return {"rows": []}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise BenchError(f"{path}: not valid JSON ({e}); move it away or pass another --out") from None
-    if not isinstance(data.get("rows"), list):
-        raise BenchError(f"{path}: not a real_tables results file (no 'rows' list)")
-    return data
+    return read_results_file(path, "real_tables", {"rows": []})
 
 
 def merge_run(results: dict, setting: str, method: str, config: str, chash: str, seed: int, metrics: dict,
@@ -313,21 +295,12 @@ def write(results: dict, out: Path, command: str, hashes: dict | None = None) ->
 
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="real_tables", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", action="append", metavar="SETTING[:METHOD]",
-                   help="rows to run (repeatable or comma list; e.g. swaps, real-sbi:Ours); default: all")
-    p.add_argument("--seeds", default="0,1,2", help="comma list (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=OUT_JSON, help="results JSON; the .md is written beside it")
-    p.add_argument("--force", action="store_true", help="rerun rows/seeds already in the JSON")
-    p.add_argument("--bench-config", type=Path, default=BENCH_CONFIG)
-    p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "real_tables", help="run folders and logs")
+    p = table_parser("real_tables", __doc__, rows="SETTING[:METHOD]", rows_help="e.g. swaps, real-sbi:Ours); default: all",
+                     out=OUT_JSON, bench_config=BENCH_CONFIG, runs=ROOT / "runs" / "real_tables",
+                     checkpoints_help="keep each run's checkpoints (bench/sbi_degrade.py needs them)")
     p.add_argument("--real", type=Path, default=REAL, help="the real sample videos (default: %(default)s)")
     p.add_argument("--utkface", type=Path, default=UTKFACE, help="UTKFace's folder (default: %(default)s)")
     p.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each (default: %(default)s)")
-    p.add_argument("--nice", type=int, default=0, help="niceness of each run (default 0: none)")
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's checkpoints")
     p.add_argument("--crop-size", type=int, default=None,
                    help="prepare the tree at this crop size and train the swaps/sbi rows at it (the crop-size "
                         "measurement): another data set, so give --out too")
@@ -337,11 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _main(args, " ".join(["python -m bench.real_tables", *(argv if argv is not None else sys.argv[1:])]))
-    except RcclError as e:
-        print(f"real_tables: error: {e}", file=sys.stderr)
-        return 2
+    return run_bench("real_tables", _main, args,
+                     " ".join(["python -m bench.real_tables", *(argv if argv is not None else sys.argv[1:])]))
 
 
 def _main(args, command: str) -> int:

@@ -22,7 +22,6 @@ and its markdown are rewritten after every run. Runs go one at a time (--jobs is
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -30,9 +29,9 @@ import time
 from pathlib import Path
 
 from bench.paper_tables import (BENCH_CONFIG, QUALITIES, ROOT, BenchError, config_hash, default_cache,
-                                parse_seeds, read_bench_config, run_name, run_one, training_config)
+                                parse_seeds, read_bench_config, read_results_file, run_bench, run_name, run_one,
+                                select_setting_rows, table_parser, training_config)
 from bench.real_videos import CROSS, REAL, per_video, prepare_real, score_run
-from rccl.errors import RcclError
 from rccl.fileio import write_json, write_text
 
 OUT_JSON = ROOT / "bench" / "results" / "sbi_tables.json"
@@ -75,17 +74,7 @@ def row_run_name(setting: str, config: str, seed: int) -> str:
         name = f"{stem}-{''.join(c if c.isalnum() else '-' for c in setting)}-{s}"
     return name
 def parse_only(values: list[str] | None) -> list[tuple[str, str, str]]:
-    """--only SETTING[:METHOD] (repeatable, comma lists) -> the ROWS chosen, in ROWS' order."""
-    if not values:
-        return list(ROWS)
-    chosen = set()
-    for item in (v.strip() for value in values for v in value.split(",")):
-        setting, _, method = item.partition(":")
-        hits = [r for r in ROWS if r[0] == setting and (not method or r[1] == method)]
-        if not hits:
-            raise BenchError(f"--only {item!r}: no such row (rows: {', '.join(f'{s}:{m}' for s, m, _ in ROWS)})")
-        chosen.update(hits)
-    return [r for r in ROWS if r in chosen]
+    return select_setting_rows(values, ROWS)
 
 
 def prepare_data(preset_name: str, cache: Path, log) -> Path:
@@ -106,12 +95,7 @@ def cross_scores(run_dir: Path, real: dict[str, Path], nice: int) -> dict[str, d
 
 
 def load_results(path: Path) -> dict:
-    if not path.is_file():
-        return {"rows": []}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data.get("rows"), list):
-        raise BenchError(f"{path}: not an sbi_tables results file (no 'rows' list)")
-    return data
+    return read_results_file(path, "sbi_tables", {"rows": []})
 
 
 def merge_run(results: dict, setting: str, method: str, config: str, chash: str, seed: int, metrics: dict,
@@ -177,32 +161,19 @@ def write(results: dict, out: Path, command: str) -> None:
 
 # ------------------------------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sbi_tables", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", action="append", metavar="SETTING[:METHOD]",
-                   help="rows to run (repeatable or comma list; e.g. sbi, sbi:Ours, true:CE); default: all")
-    p.add_argument("--seeds", default="0,1,2", help="comma list (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=OUT_JSON, help="results JSON; the .md is written beside it")
-    p.add_argument("--force", action="store_true", help="rerun rows/seeds already in the JSON")
-    p.add_argument("--bench-config", type=Path, default=BENCH_CONFIG, help="the budget (paper_tables')")
-    p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "sbi_tables", help="run folders and logs")
+    p = table_parser("sbi_tables", __doc__, rows="SETTING[:METHOD]", rows_help="e.g. sbi, sbi:Ours, true:CE); default: all",
+                     out=OUT_JSON, bench_config=BENCH_CONFIG, runs=ROOT / "runs" / "sbi_tables",
+                     checkpoints_help="keep each run's checkpoints (~60 MB a run; bench/sbi_degrade.py needs them)")
     p.add_argument("--real", type=Path, default=REAL, help="the real samples' folder (default: %(default)s)")
     p.add_argument("--no-cross", action="store_true", help="skip the cross-dataset scores")
-    p.add_argument("--nice", type=int, default=0, help="niceness of each run (default 0: none)")
-    p.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep each run's checkpoints (~60 MB a run; bench/sbi_degrade.py needs them)")
     p.add_argument("--list", action="store_true", help="print the rows and their commands; run nothing")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return _main(args, " ".join(["python -m bench.sbi_tables", *(argv if argv is not None else sys.argv[1:])]))
-    except RcclError as e:
-        print(f"sbi_tables: error: {e}", file=sys.stderr)
-        return 2
+    return run_bench("sbi_tables", _main, args,
+                     " ".join(["python -m bench.sbi_tables", *(argv if argv is not None else sys.argv[1:])]))
 
 
 def _main(args, command: str) -> int:

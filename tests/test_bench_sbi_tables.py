@@ -104,3 +104,16 @@ def test_results_and_markdown(tmp_path):
     merge_run(results, "sbi", "Ours", ROWS[2][2], "h3", 0, metrics, {}, 60, 55)  # another config: runs reset
     assert sorted(results["rows"][0]["runs"]) == ["0"]
     assert (ROOT / ROWS[0][2]).is_file()
+
+
+def test_a_broken_results_file_is_named_and_left_alone(tmp_path):
+    broken = tmp_path / "sbi.json"
+    broken.write_text("{ cut off", encoding="utf-8")
+    with pytest.raises(BenchError, match=r"sbi\.json: not valid JSON"):
+        load_results(broken)
+    other = tmp_path / "other.json"
+    other.write_text('{"seeds": 3}', encoding="utf-8")
+    with pytest.raises(BenchError, match="not a sbi_tables results file"):
+        load_results(other)
+    assert broken.read_text(encoding="utf-8") == "{ cut off"
+    assert load_results(tmp_path / "none.json") == {"rows": []}
