@@ -60,8 +60,8 @@ def test_crop_size_needs_its_own_out(tmp_path, capsys):
 
 def test_merge_and_markdown():
     results = {"rows": []}
-    real = {"frame_auc": 0.75, "natural_tnr": 0.6, "naturals_below_every_method": True,
-            "videos": {"ffpp:a.mp4": {"label": 0, "score": 0.2, "crops": 16}}}
+    real = {"frame_auc": 0.75, "natural_tnr": 0.6, "naturals_below_every_method": False, "natural_video_mean": 0.3,
+            "method_means": {"Deepfakes": 0.9, "Face2Face": 0.4}, "videos": {"ffpp:a.mp4": {"label": 0, "score": 0.2, "crops": 16}}}
     for seed, (ours, sup, ce) in enumerate([(0.9, 0.8, 0.7), (0.85, 0.8, 0.6), (0.88, 0.81, 0.65)]):
         merge_run(results, "swaps", "Ours", "o.yaml", "h3", seed, _metrics(0.99, ours), None, 60, 50)
         merge_run(results, "swaps", "Sup. Con", "s.yaml", "h2", seed, _metrics(0.99, sup), None, 60, 50)
@@ -74,6 +74,6 @@ def test_merge_and_markdown():
     assert "**Stale rows**: swaps:Ours" in md and "| swaps | Ours (stale) | 3 |" in md
     assert "| Ours − Sup. Con | +0.0 / +0.0 / +0.0 (mean +0.0 ± 0.0) |" in md
     assert "+10.0 / +5.0 / +7.0 (mean +7.3 ± 2.5, separates)" in md  # c40, Ours − Sup. Con
-    assert "| real-sbi | CE | 1 | 75.0 | 60.0 | 1/1 |" in md and "| ffpp:a.mp4 | 0 |" in md
+    assert "| real-sbi | CE | 1 | 75.0 | 60.0 | 1/1 | 0/1 |" in md  # the naturals' mean is below, not every natural and "| ffpp:a.mp4 | 0 |" in md
     merge_run(results, "swaps", "Ours", "o.yaml", "new", 0, _metrics(0.5, 0.5), None, 60, 50)
     assert list(next(r for r in results["rows"] if r["method"] == "Ours" and r["setting"] == "swaps")["runs"]) == ["0"]
