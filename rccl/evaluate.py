@@ -71,13 +71,28 @@ def check_name(name: str) -> str:
     return name
 
 
-def select_records(records: list[dict], qualities: Sequence[str], split: str, manifest: Path) -> dict[str, list[dict]]:
-    """The rows of each quality in `split`; every problem is found before any scoring starts."""
-    by_quality: dict[str, list[dict]] = {q: [] for q in qualities}
+def select_records(records: list[dict], qualities: Sequence[str], split: str, manifest: Path, *,
+                   skip_absent: bool = False, note=print) -> dict[str, list[dict]]:
+    """The rows of each quality in `split`; every problem is found before any scoring starts. `skip_absent`:
+    a quality the manifest has no crops of is left out (said through `note`) instead of refused, unless none
+    is left."""
     present_qualities = sorted({r["quality"] for r in records})
+    absent = [q for q in qualities if q not in present_qualities] if skip_absent else []
+    if absent and len(absent) < len(qualities):
+        qualities = [q for q in qualities if q in present_qualities]
+    by_quality: dict[str, list[dict]] = {q: [] for q in qualities}
     for r in records:
         if r["split"] == split and r["quality"] in by_quality:
             by_quality[r["quality"]].append(r)
+    if skip_absent and not any(by_quality.values()) and set(by_quality) <= set(present_qualities):
+        splits = sorted({r["split"] for r in records if r["quality"] in by_quality})
+        note(f"evaluation: manifest {manifest} has no {', '.join(by_quality)} crops in split {split!r} (they are "
+             f"in: {', '.join(splits) or 'none'}): nothing to evaluate; score the run on other data with rccl-eval "
+             f"RUN --manifest M")
+        return {}
+    if absent and len(absent) < len(qualities) + len(absent):
+        note(f"evaluation: manifest {manifest} has no {', '.join(absent)} crops (it has: "
+             f"{', '.join(present_qualities)}); evaluated without them (rccl-prep --qualities adds them)")
     for q in qualities:
         if q not in present_qualities:
             raise EvaluationError(f"manifest {manifest}: no crops of quality {q!r} (it has: "
@@ -264,7 +279,7 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
                  device: str | torch.device | None = None, batch_size: int = 64, *,
                  manifest: str | os.PathLike | None = None, name: str | None = None, num_workers: int = 0,
                  progress: bool = True, verbose: bool = True, paper_columns: bool = False,
-                 detector: tuple | None = None, sharded: bool = False) -> dict:
+                 detector: tuple | None = None, sharded: bool = False, skip_absent: bool = False) -> dict:
     """Score the `split` crops of each quality with the run's stage-2 detector; returns
     {quality: {"frame": {...}, "video": {...}}} with METRIC_KEYS and counts.
 
@@ -273,7 +288,10 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
     the summary across datasets. `detector`: (model, cfg) already loaded (default: RunDir.load_detector).
     `sharded`, in a process group of several processes (torchrun, rccl-train's evaluation after training):
     each rank scores its share of the loader's batches, the scores meet on every rank (rccl.ranks), rank 0
-    checks the crop files, writes every file and prints; the numbers are one process's, bit for bit."""
+    checks the crop files, writes every file and prints; the numbers are one process's, bit for bit.
+    `skip_absent`: qualities the manifest lacks are left out with a note, and a split it lacks is a note and {}
+    (rccl-train's evaluation after training: its eval.qualities default may ask for more than was prepared, and
+    a set of naturals may be all training data), not refused."""
     rank, world = rank_and_world() if sharded else (0, 1)
     main = rank == 0
     run = RunDir(run_dir)
@@ -298,7 +316,8 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
         if manifest_path is None:
             raise EvaluationError(f"{run.config_path}: no data.manifest; pass the manifest explicitly (--manifest)")
         records = read_manifest(manifest_path, check_files=main)
-        by_quality = select_records(records, qualities, split, manifest_path)
+        by_quality = select_records(records, qualities, split, manifest_path, skip_absent=skip_absent,
+                                    note=print if main and verbose else (lambda _: None))
         if name is not None:
             dataset = check_name(name)
         else:
@@ -306,12 +325,13 @@ def evaluate_run(run_dir: str | os.PathLike, qualities: Sequence[str] = QUALITIE
         return model, cfg, by_quality, dataset
 
     model, cfg, by_quality, dataset = on_every_rank(prepare) if sharded else prepare()
+    if not by_quality:  # skip_absent, and the split is empty: said in select_records
+        return {}
     results: dict[str, dict] = {}
     # A run whose stage 1 trained the projector (not cross-entropy): how far apart the test crops'
     # projections lie, per class (the collapse watch's class gap, on held-out data)
     contrastive = (cfg.get("loss") or {}).get("kind") in ("rccl", "supcon") and hasattr(model, "projector")
-    for q in qualities:
-        rows = by_quality[q]
+    for q, rows in by_quality.items():
         mine = _batches_of_rank(len(rows), batch_size, rank, world)
         score = lambda: _score_share(model, cfg, rows, mine, batch_size=batch_size,  # noqa: E731
                                      num_workers=num_workers, device=device, contrastive=contrastive,

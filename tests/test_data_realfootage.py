@@ -105,11 +105,32 @@ def test_folder_of_videos_and_images_with_splits(tmp_path):
     reasons = {p.path: p.reason for p in layout.problems}
     assert "neither a video nor an image" in reasons["fake/notes.txt"]
     assert "named in splits.json" in reasons["real/missing.mp4"]
-    with pytest.raises(LayoutError, match="expected folders real/ and fake/.*missing real, fake"):
+    with pytest.raises(LayoutError, match="expected a folder real/.*found neither.*goes under .*real/"):
         read_layout("folder", tmp_path / "real")
     (tmp_path / "splits.json").write_text(json.dumps({"holdout": []}))
     with pytest.raises(LayoutError, match="splits.json: expected"):
         read_layout("folder", tmp_path)
+
+
+def test_a_folder_of_naturals_alone_is_a_folder_layout(tmp_path):
+    """real/ without fake/ is a naturals-only set (what a self-blending detector trains on); fake/ alone is a
+    set to score. Nothing under either is still an error naming the folder."""
+    Image.new("RGB", (8, 8)).save(_mkparent(tmp_path / "naturals/real/a.jpg"))
+    Image.new("RGB", (8, 8)).save(tmp_path / "naturals/real/b.png")
+    (tmp_path / "naturals/splits.json").write_text(json.dumps({"train": ["real/a.jpg"]}))
+    layout = read_layout("folder", tmp_path / "naturals")
+    assert {(r.video, r.label, r.split) for r in layout.records} == {("real/a.jpg", 0, "train"), ("real/b.png", 0, "test")}
+    assert not layout.problems
+    Image.new("RGB", (8, 8)).save(_mkparent(tmp_path / "forgeries/fake/x/c.jpg"))
+    assert [(r.label, r.method) for r in read_layout("folder", tmp_path / "forgeries").records] == [(1, "x")]
+    (tmp_path / "empty/real").mkdir(parents=True)
+    with pytest.raises(LayoutError, match="empty.*hold no video or image"):
+        read_layout("folder", tmp_path / "empty")
+
+
+def _mkparent(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ DeepfakeBench

@@ -95,6 +95,22 @@ def test_absent_quality_is_named_and_nothing_is_written(run):
     assert not (run / "metrics.json").exists()
 
 
+def test_after_training_an_absent_quality_or_split_is_a_note_not_an_error(run, capsys):
+    """skip_absent (rccl-train's evaluation after training): qualities the manifest was not prepared with are
+    left out with a note naming them; a split it lacks (a set of naturals that is all training data) is a note
+    and no metrics file; a quality it has in another split only is still an error."""
+    results = evaluate_run(run, ("raw", "hq"), device="cpu", progress=False, verbose=True, skip_absent=True)
+    assert set(results) == {"raw"} and json.loads((run / "metrics.json").read_text()).keys() == {"raw"}
+    assert "has no hq crops (it has: c23, c40, raw); evaluated without them" in capsys.readouterr().out
+    assert evaluate_run(run, ("raw",), split="train", device="cpu", progress=False, skip_absent=True) == {}
+    assert "has no raw crops in split 'train' (they are in: test, val): nothing to evaluate" in capsys.readouterr().out
+    assert not (run / "metrics_train.json").exists()
+    with pytest.raises(EvaluationError, match="no crops of quality 'hq'"):
+        evaluate_run(run, ("hq",), device="cpu", progress=False, verbose=False, skip_absent=True)
+    with pytest.raises(EvaluationError, match=r"no 'c23' crops in split 'val'"):
+        evaluate_run(run, ("raw", "c23"), split="val", device="cpu", progress=False, verbose=False, skip_absent=True)
+
+
 def test_empty_split_is_named(run):
     with pytest.raises(EvaluationError, match=r"no 'c23' crops in split 'val' \(the 'c23' crops are in: test\)"):
         evaluate_run(run, ("raw", "c23"), split="val", device="cpu", progress=False, verbose=False)

@@ -122,7 +122,7 @@ def evaluation_hook():
             evaluate_run(run.path, cfg["eval"]["qualities"], cfg["eval"]["split"], device=device,
                          batch_size=cfg["eval"]["batch_size"], num_workers=cfg["data"]["workers"],
                          progress=bool(cfg["train"]["progress"]), verbose=outcome.is_main, detector=detector,
-                         sharded=True)
+                         sharded=True, skip_absent=True)
 
     return EvaluateAfterTraining()
 

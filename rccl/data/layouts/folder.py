@@ -1,5 +1,6 @@
 """A plain folder (`folder`):
-    ROOT/real/** and ROOT/fake/**       videos and images (an image is one frame), split "test" unless
+    ROOT/real/** and ROOT/fake/**       videos and images (an image is one frame; either folder may be absent:
+                                        naturals alone train a self-blending detector), split "test" unless
                                         ROOT/splits.json ({"train": [relative paths], "val": [...], ...}) says
     ROOT/forgeries.json (optional)      {fake: {"background": natural, "face": natural}}, paths relative to
                                         ROOT: where a fake's frame and its face came from (rccl-swap writes
@@ -20,16 +21,20 @@ FORGERY_KEYS = ("background", "face")
 
 
 def read_folder(root: str | os.PathLike) -> Layout:
-    """ROOT/real/** (label 0) and ROOT/fake/** (label 1), videos and images, at any depth."""
+    """ROOT/real/** (label 0) and ROOT/fake/** (label 1), videos and images, at any depth; either may be absent."""
     root = Path(root)
-    missing = [d for d in ("real", "fake") if not (root / d).is_dir()]
-    if missing:
-        raise LayoutError(f"{root} is not a real/fake folder: expected folders real/ and fake/ (videos or images "
-                          f"at any depth below them); missing {', '.join(missing)}. Found: {listing(root)}")
+    # either alone is a valid set: naturals only train a self-blending detector (data.fakes: sbi), fakes only
+    # are scored by one
+    if not any((root / d).is_dir() for d in ("real", "fake")):
+        raise LayoutError(f"{root} is not a real/fake folder: expected a folder real/ (natural videos or images at "
+                          f"any depth below it), fake/ (forgeries), or both; found neither. A folder of natural "
+                          f"photos or videos goes under {root / 'real'}/. Found: {listing(root)}")
     split_of = _read_folder_splits(root)
     origin_of = _read_folder_forgeries(root)
     layout = Layout("folder", root)
     for label, top in ((0, "real"), (1, "fake")):
+        if not (root / top).is_dir():
+            continue
         for p in sorted((root / top).rglob("*")):
             rel = p.relative_to(root).as_posix()
             if p.is_dir() or any(part.startswith(".") for part in p.relative_to(root).parts):
