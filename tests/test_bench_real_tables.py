@@ -21,15 +21,18 @@ def test_rows_resolve_and_differ_as_their_settings_say():
     assert settings["crop_size"] in (96, 128, 160) and f"data.image_size={settings['crop_size']}" in overrides
     for setting, method, config in ROWS:
         cfg = training_config(config, row_overrides(setting, method, overrides))
-        fakes = "real" if setting == "swaps" else "sbi"
+        fakes = "real" if setting.startswith("swaps") else "sbi"
         assert cfg["data"]["fakes"] == fakes, (setting, method)
         assert cfg["loss"]["kind"] == KIND[method], (setting, method)
         assert cfg["model"]["weights"] == "package:efficientnet-lite0"  # offline everywhere
     base = training_config("configs/real/sbi.yaml", row_overrides("real-sbi", "CE", overrides))
+    swaps = training_config("configs/tables/table2_ours.yaml", row_overrides("swaps", "Ours", overrides))
     for setting, extra in SETTING_OVERRIDES.items():
-        cfg = training_config("configs/real/sbi.yaml", row_overrides(setting, "CE", overrides))
+        config, reference = (("configs/tables/table2_ours.yaml", swaps) if setting.startswith("swaps")
+                             else ("configs/real/sbi.yaml", base))
+        cfg = training_config(config, row_overrides(setting, "Ours" if setting.startswith("swaps") else "CE", overrides))
         key = extra[0].split("=", 1)[0]  # e.g. data.augment.jpeg_p: the section key that holds it changes alone
-        changed = {f"{s}.{k}" for s in cfg if isinstance(cfg[s], dict) for k in cfg[s] if cfg[s][k] != base[s][k]}
+        changed = {f"{s}.{k}" for s in cfg if isinstance(cfg[s], dict) for k in cfg[s] if cfg[s][k] != reference[s][k]}
         assert changed == {".".join(key.split(".")[:2])}, (setting, changed)
 
 
@@ -67,13 +70,16 @@ def test_merge_and_markdown():
         merge_run(results, "swaps", "Sup. Con", "s.yaml", "h2", seed, _metrics(0.99, sup), None, 60, 50)
         merge_run(results, "swaps", "CE", "c.yaml", "h1", seed, _metrics(0.99, ce), None, 60, 50)
     merge_run(results, "real-sbi", "CE", "r.yaml", "h4", 0, _metrics(0.9, 0.8), real, 60, 50)
+    merge_run(results, "swaps x2", "Ours", "o.yaml", "h5", 1, _metrics(0.99, 0.75), None, 60, 50)
     assert [(r["setting"], r["method"]) for r in results["rows"]] == [
-        ("swaps", "CE"), ("swaps", "Sup. Con"), ("swaps", "Ours"), ("real-sbi", "CE")]  # ROWS' order
+        ("swaps", "CE"), ("swaps", "Sup. Con"), ("swaps", "Ours"), ("real-sbi", "CE"), ("swaps x2", "Ours")]  # ROWS' order
     md = render_markdown(results, "cmd", {("swaps", "CE"): "h1", ("swaps", "Sup. Con"): "h2", ("swaps", "Ours"): "new",
                                           ("real-sbi", "CE"): "h4"})
     assert "**Stale rows**: swaps:Ours" in md and "| swaps | Ours (stale) | 3 |" in md
     assert "| Ours − Sup. Con | +0.0 / +0.0 / +0.0 (mean +0.0 ± 0.0) |" in md
     assert "+10.0 / +5.0 / +7.0 (mean +7.3 ± 2.5, separates)" in md  # c40, Ours − Sup. Con
+    # across settings: paired on the seeds both have (seed 1 only), named with their settings
+    assert "| swaps x2 Ours − swaps CE | +0.0 (mean +0.0) | +7.5 (mean +7.5) | +15.0 (mean +15.0) |" in md
     assert "| real-sbi | CE | 1 | 75.0 | 60.0 | 1/1 | 0/1 |" in md  # the naturals' mean is below, not every natural and "| ffpp:a.mp4 | 0 |" in md
     merge_run(results, "swaps", "Ours", "o.yaml", "new", 0, _metrics(0.5, 0.5), None, 60, 50)
     assert list(next(r for r in results["rows"] if r["method"] == "Ours" and r["setting"] == "swaps")["runs"]) == ["0"]
