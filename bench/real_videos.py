@@ -28,17 +28,22 @@ CROSS = [("ffpp", "ffpp", "ffpp", "c23", ("train", "val", "test")),
          ("dfdc", "dfdc", "dfdc", "raw", ("train",))]
 
 
-def prepare_real(real: Path, cache: Path, log, crop_size: int = 128) -> dict[str, Path]:
-    """{name: manifest} of the real samples in CROSS, prepared once per crop size (the default detector)."""
+def prepare_real(real: Path, cache: Path, log, crop_size: int = 128, enlarge: float | None = None) -> dict[str, Path]:
+    """{name: manifest} of the real samples in CROSS, prepared once per crop size and face-box enlargement
+    (None: rccl-prep's default; the default detector)."""
     from rccl.data.prep import prepare
+    from rccl.data.prep.config import PrepConfig
 
     out = {}
     for name, dataset, folder, quality, _ in CROSS:
         if not (real / folder).is_dir():
             raise BenchError(f"real sample {real / folder}: no such folder (give --real, or skip the real videos)")
         suffix = "" if crop_size == 128 else f"-{crop_size}"  # the 128 px cache keeps its first name
+        if enlarge is not None and enlarge != PrepConfig.enlarge:
+            suffix += f"-enlarge{enlarge:g}"
         out[name] = Path(prepare(dataset, real / folder, cache / f"sbi-real-{name}{suffix}", qualities=(quality,),
-                                 pairs_per_video=8, crop_size=crop_size, progress=False, log=None))
+                                 pairs_per_video=8, crop_size=crop_size, progress=False, log=None,
+                                 **({} if enlarge is None else {"enlarge": enlarge})))
         log(f"real_videos: {name} {out[name]}")
     return out
 
@@ -132,11 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", type=Path, help="finished run folders (their stage-2 detector)")
     p.add_argument("--crop-size", type=int, default=128, help="the real samples' crop size (default: %(default)s)")
     p.add_argument("--real", type=Path, default=REAL, help="the real samples' folder (default: %(default)s)")
+    p.add_argument("--enlarge", type=float, default=None,
+                   help="the samples' face-box enlargement (default: rccl-prep's); another value crops the faces "
+                        "larger or smaller than the runs' training crops: does the face's scale matter?")
     p.add_argument("--cache", type=Path, default=None, help="data cache (default ~/.cache/rccl)")
     p.add_argument("--json", type=Path, default=None, help="also write the summaries to this JSON file")
     args = p.parse_args(argv)
     try:
-        real = prepare_real(args.real, (args.cache or default_cache()).expanduser(), lambda m: None, args.crop_size)
+        real = prepare_real(args.real, (args.cache or default_cache()).expanduser(), lambda m: None, args.crop_size,
+                            args.enlarge)
         out = {}
         for run in args.runs:
             s = summarize(score_run(run, real))
