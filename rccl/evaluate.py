@@ -78,8 +78,10 @@ def select_records(records: list[dict], qualities: Sequence[str], split: str, ma
     is left."""
     present_qualities = sorted({r["quality"] for r in records})
     absent = [q for q in qualities if q not in present_qualities] if skip_absent else []
-    if absent and len(absent) < len(qualities):
-        qualities = [q for q in qualities if q in present_qualities]
+    if len(absent) < len(qualities):  # some asked-for qualities are there: score those alone
+        qualities = [q for q in qualities if q not in absent]
+    else:  # none is there: refused below as without skip_absent
+        absent = []
     by_quality: dict[str, list[dict]] = {q: [] for q in qualities}
     for r in records:
         if r["split"] == split and r["quality"] in by_quality:
@@ -90,7 +92,7 @@ def select_records(records: list[dict], qualities: Sequence[str], split: str, ma
              f"in: {', '.join(splits) or 'none'}): nothing to evaluate; score the run on other data with rccl-eval "
              f"RUN --manifest M")
         return {}
-    if absent and len(absent) < len(qualities) + len(absent):
+    if absent:
         note(f"evaluation: manifest {manifest} has no {', '.join(absent)} crops (it has: "
              f"{', '.join(present_qualities)}); evaluated without them (rccl-prep --qualities adds them)")
     for q in qualities:
