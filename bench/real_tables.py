@@ -16,7 +16,9 @@ Rows (ROWS) by setting:
             seen), the recipe the synthetic bench used
   real-sbi  configs/real/sbi.yaml (the recipe for real faces, docs/self_blending.md) with each loss.kind
   and diagnostic settings (SETTING_OVERRIDES): real-sbi with one part of the recipe undone, real-sbi 4ep at
-  the recipe's first budget (half the stage-1 steps; its diagnostics were measured there), swaps x2.
+  the recipe's first budget (half the stage-1 steps; its diagnostics were measured there), real-sbi 12ep
+  (a longer stage 1), swaps x2 (twice the stage-1 steps), swaps t0.3 and swaps x2 t0.3 (the contrastive
+  losses at temperature 0.3).
 Every run is rccl-train (bench overrides on its config, evaluated on the tree's test split at raw / c23 /
 c40), then, for a naturals-only row, the ten real sample videos through rccl-eval (bench.real_videos). The
 swaps and sbi rows run at the budget of bench/real_tables.yaml; the real-sbi rows at their config's own
@@ -62,29 +64,41 @@ ROWS = [
     ("real-sbi", "Ours", "configs/real/sbi.yaml"),
     ("real-sbi -jpeg", "CE", "configs/real/sbi.yaml"),
     ("real-sbi -c23", "CE", "configs/real/sbi.yaml"),
+    ("real-sbi 12ep", "CE", "configs/real/sbi.yaml"),
     ("real-sbi 4ep", "CE", "configs/real/sbi.yaml"),
     ("real-sbi 4ep", "Sup. Con", "configs/real/sbi.yaml"),
     ("real-sbi 4ep", "Ours", "configs/real/sbi.yaml"),
     ("real-sbi 4ep -target", "CE", "configs/real/sbi.yaml"),
     ("real-sbi 4ep t0.1", "Ours", "configs/real/sbi.yaml"),
     ("real-sbi 4ep -blur", "CE", "configs/real/sbi.yaml"),
+    ("swaps x2", "CE", "configs/tables/table2_xception.yaml"),
     ("swaps x2", "Ours", "configs/tables/table2_ours.yaml"),
+    ("swaps t0.3", "Sup. Con", "configs/tables/table2_supcon.yaml"),
+    ("swaps t0.3", "Ours", "configs/tables/table2_ours.yaml"),
+    ("swaps x2 t0.3", "Sup. Con", "configs/tables/table2_supcon.yaml"),
+    ("swaps x2 t0.3", "Ours", "configs/tables/table2_ours.yaml"),
 ]
 SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's budget)",
             "sbi": "the naturals alone, configs/sbi (the synthetic bench's recipe), the bench's budget",
             "real-sbi": "the naturals alone, configs/real/sbi at its own budget (8 stage-1 epochs)",
             "real-sbi -jpeg": "real-sbi, no JPEG training views (data.augment.jpeg_p=0)",
             "real-sbi -c23": "real-sbi, trained on the raw naturals only (data.train_qualities=[raw])",
+            "real-sbi 12ep": "real-sbi with 1.5x its stage-1 steps (stage1.epochs=12): does a longer schedule help?",
             "real-sbi 4ep": "real-sbi at half its steps (stage1.epochs=4: the recipe's first budget)",
             "real-sbi 4ep -target": "real-sbi 4ep, every jitter on the source (data.blend_target_p=0)",
             "real-sbi 4ep t0.1": "real-sbi 4ep at the paper's temperature (loss.temperature=0.1)",
             "real-sbi 4ep -blur": "real-sbi 4ep without the whole-view Gaussian blur (data.augment.blur_p=0)",
+            "swaps t0.3": "swaps at temperature 0.3 (loss.temperature=0.3; the paper's 0.1): does every seed learn?",
+            "swaps x2 t0.3": "swaps at temperature 0.3 with twice the stage-1 steps (both overrides above)",
             "swaps x2": "swaps with twice the stage-1 steps (stage1.epochs=8): does the method's stage 1 learn?"}
 HALF = "stage1.epochs=4"
 SETTING_OVERRIDES = {"real-sbi -jpeg": ["data.augment.jpeg_p=0"], "real-sbi -c23": ["data.train_qualities=[raw]"],
+                     "real-sbi 12ep": ["stage1.epochs=12"],
                      "real-sbi 4ep": [HALF], "real-sbi 4ep -target": ["data.blend_target_p=0", HALF],
                      "real-sbi 4ep t0.1": ["loss.temperature=0.1", HALF],
-                     "real-sbi 4ep -blur": ["data.augment.blur_p=0", HALF], "swaps x2": ["stage1.epochs=8"]}
+                     "real-sbi 4ep -blur": ["data.augment.blur_p=0", HALF], "swaps x2": ["stage1.epochs=8"],
+                     "swaps t0.3": ["loss.temperature=0.3"],
+                     "swaps x2 t0.3": ["stage1.epochs=8", "loss.temperature=0.3"]}
 KIND = {"CE": "ce", "Sup. Con": "supcon", "Ours": "rccl"}
 # what every real-sbi run gets from the bench: its own data and evaluation, one thread and no loader workers
 # (two runs share 2 cores; the views are seeded per item, so workers change no number)
@@ -232,7 +246,11 @@ def render_markdown(results: dict, command: str, hashes: dict | None = None) -> 
 PAIRS = ((("swaps", "Ours"), ("swaps", "Sup. Con")), (("swaps", "Ours"), ("swaps", "CE")),
          (("swaps", "Sup. Con"), ("swaps", "CE")),
          # the method with twice the stage-1 steps against the baselines at theirs (a diagnostic: not one budget)
-         (("swaps x2", "Ours"), ("swaps", "CE")), (("swaps x2", "Ours"), ("swaps", "Sup. Con")))
+         (("swaps x2", "Ours"), ("swaps", "CE")), (("swaps x2", "Ours"), ("swaps", "Sup. Con")),
+         # the contrastive losses at temperature 0.3: the method against CE at the same number of steps
+         (("swaps t0.3", "Ours"), ("swaps", "CE")), (("swaps x2 t0.3", "Ours"), ("swaps x2", "CE")),
+         (("swaps x2 t0.3", "Ours"), ("swaps x2 t0.3", "Sup. Con")), (("swaps x2 t0.3", "Sup. Con"), ("swaps x2", "CE")),
+         (("swaps x2", "CE"), ("swaps", "CE")))
 
 
 def paired_lines(results: dict) -> list[str]:
