@@ -248,7 +248,8 @@ PAIRS = ((("swaps", "Ours"), ("swaps", "Sup. Con")), (("swaps", "Ours"), ("swaps
          # the method with twice the stage-1 steps against the baselines at theirs (a diagnostic: not one budget)
          (("swaps x2", "Ours"), ("swaps", "CE")), (("swaps x2", "Ours"), ("swaps", "Sup. Con")),
          # the contrastive losses at temperature 0.3: the method against CE at the same number of steps
-         (("swaps t0.3", "Ours"), ("swaps", "CE")), (("swaps x2 t0.3", "Ours"), ("swaps x2", "CE")),
+         (("swaps t0.3", "Ours"), ("swaps", "CE")), (("swaps t0.3", "Ours"), ("swaps t0.3", "Sup. Con")),
+         (("swaps x2 t0.3", "Ours"), ("swaps x2", "CE")),
          (("swaps x2 t0.3", "Ours"), ("swaps x2 t0.3", "Sup. Con")), (("swaps x2 t0.3", "Sup. Con"), ("swaps x2", "CE")),
          (("swaps x2", "CE"), ("swaps", "CE")))
 
@@ -274,7 +275,8 @@ def paired_lines(results: dict) -> list[str]:
             sep = len(d) > 1 and (all(x > 0 for x in d) or all(x < 0 for x in d)) and abs(statistics.fmean(d)) > sd
             cells.append(" / ".join(f"{x:+.1f}" for x in d) + f" (mean {statistics.fmean(d):+.1f}"
                          + (f" ± {sd:.1f}" if len(d) > 1 else "") + (", separates" if sep else "") + ")")
-        name = (f"{a[1]} − {b[1]}" if a[0] == b[0] else f"{a[0]} {a[1]} − {b[0]} {b[1]}")
+        name = (f"{a[1]} − {b[1]}" if a[0] == b[0] == "swaps" else
+                f"{a[0]}: {a[1]} − {b[1]}" if a[0] == b[0] else f"{a[0]} {a[1]} − {b[0]} {b[1]}")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return out
 
