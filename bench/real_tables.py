@@ -18,7 +18,7 @@ Rows (ROWS) by setting:
   and diagnostic settings (SETTING_OVERRIDES): real-sbi with one part of the recipe undone, real-sbi 4ep at
   the recipe's first budget (half the stage-1 steps; its diagnostics were measured there), real-sbi 12ep
   (a longer stage 1), swaps x2 (twice the stage-1 steps), swaps t0.3 and swaps x2 t0.3 (the contrastive
-  losses at temperature 0.3).
+  losses at temperature 0.3), swaps t0.3 -margin / -hard / -mixed (the method at τ 0.3 without one part).
 Every run is rccl-train (bench overrides on its config, evaluated on the tree's test split at raw / c23 /
 c40), then, for a naturals-only row, the ten real sample videos through rccl-eval (bench.real_videos). The
 swaps and sbi rows run at the budget of bench/real_tables.yaml; the real-sbi rows at their config's own
@@ -75,6 +75,9 @@ ROWS = [
     ("swaps x2", "Ours", "configs/tables/table2_ours.yaml"),
     ("swaps t0.3", "Sup. Con", "configs/tables/table2_supcon.yaml"),
     ("swaps t0.3", "Ours", "configs/tables/table2_ours.yaml"),
+    ("swaps t0.3 -margin", "Ours", "configs/tables/table2_ours.yaml"),
+    ("swaps t0.3 -hard", "Ours", "configs/tables/table2_ours.yaml"),
+    ("swaps t0.3 -mixed", "Ours", "configs/tables/table2_ours.yaml"),
     ("swaps x2 t0.3", "Sup. Con", "configs/tables/table2_supcon.yaml"),
     ("swaps x2 t0.3", "Ours", "configs/tables/table2_ours.yaml"),
 ]
@@ -89,6 +92,9 @@ SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's 
             "real-sbi 4ep t0.1": "real-sbi 4ep at the paper's temperature (loss.temperature=0.1)",
             "real-sbi 4ep -blur": "real-sbi 4ep without the whole-view Gaussian blur (data.augment.blur_p=0)",
             "swaps t0.3": "swaps at temperature 0.3 (loss.temperature=0.3; the paper's 0.1): does every seed learn?",
+            "swaps t0.3 -margin": "swaps t0.3, the method without its margin (loss.margin=0)",
+            "swaps t0.3 -hard": "swaps t0.3, the method without its hard positives (loss.bank_size=0)",
+            "swaps t0.3 -mixed": "swaps t0.3, the method without its mixed negatives (loss.negatives=0)",
             "swaps x2 t0.3": "swaps at temperature 0.3 with twice the stage-1 steps (both overrides above)",
             "swaps x2": "swaps with twice the stage-1 steps (stage1.epochs=8): does the method's stage 1 learn?"}
 HALF = "stage1.epochs=4"
@@ -98,6 +104,9 @@ SETTING_OVERRIDES = {"real-sbi -jpeg": ["data.augment.jpeg_p=0"], "real-sbi -c23
                      "real-sbi 4ep t0.1": ["loss.temperature=0.1", HALF],
                      "real-sbi 4ep -blur": ["data.augment.blur_p=0", HALF], "swaps x2": ["stage1.epochs=8"],
                      "swaps t0.3": ["loss.temperature=0.3"],
+                     "swaps t0.3 -margin": ["loss.temperature=0.3", "loss.margin=0"],
+                     "swaps t0.3 -hard": ["loss.temperature=0.3", "loss.bank_size=0"],
+                     "swaps t0.3 -mixed": ["loss.temperature=0.3", "loss.negatives=0"],
                      "swaps x2 t0.3": ["stage1.epochs=8", "loss.temperature=0.3"]}
 KIND = {"CE": "ce", "Sup. Con": "supcon", "Ours": "rccl"}
 # what every real-sbi run gets from the bench: its own data and evaluation, one thread and no loader workers
@@ -249,6 +258,8 @@ PAIRS = ((("swaps", "Ours"), ("swaps", "Sup. Con")), (("swaps", "Ours"), ("swaps
          (("swaps x2", "Ours"), ("swaps", "CE")), (("swaps x2", "Ours"), ("swaps", "Sup. Con")),
          # the contrastive losses at temperature 0.3: the method against CE at the same number of steps
          (("swaps t0.3", "Ours"), ("swaps", "CE")), (("swaps t0.3", "Ours"), ("swaps t0.3", "Sup. Con")),
+         (("swaps t0.3 -margin", "Ours"), ("swaps t0.3", "Ours")), (("swaps t0.3 -hard", "Ours"), ("swaps t0.3", "Ours")),
+         (("swaps t0.3 -mixed", "Ours"), ("swaps t0.3", "Ours")),
          (("swaps x2 t0.3", "Ours"), ("swaps x2", "CE")),
          (("swaps x2 t0.3", "Ours"), ("swaps x2 t0.3", "Sup. Con")), (("swaps x2 t0.3", "Sup. Con"), ("swaps x2", "CE")),
          (("swaps x2", "CE"), ("swaps", "CE")))
