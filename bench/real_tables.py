@@ -65,6 +65,7 @@ ROWS = [
     ("real-sbi -jpeg", "CE", "configs/real/sbi.yaml"),
     ("real-sbi -c23", "CE", "configs/real/sbi.yaml"),
     ("real-sbi 12ep", "CE", "configs/real/sbi.yaml"),
+    ("real-sbi 3x", "CE", "configs/real/sbi.yaml"),
     ("real-sbi 4ep", "CE", "configs/real/sbi.yaml"),
     ("real-sbi 4ep", "Sup. Con", "configs/real/sbi.yaml"),
     ("real-sbi 4ep", "Ours", "configs/real/sbi.yaml"),
@@ -80,6 +81,7 @@ ROWS = [
     ("swaps t0.3 -mixed", "Ours", "configs/tables/table2_ours.yaml"),
     ("swaps x2 t0.3", "Sup. Con", "configs/tables/table2_supcon.yaml"),
     ("swaps x2 t0.3", "Ours", "configs/tables/table2_ours.yaml"),
+    ("swaps x2 t0.3 -hard", "Ours", "configs/tables/table2_ours.yaml"),
 ]
 SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's budget)",
             "sbi": "the naturals alone, configs/sbi (the synthetic bench's recipe), the bench's budget",
@@ -87,6 +89,8 @@ SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's 
             "real-sbi -jpeg": "real-sbi, no JPEG training views (data.augment.jpeg_p=0)",
             "real-sbi -c23": "real-sbi, trained on the raw naturals only (data.train_qualities=[raw])",
             "real-sbi 12ep": "real-sbi with 1.5x its stage-1 steps (stage1.epochs=12): does a longer schedule help?",
+            "real-sbi 3x": "real-sbi on 3x the naturals (its own tree: 4,400 targets, 3,080 training naturals) for "
+                           "3 stage-1 epochs (about the same steps): do more people help the videos?",
             "real-sbi 4ep": "real-sbi at half its steps (stage1.epochs=4: the recipe's first budget)",
             "real-sbi 4ep -target": "real-sbi 4ep, every jitter on the source (data.blend_target_p=0)",
             "real-sbi 4ep t0.1": "real-sbi 4ep at the paper's temperature (loss.temperature=0.1)",
@@ -95,11 +99,12 @@ SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's 
             "swaps t0.3 -margin": "swaps t0.3, the method without its margin (loss.margin=0)",
             "swaps t0.3 -hard": "swaps t0.3, the method without its hard positives (loss.bank_size=0)",
             "swaps t0.3 -mixed": "swaps t0.3, the method without its mixed negatives (loss.negatives=0)",
+            "swaps x2 t0.3 -hard": "swaps x2 t0.3, the method without its hard positives (loss.bank_size=0)",
             "swaps x2 t0.3": "swaps at temperature 0.3 with twice the stage-1 steps (both overrides above)",
             "swaps x2": "swaps with twice the stage-1 steps (stage1.epochs=8): does the method's stage 1 learn?"}
 HALF = "stage1.epochs=4"
 SETTING_OVERRIDES = {"real-sbi -jpeg": ["data.augment.jpeg_p=0"], "real-sbi -c23": ["data.train_qualities=[raw]"],
-                     "real-sbi 12ep": ["stage1.epochs=12"],
+                     "real-sbi 12ep": ["stage1.epochs=12"], "real-sbi 3x": ["stage1.epochs=3"],
                      "real-sbi 4ep": [HALF], "real-sbi 4ep -target": ["data.blend_target_p=0", HALF],
                      "real-sbi 4ep t0.1": ["loss.temperature=0.1", HALF],
                      "real-sbi 4ep -blur": ["data.augment.blur_p=0", HALF], "swaps x2": ["stage1.epochs=8"],
@@ -107,7 +112,10 @@ SETTING_OVERRIDES = {"real-sbi -jpeg": ["data.augment.jpeg_p=0"], "real-sbi -c23
                      "swaps t0.3 -margin": ["loss.temperature=0.3", "loss.margin=0"],
                      "swaps t0.3 -hard": ["loss.temperature=0.3", "loss.bank_size=0"],
                      "swaps t0.3 -mixed": ["loss.temperature=0.3", "loss.negatives=0"],
-                     "swaps x2 t0.3": ["stage1.epochs=8", "loss.temperature=0.3"]}
+                     "swaps x2 t0.3": ["stage1.epochs=8", "loss.temperature=0.3"],
+                     "swaps x2 t0.3 -hard": ["stage1.epochs=8", "loss.temperature=0.3", "loss.bank_size=0"]}
+# the settings trained on another data set than bench/real_tables.yaml's (its `data` with these keys replaced)
+SETTING_DATA = {"real-sbi 3x": {"photos": 4400}}
 KIND = {"CE": "ce", "Sup. Con": "supcon", "Ours": "rccl"}
 # what every real-sbi run gets from the bench: its own data and evaluation, one thread and no loader workers
 # (two runs share 2 cores; the views are seeded per item, so workers change no number)
@@ -128,6 +136,11 @@ def row_overrides(setting: str, method: str, overrides: list[str]) -> list[str]:
     if setting.startswith("real-sbi"):
         return [*REAL_SBI_OVERRIDES, f"loss.kind={KIND[method]}", *SETTING_OVERRIDES.get(setting, [])]
     return [*overrides, *SETTING_OVERRIDES.get(setting, [])]
+
+
+def setting_data(settings: dict, setting: str) -> dict:
+    """The data settings a setting trains and tests on: bench/real_tables.yaml's unless SETTING_DATA says."""
+    return {**settings, **SETTING_DATA.get(setting, {})}
 
 
 def row_run_name(setting: str, method: str, seed: int) -> str:
@@ -262,7 +275,11 @@ PAIRS = ((("swaps", "Ours"), ("swaps", "Sup. Con")), (("swaps", "Ours"), ("swaps
          (("swaps t0.3 -mixed", "Ours"), ("swaps t0.3", "Ours")),
          (("swaps x2 t0.3", "Ours"), ("swaps x2", "CE")),
          (("swaps x2 t0.3", "Ours"), ("swaps x2 t0.3", "Sup. Con")), (("swaps x2 t0.3", "Sup. Con"), ("swaps x2", "CE")),
-         (("swaps x2", "CE"), ("swaps", "CE")))
+         (("swaps x2", "CE"), ("swaps", "CE")),
+         # the method without its hard positives at 8 epochs, against the baselines at the same steps
+         (("swaps x2 t0.3 -hard", "Ours"), ("swaps x2", "CE")),
+         (("swaps x2 t0.3 -hard", "Ours"), ("swaps x2 t0.3", "Sup. Con")),
+         (("swaps x2 t0.3 -hard", "Ours"), ("swaps x2 t0.3", "Ours")))
 
 
 def paired_lines(results: dict) -> list[str]:
@@ -378,7 +395,8 @@ def _main(args, command: str) -> int:
     if missing:
         raise BenchError(f"row configs not found: {', '.join(missing)}")
     key = data_key(settings)
-    hashes = {(s, m): config_hash(training_config(c, row_overrides(s, m, overrides)), key) for s, m, c in ROWS}
+    hashes = {(s, m): config_hash(training_config(c, row_overrides(s, m, overrides)), data_key(setting_data(settings, s)))
+              for s, m, c in ROWS}
     results = load_results(args.out)
     if args.list:
         for setting, method, config in rows:
@@ -389,10 +407,11 @@ def _main(args, command: str) -> int:
             print(f"{setting}:{method:<9} {config}  hash {hashes[setting, method]}  {recorded}"
                   + (f"  [{extra}]" if extra else ""))
         print(f"data: {settings} -> cache folder {key}")
+        for setting, changed in SETTING_DATA.items():
+            print(f"data of {setting}: {changed} -> cache folder {data_key(setting_data(settings, setting))}")
         return 0
     cache = (args.cache or default_cache()).expanduser()
     log = lambda m: print(m, flush=True)  # noqa: E731
-    manifest = prepare_data(settings, cache, log, args.utkface)
     results["data"] = f"{settings} ({key})"
     units = []
     for seed in seeds:
@@ -400,14 +419,19 @@ def _main(args, command: str) -> int:
             entry = next((r for r in results["rows"] if (r["setting"], r["method"]) == (setting, method)), None)
             if args.force or not (entry and entry["config_hash"] == hashes[setting, method] and str(seed) in entry["runs"]):
                 units.append((setting, method, config, seed))
+    manifests = {}  # each data set the runs need, made before they start in parallel
+    for data in (setting_data(settings, setting) for setting in dict.fromkeys(u[0] for u in units)):
+        if data_key(data) not in manifests:
+            manifests[data_key(data)] = prepare_data(data, cache, log, args.utkface)
     real = None
-    if any(u[0] != "swaps" for u in units):  # prepared once, before the runs start in parallel
+    if any(not u[0].startswith("swaps") for u in units):  # prepared once, before the runs start in parallel
         real = prepare_real(args.real, cache, log, settings["crop_size"])
 
     def job(unit):
         setting, method, config, seed = unit
         label, name = f"{setting}:{method}", row_run_name(setting, method, seed)
         log(f"real_tables: {label} seed {seed} ...")
+        manifest = manifests[data_key(setting_data(settings, setting))]
         metrics, wall, cpu = run_one(label, config, seed, row_overrides(setting, method, overrides), manifest,
                                      args.runs, args.nice, keep_checkpoints=True, name=name)
         videos = None if setting.startswith("swaps") else summarize(score_run(args.runs / name, real, args.nice))

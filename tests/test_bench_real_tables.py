@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from bench.paper_tables import BenchError
-from bench.real_tables import (BENCH_CONFIG, KIND, ROWS, SETTING_OVERRIDES, data_key, main, merge_run, parse_only,
-                               read_bench_config, render_markdown, row_overrides, row_run_name, utkface_adults)
+from bench.real_tables import (BENCH_CONFIG, KIND, ROWS, SETTING_DATA, SETTING_OVERRIDES, data_key, main, merge_run, parse_only,
+                               read_bench_config, render_markdown, row_overrides, row_run_name, setting_data,
+                               utkface_adults)
 from bench.paper_tables import training_config
 
 
@@ -57,6 +58,19 @@ def test_data_keys_and_utkface_filter(tmp_path):
     assert [p.name for p in utkface_adults(tmp_path)] == ["18_1_2_2.jpg.chip.jpg", "59_0_4_3.jpg.chip.jpg"]
     with pytest.raises(BenchError, match="no UTKFace photos"):
         utkface_adults(tmp_path / "nothing")
+
+
+def test_settings_with_their_own_data():
+    settings, overrides = read_bench_config(BENCH_CONFIG)
+    assert setting_data(settings, "real-sbi") == settings
+    for setting, changed in SETTING_DATA.items():
+        assert setting in {s for s, _, _ in ROWS}
+        data = setting_data(settings, setting)
+        assert {k for k in data if data[k] != settings[k]} == set(changed) and data_key(data) != data_key(settings)
+    # "real-sbi 3x": three times the naturals for about the steps of the shipped recipe on the bench's naturals
+    big, base = (training_config("configs/real/sbi.yaml", row_overrides(s, "CE", overrides)) for s in ("real-sbi 3x", "real-sbi"))
+    ratio = (SETTING_DATA["real-sbi 3x"]["photos"] * big["stage1"]["epochs"]) / (settings["photos"] * base["stage1"]["epochs"])
+    assert SETTING_DATA["real-sbi 3x"]["photos"] >= 2.5 * settings["photos"] and 0.9 <= ratio <= 1.2
 
 
 def test_crop_size_needs_its_own_out(tmp_path, capsys):
