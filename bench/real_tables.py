@@ -102,8 +102,8 @@ SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's 
             "swaps t0.3 -mixed": "swaps t0.3, the method without its mixed negatives (loss.negatives=0)",
             "swaps t0.3 k4": "swaps t0.3, the method with 4 hard positives a class (loss.bank_size=4): the paper's "
                              "share of an anchor's positives (16 of 16 + 63 at batch 128; 4 of 4 + 15 at 32)",
-            "swaps x2 t0.3 -hard": "swaps x2 t0.3, the method without its hard positives (loss.bank_size=0)",
             "swaps x2 t0.3": "swaps at temperature 0.3 with twice the stage-1 steps (both overrides above)",
+            "swaps x2 t0.3 -hard": "swaps x2 t0.3, the method without its hard positives (loss.bank_size=0)",
             "swaps x2": "swaps with twice the stage-1 steps (stage1.epochs=8): does the method's stage 1 learn?"}
 HALF = "stage1.epochs=4"
 SETTING_OVERRIDES = {"real-sbi -jpeg": ["data.augment.jpeg_p=0"], "real-sbi -c23": ["data.train_qualities=[raw]"],
@@ -278,6 +278,7 @@ PAIRS = ((("swaps", "Ours"), ("swaps", "Sup. Con")), (("swaps", "Ours"), ("swaps
          (("swaps t0.3 -margin", "Ours"), ("swaps t0.3", "Ours")), (("swaps t0.3 -hard", "Ours"), ("swaps t0.3", "Ours")),
          (("swaps t0.3 -mixed", "Ours"), ("swaps t0.3", "Ours")), (("swaps t0.3 k4", "Ours"), ("swaps t0.3", "Ours")),
          (("swaps t0.3 k4", "Ours"), ("swaps", "CE")), (("swaps t0.3 k4", "Ours"), ("swaps t0.3", "Sup. Con")),
+         (("swaps t0.3 -hard", "Ours"), ("swaps", "CE")), (("swaps t0.3 -hard", "Ours"), ("swaps t0.3", "Sup. Con")),
          (("swaps x2 t0.3", "Ours"), ("swaps x2", "CE")),
          (("swaps x2 t0.3", "Ours"), ("swaps x2 t0.3", "Sup. Con")), (("swaps x2 t0.3", "Sup. Con"), ("swaps x2", "CE")),
          (("swaps x2", "CE"), ("swaps", "CE")),
