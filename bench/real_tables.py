@@ -90,7 +90,7 @@ SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's 
             "real-sbi -jpeg": "real-sbi, no JPEG training views (data.augment.jpeg_p=0)",
             "real-sbi -c23": "real-sbi, trained on the raw naturals only (data.train_qualities=[raw])",
             "real-sbi 12ep": "real-sbi with 1.5x its stage-1 steps (stage1.epochs=12): does a longer schedule help?",
-            "real-sbi 3x": "real-sbi on 3x the naturals (its own tree: 4,400 targets, 3,080 training naturals) for "
+            "real-sbi 3x": "real-sbi on 3x the naturals (its own tree: 4,400 targets, about 3,070 training naturals) for "
                            "3 stage-1 epochs (about the same steps): do more people help the videos?",
             "real-sbi 4ep": "real-sbi at half its steps (stage1.epochs=4: the recipe's first budget)",
             "real-sbi 4ep -target": "real-sbi 4ep, every jitter on the source (data.blend_target_p=0)",
