@@ -66,6 +66,7 @@ ROWS = [
     ("real-sbi -c23", "CE", "configs/real/sbi.yaml"),
     ("real-sbi 12ep", "CE", "configs/real/sbi.yaml"),
     ("real-sbi 3x", "CE", "configs/real/sbi.yaml"),
+    ("real-sbi -target", "CE", "configs/real/sbi.yaml"),
     ("real-sbi 4ep", "CE", "configs/real/sbi.yaml"),
     ("real-sbi 4ep", "Sup. Con", "configs/real/sbi.yaml"),
     ("real-sbi 4ep", "Ours", "configs/real/sbi.yaml"),
@@ -92,6 +93,7 @@ SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's 
             "real-sbi 12ep": "real-sbi with 1.5x its stage-1 steps (stage1.epochs=12): does a longer schedule help?",
             "real-sbi 3x": "real-sbi on 3x the naturals (its own tree: 4,400 targets, about 3,070 training naturals) for "
                            "3 stage-1 epochs (about the same steps): do more people help the videos?",
+            "real-sbi -target": "real-sbi, every jitter on the source (data.blend_target_p=0)",
             "real-sbi 4ep": "real-sbi at half its steps (stage1.epochs=4: the recipe's first budget)",
             "real-sbi 4ep -target": "real-sbi 4ep, every jitter on the source (data.blend_target_p=0)",
             "real-sbi 4ep t0.1": "real-sbi 4ep at the paper's temperature (loss.temperature=0.1)",
@@ -107,7 +109,7 @@ SETTINGS = {"swaps": "naturals + their face swaps (Table 2 configs, the bench's 
             "swaps x2": "swaps with twice the stage-1 steps (stage1.epochs=8): does the method's stage 1 learn?"}
 HALF = "stage1.epochs=4"
 SETTING_OVERRIDES = {"real-sbi -jpeg": ["data.augment.jpeg_p=0"], "real-sbi -c23": ["data.train_qualities=[raw]"],
-                     "real-sbi 12ep": ["stage1.epochs=12"], "real-sbi 3x": ["stage1.epochs=3"],
+                     "real-sbi 12ep": ["stage1.epochs=12"], "real-sbi 3x": ["stage1.epochs=3"], "real-sbi -target": ["data.blend_target_p=0"],
                      "real-sbi 4ep": [HALF], "real-sbi 4ep -target": ["data.blend_target_p=0", HALF],
                      "real-sbi 4ep t0.1": ["loss.temperature=0.1", HALF],
                      "real-sbi 4ep -blur": ["data.augment.blur_p=0", HALF], "swaps x2": ["stage1.epochs=8"],
