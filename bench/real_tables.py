@@ -17,8 +17,11 @@ Rows (ROWS) by setting:
   real-sbi  configs/real/sbi.yaml (the recipe for real faces, docs/self_blending.md) with each loss.kind
   and diagnostic settings (SETTING_OVERRIDES): real-sbi with one part of the recipe undone, real-sbi 4ep at
   the recipe's first budget (half the stage-1 steps; its diagnostics were measured there), real-sbi 12ep
-  (a longer stage 1), swaps x2 (twice the stage-1 steps), swaps t0.3 and swaps x2 t0.3 (the contrastive
-  losses at temperature 0.3), swaps t0.3 -margin / -hard / -mixed (the method at τ 0.3 without one part).
+  (a longer stage 1), real-sbi 3x (three times the naturals at about the same steps), swaps x2 (twice the
+  stage-1 steps), swaps t0.3 and swaps x2 t0.3 (the contrastive losses at temperature 0.3), swaps t0.3
+  -margin / -hard / -mixed (the method at τ 0.3 without one part) and k4 (with 4 hard positives a class).
+  A setting in SETTING_DATA trains and tests on its own tree (real-sbi 3x: 4,400 targets; `--list` prints its
+  cache folder); the JSON's `data` names the bench's tree, and a row's config hash includes its own.
 Every run is rccl-train (bench overrides on its config, evaluated on the tree's test split at raw / c23 /
 c40), then, for a naturals-only row, the ten real sample videos through rccl-eval (bench.real_videos). The
 swaps and sbi rows run at the budget of bench/real_tables.yaml; the real-sbi rows at their config's own
